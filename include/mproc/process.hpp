@@ -1,0 +1,165 @@
+// mproc::process — Python's multiprocessing.Process.
+//
+// Contract:
+// - `process(target, args...)` copies (decays) the callable and its arguments into the
+//   object; `start()` forks, and the child calls `run()`, which invokes
+//   `std::move(target)(std::move(args)...)`. Any callable works, as with std::thread, since
+//   fork copies it into the child. Or subclass and override `run()`.
+// - The child ends with exit code 0 when run() returns, 1 when an exception escapes it
+//   (after printing `process <name> (pid N): <type>: <what>` to stderr), or whatever code
+//   it passes to exit()/_exit(). Before it ends, the child joins its own non-daemon
+//   children and terminates its daemon ones, and flushes its standard streams.
+// - No zombies: an ended child is reaped by join, is_alive, exitcode or
+//   active_children(), or by the runtime. Destroying a `process` whose child still runs
+//   hands the child to the runtime, which reaps it when it ends. At normal program exit
+//   (return from main, std::exit) daemon children get SIGTERM, then SIGKILL after one
+//   second, and non-daemon children are joined, as in Python.
+// - A daemon child also dies when its parent dies, even by SIGKILL (PR_SET_PDEATHSIG).
+//   Linux delivers that signal when the *thread* that called start() ends, so start
+//   daemon processes from a thread that lives as long as they should. Non-daemon
+//   children may be orphaned and adopted by init, as the tutorial describes.
+// - Only the process that called start() may join, poll or signal the child; elsewhere
+//   (a forked copy of the object) those calls throw mproc::error.
+// - Misuse throws mproc::error: start() twice, set_daemon() after start(), join(),
+//   terminate(), kill() or sentinel() before start(). OS failures (fork under
+//   RLIMIT_NPROC, ...) throw std::system_error and leave the object unstarted.
+// - Thread safety: distinct objects are independent. One object may be joined, polled and
+//   signalled from several threads at once; start(), set_name() and set_daemon() must not
+//   race with other calls on the same object.
+// - mproc needs SIGCHLD left at its default (or a handler that does not reap mproc's
+//   children). With SIGCHLD set to SIG_IGN the kernel reaps children itself and their
+//   exit codes are lost: exitcode() then throws mproc::error.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/duration.hpp"
+#include "mproc/error.hpp"
+#include "mproc/types.hpp"
+
+namespace mproc {
+
+namespace detail {
+
+struct target_base {
+  virtual ~target_base() = default;
+  virtual void invoke() = 0;
+};
+
+template <class F, class... A>
+struct target final : target_base {
+  template <class G, class... B>
+  explicit target(G&& g, B&&... b) : fn(std::forward<G>(g)), args(std::forward<B>(b)...) {}
+  void invoke() override {
+    std::apply([this](A&... a) { std::invoke(std::move(fn), std::move(a)...); }, args);
+  }
+  F fn;
+  std::tuple<A...> args;
+};
+
+}  // namespace detail
+
+// What current_process() and parent_process() return.
+struct process_info {
+  std::string name;  // "MainProcess" for a program not started by mproc
+  pid_t pid = 0;
+  bool daemon = false;
+};
+
+class process {
+ public:
+  // A process whose run() does nothing until a subclass overrides it.
+  process();
+
+  // A process that calls target(args...) in the child.
+  template <class F, class... A>
+    requires(!std::is_base_of_v<process, std::remove_cvref_t<F>>) &&
+            std::invocable<std::decay_t<F>, std::decay_t<A>...>
+  explicit process(F&& target, A&&... args)
+      : process(std::make_unique<detail::target<std::decay_t<F>, std::decay_t<A>...>>(
+            std::forward<F>(target), std::forward<A>(args)...)) {}
+
+  // Moving transfers the child; a moved-from object may only be destroyed or assigned to.
+  // Assigning over a started object hands its child to the runtime, as destruction does.
+  process(process&&) noexcept;
+  process& operator=(process&&) noexcept;
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+
+  // Never blocks and never throws: a running child is handed to the runtime.
+  virtual ~process();
+
+  // Forks the child, which calls run(). Does not wait. Throws mproc::error if already
+  // started, std::system_error if fork(2) fails.
+  void start();
+
+  // In the child: calls the target given to the constructor, if any.
+  virtual void run();
+
+  // Blocks until the child ends, and reaps it.
+  void join();
+  // Blocks at most `timeout`; true when the child has ended (and is reaped).
+  template <detail::duration D>
+  bool join(D timeout) {
+    return join_for(detail::to_nanoseconds(timeout));
+  }
+
+  // Never blocks; reaps the child if it has ended. False before start().
+  bool is_alive();
+
+  // SIGTERM / SIGKILL. No effect once the child has ended; never hits a recycled pid.
+  void terminate();
+  void kill();
+
+  // nullopt before start() and while running; the exit code once ended; -N when killed
+  // by signal N. Never blocks; reaps the child if it has ended.
+  std::optional<int> exitcode();
+
+  // nullopt before start().
+  std::optional<pid_t> pid() const;
+
+  // Default "process-N", N counting the processes made in this program.
+  const std::string& name() const;
+  void set_name(std::string name);
+
+  // A daemon child is terminated at normal exit and killed when its parent dies.
+  // set_daemon() after start(): mproc::error.
+  bool daemon() const;
+  void set_daemon(bool daemon);
+
+  // A file descriptor (pidfd) that becomes readable when the child ends, for poll/select.
+  // Owned by the object: do not close it. Before start(): mproc::error.
+  int sentinel() const;
+
+ private:
+  explicit process(std::unique_ptr<detail::target_base> target);
+  bool join_for(std::chrono::nanoseconds timeout);
+  [[noreturn]] void run_in_child(const process_info& parent) noexcept;
+
+  struct impl;
+  impl& state() const;
+  std::unique_ptr<impl> impl_;
+};
+
+// The calling process: its name, pid and daemon flag.
+process_info current_process();
+
+// The process that started this one through mproc::process; nullopt otherwise.
+std::optional<process_info> parent_process();
+
+// The pids of this process's running children; reaps the ones that have ended.
+std::vector<pid_t> active_children();
+
+// CPUs this process may run on (its affinity mask), at least 1.
+unsigned cpu_count();
+
+}  // namespace mproc
