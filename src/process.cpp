@@ -134,9 +134,10 @@ void process::start() {
 void process::run_in_child(const process_info& parent) noexcept {
   impl& s = *impl_;
   if (s.daemon) {
-    // Die with the parent. If it died before prctl took effect, no signal will come.
+    // Die with the parent. If it died before prctl took effect, no signal will come:
+    // die the same way by hand.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent.pid) ::_exit(1);
+    if (::getppid() != parent.pid) ::kill(::getpid(), SIGKILL);
   }
   detail::runtime& rt = detail::runtime::instance();
   try {

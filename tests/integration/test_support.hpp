@@ -1,0 +1,174 @@
+// Helpers for tests that run real processes.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace mproc_test {
+
+// A pipe owned by the test; both ends O_CLOEXEC so exec'd programs do not keep them.
+class test_pipe {
+ public:
+  test_pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    read_ = fds[0];
+    write_ = fds[1];
+  }
+  ~test_pipe() {
+    close_read();
+    close_write();
+  }
+  test_pipe(const test_pipe&) = delete;
+  test_pipe& operator=(const test_pipe&) = delete;
+
+  int read_fd() const { return read_; }
+  int write_fd() const { return write_; }
+  void close_read() {
+    if (read_ >= 0) ::close(read_);
+    read_ = -1;
+  }
+  void close_write() {
+    if (write_ >= 0) ::close(write_);
+    write_ = -1;
+  }
+
+  void write(const std::string& s) const {
+    std::size_t done = 0;
+    while (done < s.size()) {
+      const ssize_t n = ::write(write_, s.data() + done, s.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw std::system_error(errno, std::generic_category(), "write");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+  // Reads until EOF (every write end closed).
+  std::string read_all() const {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(read_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return out;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+
+  // Reads one '\n'-terminated line (without the '\n'); nullopt at EOF.
+  std::optional<std::string> read_line() const {
+    std::string line;
+    char c;
+    for (;;) {
+      const ssize_t n = ::read(read_, &c, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return line.empty() ? std::nullopt : std::optional(line);
+      if (c == '\n') return line;
+      line += c;
+    }
+  }
+
+ private:
+  int read_ = -1;
+  int write_ = -1;
+};
+
+// Holds children until the test releases them: a child calls wait(), the test release().
+class gate {
+ public:
+  void wait() const {
+    char c;
+    while (::read(pipe_.read_fd(), &c, 1) < 0 && errno == EINTR) {
+    }
+  }
+  void release(int waiters = 1) const { pipe_.write(std::string(static_cast<std::size_t>(waiters), 'g')); }
+
+ private:
+  test_pipe pipe_;
+};
+
+struct proc_stat {
+  char state = '?';
+  pid_t ppid = 0;
+};
+
+// State and parent of `pid` from /proc; nullopt once it is gone (reaped).
+inline std::optional<proc_stat> read_proc_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!in || !std::getline(in, text)) return std::nullopt;
+  const auto close_paren = text.rfind(')');  // comm may contain spaces and parentheses
+  if (close_paren == std::string::npos) return std::nullopt;
+  std::istringstream rest(text.substr(close_paren + 1));
+  proc_stat st;
+  rest >> st.state >> st.ppid;
+  return st;
+}
+
+// The children of this process, from /proc, with their states.
+inline std::vector<std::pair<pid_t, char>> children_of_self() {
+  std::vector<std::pair<pid_t, char>> out;
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return out;
+  while (const dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    if (auto st = read_proc_stat(static_cast<pid_t>(pid)); st && st->ppid == ::getpid()) {
+      out.emplace_back(static_cast<pid_t>(pid), st->state);
+    }
+  }
+  ::closedir(dir);
+  return out;
+}
+
+inline int count_zombie_children() {
+  int n = 0;
+  for (const auto& [pid, state] : children_of_self()) n += state == 'Z';
+  return n;
+}
+
+inline int count_open_fds() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  while (const dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
+  ::closedir(dir);
+  return n - 1;  // the directory's own fd
+}
+
+// Polls `condition` until it holds or `limit` passes; returns whether it held. For
+// conditions no event announces (a pid leaving /proc), with a deadline, never a blind sleep.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+inline bool fd_readable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, timeout_ms);
+  } while (n < 0 && errno == EINTR);
+  return n > 0;
+}
+
+}  // namespace mproc_test
