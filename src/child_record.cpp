@@ -15,13 +15,13 @@
 namespace mproc::detail {
 
 child_record::child_record(std::string name, bool daemon)
-    : owner_(::getpid()), name_(std::move(name)), daemon_(daemon) {
+    : owner_(current_pid()), name_(std::move(name)), daemon_(daemon) {
   runtime::instance().register_record(this);
 }
 
 child_record::~child_record() {
   runtime::instance().unregister_record(this);
-  if (pidfd_ >= 0 && owner_ == ::getpid()) ::close(pidfd_);
+  if (pidfd_ >= 0 && owner_ == current_pid()) ::close(pidfd_);
 }
 
 void child_record::set_started(pid_t pid, int pidfd) noexcept {
@@ -52,9 +52,14 @@ bool child_record::try_reap() {
 }
 
 bool child_record::wait(const std::chrono::steady_clock::time_point* deadline) {
+  {
+    std::lock_guard lock(mutex_);
+    if (reaped_) return true;
+  }
+  // Sleep first: a waitid probe before sleeping finds a just-started child running.
   for (;;) {
-    if (try_reap()) return true;
     if (!wait_readable(pidfd_, deadline)) return try_reap();
+    if (try_reap()) return true;
   }
 }
 

@@ -34,7 +34,7 @@ std::string demangle(const char* mangled) {
 // Python prints the traceback of an exception escaping run(); mproc prints one line.
 void report_uncaught(const std::string& process_name) noexcept {
   try {
-    std::string line = "process " + process_name + " (pid " + std::to_string(::getpid()) + "): ";
+    std::string line = "process " + process_name + " (pid " + std::to_string(detail::current_pid()) + "): ";
     try {
       throw;
     } catch (const std::exception& e) {
@@ -63,7 +63,7 @@ struct process::impl {
   // The child of a started process, checked to belong to the calling process.
   detail::child_record& own_child(const char* action) const {
     if (!child) throw error("cannot " + std::string(action) + " process " + name + ": it was never started");
-    if (child->owner() != ::getpid()) {
+    if (child->owner() != detail::current_pid()) {
       throw error("cannot " + std::string(action) + " process " + name +
                   ": only the process that started it can");
     }
@@ -88,7 +88,7 @@ process& process::operator=(process&& other) noexcept {
 }
 
 process::~process() {
-  if (!impl_ || !impl_->child || impl_->child->owner() != ::getpid()) return;
+  if (!impl_ || !impl_->child || impl_->child->owner() != detail::current_pid()) return;
   detail::runtime::instance().hand_off(std::move(impl_->child));
 }
 
@@ -173,7 +173,7 @@ bool process::join_for(std::chrono::nanoseconds timeout) {
 bool process::is_alive() {
   impl& s = state();
   if (!s.child) return false;
-  if (s.child->pid() == ::getpid()) return true;  // asked from inside the child itself
+  if (s.child->pid() == detail::current_pid()) return true;  // asked from inside the child itself
   return !s.own_child("poll").try_reap();
 }
 
@@ -187,7 +187,7 @@ void process::kill() {
 
 std::optional<int> process::exitcode() {
   impl& s = state();
-  if (!s.child || s.child->pid() == ::getpid()) return std::nullopt;
+  if (!s.child || s.child->pid() == detail::current_pid()) return std::nullopt;
   return s.own_child("poll").exitcode();
 }
 

@@ -20,11 +20,17 @@ class child_record;
 // buffered output and _exit(2) does not lose it.
 void flush_std_streams() noexcept;
 
+// getpid(2) of the calling process.
+pid_t current_pid() noexcept;
+
 class runtime {
  public:
   // Never destroyed: children may outlive static destruction and the reaper thread may
   // still run while the program exits.
   static runtime& instance();
+
+  // getpid(2), cached: it is asked on every call that checks who owns a child.
+  pid_t pid() const noexcept { return pid_; }
 
   // Every live child_record, so that a forked child can drop the parent's pidfds.
   void register_record(child_record* record);
@@ -55,6 +61,7 @@ class runtime {
   void start_reaper();  // mutex_ held
   void reaper_loop() noexcept;
 
+  pid_t pid_;  // refreshed in a forked child
   mutable std::mutex mutex_;
   std::unordered_set<child_record*> records_;              // guarded by mutex_
   std::vector<std::shared_ptr<child_record>> running_;     // guarded by mutex_

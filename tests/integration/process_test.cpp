@@ -1,4 +1,5 @@
 // mproc::process with real child processes.
+#include "mproc/os.hpp"
 #include "mproc/process.hpp"
 
 #include <fcntl.h>
@@ -7,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <iostream>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -240,6 +243,32 @@ TEST(Process, DefaultRunDoesNothing) {
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(Process, BufferedStreamOutputIsNeitherDuplicatedNorLost) {
+  test_pipe out;
+  const pid_t pid = mproc::os::fork();
+  if (pid == 0) {
+    // A program of its own: unsynchronised C++ streams keep their own buffer.
+    ::dup2(out.write_fd(), STDOUT_FILENO);
+    std::ios_base::sync_with_stdio(false);
+    std::cout << "before ";  // buffered: start() must flush it, or the child prints it too
+    std::printf("c-before ");
+    mproc::process p([] {
+      std::cout << "child ";  // buffered when run() returns: must not be lost
+      std::printf("c-child ");
+    });
+    p.start();
+    p.join();
+    std::cout << "after" << std::flush;
+    std::fflush(stdout);
+    ::_exit(p.exitcode() == 0 ? 0 : 1);
+  }
+  out.close_write();
+  const std::string text = out.read_all();
+  EXPECT_EQ(mproc::os::waitpid(pid).raw(), 0);
+  // The two libraries' buffers are flushed in a fixed order (C++ first, then stdio).
+  EXPECT_EQ(text, "before c-before child c-child after");
 }
 
 TEST(Process, NoZombiesAfter100StartJoinCycles) {

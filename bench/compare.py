@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark driver for DESIGN.md's performance contract.
+
+Each row of the contract is one entry of ROWS: the programs that measure it (mproc's C++
+benchmark, its Python peer, ...), the contenders they report, the baseline that ratios are
+taken against, and the goals. Rounds are interleaved: round r runs every program of the
+row once (one round each), rotating which program goes first, so that load changes on the
+machine hit every contender alike. Each program prints CSV
+
+    round,contender,<metric>
+
+one line per contender per round (see bench/spawn_bench.cpp). The driver prints, per row,
+a table of median / min / max over the rounds and the ratio of medians against the
+baseline, then each goal as met / NOT met (judged on the median of the per-round ratios,
+since the contenders of one round ran side by side) and the subject's speed-up against
+its peers. It writes the same into <out-dir>/bench-<row>.csv (one line per contender,
+goal and speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv.
+
+Adding a row: build its programs (bench/CMakeLists.txt), then append a Row to ROWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Program:
+    """A command that measures some contenders of a row, one round per invocation.
+
+    argv(build_dir, python) gives the command without the round flags; the driver adds
+    --rounds 1 --iterations N --start-round r. Every program takes those three flags and
+    prints the CSV described at the top of this file.
+    """
+
+    name: str
+    argv: Callable[[Path, str], list[str]]
+    iterations: int
+
+
+def cpp(target: str, iterations: int) -> Program:
+    """A benchmark executable built by bench/CMakeLists.txt."""
+    return Program(target, lambda build, python: [str(build / "bench" / target)], iterations)
+
+
+def py(script: str, iterations: int) -> Program:
+    """A Python script in bench/, run with the chosen interpreter."""
+    return Program(script, lambda build, python: [python, str(BENCH_DIR / script)], iterations)
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str    # as the program prints it in the CSV
+    label: str  # as the table shows it
+
+
+@dataclass(frozen=True)
+class Goal:
+    """subject against peer, on the median of the per-round ratios. Give max_cost_ratio
+    (subject costs at most x times what peer costs: "≤ 1.3× raw fork+waitpid") or
+    min_speedup (subject at least x times as fast: "≥ 50× Python")."""
+
+    text: str
+    subject: str
+    peer: str
+    max_cost_ratio: float | None = None
+    min_speedup: float | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    workload: str
+    metric: str             # the CSV column the programs print
+    unit: str               # how the table names it
+    higher_is_better: bool  # throughput (True) or time per operation (False)
+    baseline: str           # contender key the "ratio" column is taken against
+    subject: str            # the contender the goals are about: mproc
+    contenders: list[Contender]
+    programs: list[Program]
+    goals: list[Goal] = field(default_factory=list)
+    speedup_vs: list[str] = field(default_factory=list)  # peers to report subject's speed-up against
+
+
+# DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
+# sized so that a round takes about a second on a 2-core VM.
+ROWS: list[Row] = [
+    Row(
+        name="spawn",
+        workload="start+join a process whose target returns at once",
+        metric="per_op_us",
+        unit="µs/op",
+        higher_is_better=False,
+        baseline="raw_fork_waitpid",
+        subject="mproc",
+        contenders=[
+            Contender("raw_fork_waitpid", "raw fork+waitpid"),
+            Contender("mproc", "mproc::process"),
+            Contender("python_mp_fork", "Python mp (fork)"),
+        ],
+        programs=[cpp("mproc_spawn_bench", 1000), py("spawn.py", 200)],
+        goals=[Goal("mproc ≤ 1.3× raw fork+waitpid", "mproc", "raw_fork_waitpid", max_cost_ratio=1.3)],
+        speedup_vs=["python_mp_fork"],
+    ),
+]
+
+
+class BenchError(Exception):
+    pass
+
+
+def run_round(row: Row, program: Program, r: int, args) -> dict[str, float]:
+    iterations = max(1, round(program.iterations * args.scale))
+    cmd = program.argv(args.build_dir, args.python) + [
+        "--rounds", "1", "--iterations", str(iterations), "--start-round", str(r)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
+    except FileNotFoundError:
+        raise BenchError(f"{program.name}: not found: {cmd[0]} (build it first: scripts/bench.sh)") from None
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{program.name}: round {r} took over {args.timeout} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"{program.name}: exit status {done.returncode}\n$ {' '.join(cmd)}\n{done.stderr}")
+    reader = csv.reader(io.StringIO(done.stdout))
+    header = next(reader, None)
+    if header != ["round", "contender", row.metric]:
+        raise BenchError(f"{program.name}: expected header round,contender,{row.metric}, got {header}")
+    known = {c.key for c in row.contenders}
+    figures = {}
+    for line in reader:
+        if not line:
+            continue
+        try:
+            round_no, key, value = line
+            if int(round_no) != r or key not in known:
+                raise ValueError
+            figures[key] = float(value)
+        except ValueError:
+            raise BenchError(f"{program.name}: unexpected line {','.join(line)} in round {r}") from None
+    if not figures:
+        raise BenchError(f"{program.name}: printed no figures\n{done.stdout}{done.stderr}")
+    return figures
+
+
+def cost(row: Row, value: float) -> float:
+    """Lower is better, whatever the metric."""
+    return 1.0 / value if row.higher_is_better else value
+
+
+def measure(row: Row, args) -> dict[str, list[float]]:
+    per_round: dict[str, list[float]] = {c.key: [] for c in row.contenders}
+    for r in range(args.rounds):
+        n = len(row.programs)
+        order = [row.programs[(r + k) % n] for k in range(n)]  # rotate who goes first
+        t0 = time.monotonic()
+        for program in order:
+            for key, value in run_round(row, program, r, args).items():
+                per_round[key].append(value)
+        print(f"  {row.name} round {r + 1}/{args.rounds}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    for key, values in per_round.items():
+        if len(values) != args.rounds:
+            raise BenchError(f"{row.name}: contender {key} has {len(values)} figures for {args.rounds} rounds")
+    return per_round
+
+
+def fmt(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def report(row: Row, per_round: dict[str, list[float]], args) -> bool:
+    label = {c.key: c.label for c in row.contenders}
+    median = {k: statistics.median(v) for k, v in per_round.items()}
+
+    def cost_ratio(a: str, b: str) -> float:  # how many times what b costs, a costs
+        return cost(row, median[a]) / cost(row, median[b])
+
+    def paired(a: str, b: str) -> list[float]:  # the same ratio, round by round
+        return [cost(row, x) / cost(row, y) for x, y in zip(per_round[a], per_round[b])]
+
+    better = "higher" if row.higher_is_better else "lower"
+    print(f"\n== {row.name}: {row.workload}")
+    print(f"   {args.rounds} interleaved rounds; {row.unit}, {better} is better; "
+          f"ratio = cost vs {label[row.baseline]} (medians)\n")
+    w = max(len(c.label) for c in row.contenders)
+    print(f"   {'contender':<{w}}  {'median':>9}  {'min':>9}  {'max':>9}  {'ratio':>7}")
+    table = []
+    for c in row.contenders:
+        v = per_round[c.key]
+        ratio = cost_ratio(c.key, row.baseline)
+        print(f"   {c.label:<{w}}  {fmt(median[c.key]):>9}  {fmt(min(v)):>9}  {fmt(max(v)):>9}  {ratio:>6.2f}×")
+        table.append(dict(kind="contender", row=row.name, contender=c.key, peer=row.baseline, metric=row.metric,
+                          rounds=args.rounds, median=median[c.key], min=min(v), max=max(v), ratio=ratio,
+                          target="", verdict=""))
+    print()
+    all_met = True
+    for g in row.goals:
+        # The verdict uses the median of the per-round ratios: contenders of one round ran
+        # side by side, so their ratio cancels the load drifts that move whole rounds.
+        rounds = paired(g.subject, g.peer)
+        ratio = statistics.median(rounds)
+        of_medians = cost_ratio(g.subject, g.peer)
+        if g.max_cost_ratio is not None:
+            met, target = ratio <= g.max_cost_ratio, f"<={g.max_cost_ratio}"
+            shown = (f"{ratio:.2f}× median per round, range {min(rounds):.2f}–{max(rounds):.2f}×; "
+                     f"ratio of medians {of_medians:.2f}×")
+        else:
+            met, target = 1 / ratio >= g.min_speedup, f">={g.min_speedup}x faster"
+            shown = (f"{1 / ratio:.1f}× faster median per round, range {1 / max(rounds):.1f}–"
+                     f"{1 / min(rounds):.1f}×; ratio of medians {1 / of_medians:.1f}×")
+        all_met &= met
+        print(f"   goal  {g.text}: {'met' if met else 'NOT met'}  ({shown})")
+        table.append(dict(kind="goal", row=row.name, contender=g.subject, peer=g.peer, metric=row.metric,
+                          rounds=args.rounds, median="", min=min(rounds), max=max(rounds), ratio=ratio,
+                          target=target, verdict="met" if met else "NOT met"))
+    for peer in row.speedup_vs:
+        speedup = 1 / cost_ratio(row.subject, peer)
+        rounds = [1 / x for x in paired(row.subject, peer)]
+        print(f"   {label[row.subject]} speed-up vs {label[peer]}: {speedup:.1f}×  "
+              f"(per round {min(rounds):.1f}–{max(rounds):.1f}×)")
+        table.append(dict(kind="speedup", row=row.name, contender=row.subject, peer=peer, metric=row.metric,
+                          rounds=args.rounds, median="", min="", max="", ratio=speedup, target="", verdict=""))
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    summary = args.out_dir / f"bench-{row.name}.csv"
+    with summary.open("w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(table[0]))
+        out.writeheader()
+        for t in table:
+            out.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t.items()})
+    rounds_file = args.out_dir / f"bench-{row.name}-rounds.csv"
+    with rounds_file.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["round", "contender", row.metric])
+        for r in range(args.rounds):
+            for c in row.contenders:
+                out.writerow([r, c.key, per_round[c.key][r]])
+    print(f"\n   written: {summary}, {rounds_file}")
+    return all_met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build-dir", type=Path, default=Path("build-release"),
+                        help="where the benchmark programs were built (default: build-release)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the CSV files go (default: the build dir)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per row, at least 5 (default 7)")
+    parser.add_argument("--rows", default=",".join(r.name for r in ROWS),
+                        help=f"comma-separated rows to run (default: all: {','.join(r.name for r in ROWS)})")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every program's iterations (e.g. 0.1 for a smoke run)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the Python peers")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds one program round may take")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5: the contract reports medians of several runs")
+    if args.scale <= 0:
+        parser.error("--scale must be positive")
+    args.build_dir = args.build_dir.resolve()
+    args.out_dir = (args.out_dir or args.build_dir).resolve()
+    by_name = {r.name: r for r in ROWS}
+    wanted = [n for n in args.rows.split(",") if n]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+
+    py_version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"mproc benchmarks: {platform.node()} {platform.system()} {platform.release()}, "
+          f"{os.cpu_count()} CPUs, load {load}, Python {py_version or '?'} ({args.python})")
+    all_met = True
+    try:
+        for name in wanted:
+            row = by_name[name]
+            all_met &= report(row, measure(row, args), args)
+    except BenchError as e:
+        print(f"compare.py: {e}", file=sys.stderr)
+        return 2
+    return 1 if args.strict and not all_met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

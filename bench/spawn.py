@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""The `spawn` row's Python peer: multiprocessing.Process(target=f).start(); join(),
+with the fork start method, f returning at once.
+
+Prints the same CSV as bench/spawn_bench.cpp, one line per round after a header:
+    round,contender,per_op_us
+per_op_us is the mean over --iterations back-to-back start+join operations, after
+--warmup untimed ones. Rounds are numbered from --start-round.
+"""
+
+import argparse
+import multiprocessing
+import sys
+import time
+
+CONTENDER = "python_mp_fork"
+
+
+def returns_at_once():
+    pass
+
+
+def start_join(ctx):
+    p = ctx.Process(target=returns_at_once)
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        sys.exit(f"spawn.py: child exited with {p.exitcode}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--start-round", type=int, default=0)
+    args = parser.parse_args()
+    if args.rounds < 1 or args.iterations < 1 or args.warmup < 0 or args.start_round < 0:
+        parser.error("--rounds and --iterations must be >= 1, --warmup and --start-round >= 0")
+
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(args.warmup):
+        start_join(ctx)
+    print("round,contender,per_op_us", flush=True)
+    for r in range(args.start_round, args.start_round + args.rounds):
+        t0 = time.perf_counter()
+        for _ in range(args.iterations):
+            start_join(ctx)
+        t1 = time.perf_counter()
+        print(f"{r},{CONTENDER},{(t1 - t0) * 1e6 / args.iterations:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
