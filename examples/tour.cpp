@@ -29,6 +29,8 @@ constexpr example examples[] = {
     {"僵尸进程", "no_zombie"},
     {"Process: 使用Process类", "process_args"},
     {"Process: 继承Process类", "process_subclass"},
+    {"Queue进程间通信:消息队列", "queue_walkthrough"},
+    {"使用队列进行进程间通信", "queue_processes"},
 };
 
 // Runs `program` as a child and returns its exit code (-N when signal N ended it).

@@ -129,6 +129,9 @@ void process::start() {
     throw;
   }
   s.child = std::move(child);
+  // As Python does: the parent has no use for the target and its arguments any more, and
+  // keeping them would keep the child's ends of pipes and queues open here.
+  s.target.reset();
 }
 
 void process::run_in_child(const process_info& parent) noexcept {

@@ -4,7 +4,9 @@
 // - `process(target, args...)` copies (decays) the callable and its arguments into the
 //   object; `start()` forks, and the child calls `run()`, which invokes
 //   `std::move(target)(std::move(args)...)`. Any callable works, as with std::thread, since
-//   fork copies it into the child. Or subclass and override `run()`.
+//   fork copies it into the child. Or subclass and override `run()`. After start() the
+//   parent's object drops its copy of the target and arguments, as Python does, so that it
+//   does not keep the child's ends of pipes open.
 // - The child ends with exit code 0 when run() returns, 1 when an exception escapes it
 //   (after printing `process <name> (pid N): <type>: <what>` to stderr), or whatever code
 //   it passes to exit()/_exit(). Before it ends, the child joins its own non-daemon
@@ -99,7 +101,7 @@ class process {
   virtual ~process();
 
   // Forks the child, which calls run(). Does not wait. Throws mproc::error if already
-  // started, std::system_error if fork(2) fails.
+  // started, std::system_error if fork(2) fails (the object is then unchanged).
   void start();
 
   // In the child: calls the target given to the constructor, if any.

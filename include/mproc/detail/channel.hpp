@@ -1,0 +1,73 @@
+// The byte-level core under every queue type: a multi-producer multi-consumer channel of
+// variable-size messages in shared memory. Typed queues are thin templates over it.
+//
+// Contract:
+// - Messages are byte strings of any size; each is delivered whole to exactly one
+//   consumer, FIFO per producer. `maxsize` (0: unbounded) counts messages, as in Python.
+// - Shared memory is one memfd: nothing is ever named in /dev/shm. A process maps it when
+//   it creates the channel, inherits it by fork, or claims it from an fd_token.
+// - Crash safety: a process killed at any instant inside any call leaves the channel
+//   consistent. Producers and consumers each serialise on a robust process-shared mutex,
+//   and every multi-word update is made through a small journal that the next owner
+//   replays when it finds the mutex's owner dead. A message is published only once it is
+//   written whole; a consumer commits its read only once it has used the bytes, so a
+//   consumer killed mid-get leaves the message for the next one.
+// - Blocking calls take an optional absolute CLOCK_MONOTONIC deadline (null: forever; in
+//   the past: do not wait). They spin briefly, then sleep on a futex; a side is woken only
+//   when it announced that it sleeps.
+// - Thread safety: every member may be called from any thread of any process.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "mproc/detail/fd_token.hpp"
+
+namespace mproc::detail {
+
+using deadline_t = std::chrono::steady_clock::time_point;
+
+// Receives one message's bytes; valid only during the call. May throw: the message is
+// consumed all the same (a message that cannot be decoded must not block the channel).
+using message_sink = void (*)(void* context, std::span<const std::byte> message);
+
+class channel {
+ public:
+  explicit channel(std::size_t maxsize);
+  explicit channel(const fd_token& token);  // the channel another process described
+  ~channel();
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  // Puts `messages[i]` = bytes [ends[i-1], ends[i]) of `data`, in order. Waits for room
+  // while the channel holds maxsize messages. Returns how many were put before the
+  // deadline passed (all of them when it did not).
+  std::size_t put(std::span<const std::byte> data, std::span<const std::size_t> ends,
+                  const deadline_t* deadline);
+
+  // Takes at least one and at most `max_messages` messages, handing each to `sink`.
+  // Returns how many were taken: 0 when the deadline passed first.
+  std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline);
+
+  std::size_t size() const noexcept;  // messages put and not yet taken
+  std::size_t maxsize() const noexcept;
+
+  // joinable_queue: one task of the messages put is done; join waits until all are.
+  void task_done();
+  bool join(const deadline_t* deadline);
+
+  // How many times a process was found dead holding one of the channel's locks.
+  std::uint64_t owner_deaths() const noexcept;
+
+  fd_token token() const;
+
+  struct state;  // defined in src/channel.cpp
+
+ private:
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,240 @@
+// mproc::queue, joinable_queue and simple_queue — Python's multiprocessing.Queue,
+// JoinableQueue and SimpleQueue.
+//
+// Contract:
+// - A queue object is a copyable handle to one shared queue. Every process forked after it
+//   was made shares it, and a handle can also be sent to a process made at any time (as
+//   an argument of a `process`, or inside a message on another queue or a pipe): it is
+//   serialisable. The process that serialised a handle must still hold it when the
+//   receiver decodes it (see detail/fd_token.hpp).
+// - Values cross by value through mproc's serialisation (<mproc/serialize.hpp>): T is any
+//   serialisable type. Any size works. FIFO per producer; each value is received by
+//   exactly one consumer.
+// - `maxsize` counts messages (0: bounded only by memory). put blocks while the queue is
+//   full, get while it is empty. Blocking waits spin for a few microseconds, then sleep.
+// - Timed calls: `put(v, timeout)` / `get(timeout)` throw queue_full / queue_empty when the
+//   timeout passes (as Python's do); `try_put_for` / `try_get_for` return false / nullopt
+//   instead; `put_nowait` / `get_nowait` / `try_put` / `try_get` never wait. A timeout is
+//   any std::chrono::duration and becomes one absolute deadline.
+// - `close()` closes this handle only: its put and get then throw closed_error. Other
+//   handles, in this process or others, are unaffected.
+// - Crash safety: a process killed at any instant while using the queue leaves it
+//   consistent; a message is received whole or not at all; nobody deadlocks on a dead
+//   holder's lock. A consumer killed inside get leaves its message to the next consumer.
+// - A message whose bytes do not decode as T throws serialization_error from get; the
+//   message is consumed, so it cannot block the queue.
+// - Thread safety: a handle may be used from several threads at once, except close().
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mproc/detail/channel.hpp"
+#include "mproc/detail/duration.hpp"
+#include "mproc/error.hpp"
+#include "mproc/serialize.hpp"
+
+namespace mproc {
+
+namespace detail {
+
+// Encoding scratch space, reused so that a put allocates nothing once warm.
+inline std::vector<std::byte>& encode_buffer() {
+  thread_local std::vector<std::byte> buffer;
+  return buffer;
+}
+
+}  // namespace detail
+
+template <class T>
+class queue {
+ public:
+  // A new, empty queue holding at most `maxsize` messages (0: no limit).
+  explicit queue(std::size_t maxsize = 0) : channel_(std::make_shared<detail::channel>(maxsize)) {}
+
+  // Blocks while the queue is full.
+  void put(const T& value) { put_until(value, nullptr); }
+  // Blocks at most `timeout`; then throws queue_full.
+  template <detail::duration D>
+  void put(const T& value, D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    if (!put_until(value, &deadline)) throw queue_full("queue is full: put timed out");
+  }
+  // Never waits; throws queue_full when full.
+  void put_nowait(const T& value) {
+    if (!try_put(value)) throw queue_full("queue is full");
+  }
+  bool try_put(const T& value) { return put_until(value, &detail::no_wait); }
+  template <detail::duration D>
+  bool try_put_for(const T& value, D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    return put_until(value, &deadline);
+  }
+
+  // Blocks while the queue is empty.
+  T get() { return *get_until(nullptr); }
+  // Blocks at most `timeout`; then throws queue_empty.
+  template <detail::duration D>
+  T get(D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    auto value = get_until(&deadline);
+    if (!value) throw queue_empty("queue is empty: get timed out");
+    return std::move(*value);
+  }
+  // Never waits; throws queue_empty when empty.
+  T get_nowait() {
+    auto value = try_get();
+    if (!value) throw queue_empty("queue is empty");
+    return std::move(*value);
+  }
+  std::optional<T> try_get() { return get_until(&detail::no_wait); }
+  template <detail::duration D>
+  std::optional<T> try_get_for(D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    return get_until(&deadline);
+  }
+
+  // Batches, for small messages: one synchronisation for many values. put_many blocks
+  // until all are put (waiting for room when the queue is bounded); get_many blocks until
+  // at least one value is there and returns up to `max_items` of those available.
+  void put_many(std::span<const T> values) {
+    check_open();
+    auto& buffer = detail::encode_buffer();
+    buffer.clear();
+    std::vector<std::size_t> ends;
+    ends.reserve(values.size());
+    for (const T& v : values) {
+      to_bytes(v, buffer);
+      ends.push_back(buffer.size());
+    }
+    channel_->put(buffer, ends, nullptr);
+  }
+  std::vector<T> get_many(std::size_t max_items) { return get_many_until(max_items, nullptr); }
+  // As get_many, waiting at most `timeout`: empty when nothing came.
+  template <detail::duration D>
+  std::vector<T> get_many(std::size_t max_items, D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    return get_many_until(max_items, &deadline);
+  }
+
+  // Messages in the queue now (a snapshot: others may put and get meanwhile).
+  std::size_t qsize() const { return channel_->size(); }
+  bool empty() const { return qsize() == 0; }
+  bool full() const {
+    const std::size_t max = channel_->maxsize();
+    return max != 0 && qsize() >= max;
+  }
+  std::size_t maxsize() const { return channel_->maxsize(); }
+
+  // This handle puts and gets no more: both then throw closed_error.
+  void close() noexcept { closed_ = true; }
+
+  // How often a process was found dead holding the queue's lock (and recovered from).
+  std::uint64_t owner_deaths() const { return channel_->owner_deaths(); }
+
+  // cereal: a handle travels as a token its receiver turns into its own mapping.
+  template <class Archive>
+  void save(Archive& archive) const {
+    check_open();
+    archive(channel_->token());
+  }
+  template <class Archive>
+  void load(Archive& archive) {
+    detail::fd_token token;
+    archive(token);
+    channel_ = std::make_shared<detail::channel>(token);
+    closed_ = false;
+  }
+
+ protected:
+  detail::channel& channel() const {
+    check_open();
+    return *channel_;
+  }
+
+ private:
+  void check_open() const {
+    if (closed_) throw closed_error("queue handle is closed");
+  }
+
+  bool put_until(const T& value, const detail::deadline_t* deadline) {
+    check_open();
+    auto& buffer = detail::encode_buffer();
+    buffer.clear();
+    to_bytes(value, buffer);
+    const std::size_t end = buffer.size();
+    return channel_->put(buffer, {&end, 1}, deadline) == 1;
+  }
+
+  std::optional<T> get_until(const detail::deadline_t* deadline) {
+    check_open();
+    std::optional<T> value;
+    channel_->get(
+        [](void* out, std::span<const std::byte> bytes) {
+          static_cast<std::optional<T>*>(out)->emplace(from_bytes<T>(bytes));
+        },
+        &value, 1, deadline);
+    return value;
+  }
+
+  std::vector<T> get_many_until(std::size_t max_items, const detail::deadline_t* deadline) {
+    check_open();
+    std::vector<T> values;
+    if (max_items == 0) return values;
+    channel_->get(
+        [](void* out, std::span<const std::byte> bytes) {
+          static_cast<std::vector<T>*>(out)->push_back(from_bytes<T>(bytes));
+        },
+        &values, max_items, deadline);
+    return values;
+  }
+
+  std::shared_ptr<detail::channel> channel_;
+  bool closed_ = false;
+};
+
+// Python's JoinableQueue: every value put is a task; join() waits until task_done() has
+// been called once for each.
+template <class T>
+class joinable_queue : public queue<T> {
+ public:
+  explicit joinable_queue(std::size_t maxsize = 0) : queue<T>(maxsize) {}
+
+  // One value taken from the queue has been dealt with. More calls than values put:
+  // mproc::error.
+  void task_done() { this->channel().task_done(); }
+  // Blocks until every value put has been marked done.
+  void join() { this->channel().join(nullptr); }
+  // As join(), at most `timeout`; true when all were done.
+  template <detail::duration D>
+  bool join(D timeout) {
+    const auto deadline = detail::deadline_in(timeout);
+    return this->channel().join(&deadline);
+  }
+};
+
+// Python's SimpleQueue: unbounded, put/get/empty/close only.
+template <class T>
+class simple_queue {
+ public:
+  simple_queue() = default;
+  void put(const T& value) { queue_.put(value); }
+  T get() { return queue_.get(); }
+  bool empty() const { return queue_.empty(); }
+  void close() noexcept { queue_.close(); }
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(queue_);
+  }
+
+ private:
+  queue<T> queue_;
+};
+
+}  // namespace mproc

@@ -1,0 +1,408 @@
+#include "mproc/detail/channel.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "futex.hpp"
+#include "mproc/error.hpp"
+#include "robust_mutex.hpp"
+#include "shared_memory.hpp"
+
+namespace mproc::detail {
+namespace {
+
+// Layout of the memfd: a header page, then blocks of block_bytes. Messages are a byte
+// stream through a chain of blocks: [u64 length][payload], padded to 8 bytes, running on
+// into the next block when one is full. A message may span any number of blocks, so any
+// size works; blocks that consumers have passed go to a free list for producers to reuse.
+constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
+constexpr std::uint32_t layout_version = 1;
+constexpr std::size_t header_bytes = 4096;
+constexpr std::size_t block_bytes = 64 * 1024;
+constexpr std::size_t block_data_begin = 64;
+constexpr std::uint32_t no_block = UINT32_MAX;
+// Free blocks beyond this many give their memory back (a queue that once held a 100 MiB
+// message does not keep 100 MiB).
+constexpr std::uint32_t keep_free_blocks = 32;
+
+struct block_header {
+  std::atomic<std::uint32_t> next;       // the chain: set by the producer that filled this block
+  std::atomic<std::uint32_t> next_free;  // the free list
+  std::atomic<std::uint32_t> released;   // its data pages were given back to the system
+};
+static_assert(sizeof(block_header) <= block_data_begin);
+
+// A place in the stream: block index and byte offset in the block, packed in one word so
+// that it is published with a single atomic store.
+struct position {
+  std::uint32_t block;
+  std::uint32_t offset;
+  friend bool operator==(position, position) = default;
+};
+std::uint64_t pack(position p) { return std::uint64_t{p.block} << 32 | p.offset; }
+position unpack(std::uint64_t v) { return {static_cast<std::uint32_t>(v >> 32), static_cast<std::uint32_t>(v)}; }
+
+// A multi-word update made crash-atomic: written, marked valid, applied, cleared. The next
+// owner of the lock re-applies a valid journal left by an owner that died.
+struct journal {
+  std::atomic<std::uint32_t> valid;
+  std::uint64_t position;
+  std::uint64_t seq;
+};
+
+struct header {
+  std::uint32_t magic;
+  std::uint32_t version;
+  std::uint64_t maxsize;
+
+  alignas(64) pthread_mutex_t put_lock;  // producers
+  journal put_journal;
+  std::atomic<std::uint32_t> block_count;  // blocks in the file; grown under put_lock
+
+  alignas(64) pthread_mutex_t get_lock;  // consumers
+  journal get_journal;
+
+  alignas(64) std::atomic<std::uint64_t> tail;  // end of the published messages
+  std::atomic<std::uint64_t> put_seq;           // messages published
+
+  alignas(64) std::atomic<std::uint64_t> head;  // start of the first message not taken
+  std::atomic<std::uint64_t> get_seq;           // messages taken
+
+  alignas(64) wakeup not_empty;
+  alignas(64) wakeup not_full;
+
+  alignas(64) std::atomic<std::uint64_t> free_top;  // tag << 32 | block; tag defeats ABA
+  std::atomic<std::uint32_t> free_count;
+
+  alignas(64) std::atomic<std::uint64_t> done;  // task_done() calls
+  wakeup all_done;
+
+  alignas(64) std::atomic<std::uint64_t> owner_deaths;
+};
+static_assert(sizeof(header) <= header_bytes);
+
+std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+
+[[noreturn]] void corrupted(const std::string& what) {
+  throw error("mproc queue memory is corrupted (" + what + "); the unread messages were dropped");
+}
+
+}  // namespace
+
+struct channel::state {
+  std::unique_ptr<shared_memory> mem;
+  header* h;
+
+  std::byte* block(std::uint32_t i) {
+    const std::size_t offset = header_bytes + std::size_t{i} * block_bytes;
+    mem->ensure_mapped(offset + block_bytes);
+    return mem->base() + offset;
+  }
+  block_header& meta(std::uint32_t i) { return *reinterpret_cast<block_header*>(block(i)); }
+  std::size_t data_offset(std::uint32_t i) const { return header_bytes + std::size_t{i} * block_bytes + 4096; }
+
+  // put_lock held.
+  std::uint32_t allocate_block() {
+    std::uint64_t top = h->free_top.load(std::memory_order_acquire);
+    for (;;) {
+      const auto index = static_cast<std::uint32_t>(top);
+      if (index == no_block) break;
+      const std::uint64_t next = ((top >> 32) + 1) << 32 | meta(index).next_free.load(std::memory_order_relaxed);
+      if (h->free_top.compare_exchange_weak(top, next, std::memory_order_acq_rel)) {
+        h->free_count.fetch_sub(1, std::memory_order_relaxed);
+        block_header& b = meta(index);
+        if (b.released.load(std::memory_order_relaxed) != 0) {
+          mem->reallocate(data_offset(index), block_bytes - 4096);
+          b.released.store(0, std::memory_order_relaxed);
+        }
+        b.next.store(no_block, std::memory_order_relaxed);
+        return index;
+      }
+    }
+    const std::uint32_t index = h->block_count.load(std::memory_order_relaxed);
+    if (index == no_block) throw error("mproc queue is out of blocks");
+    mem->grow(header_bytes + (std::size_t{index} + 1) * block_bytes);
+    block_header& b = meta(index);
+    b.next.store(no_block, std::memory_order_relaxed);
+    b.released.store(0, std::memory_order_relaxed);
+    h->block_count.store(index + 1, std::memory_order_release);
+    return index;
+  }
+
+  // get_lock held.
+  void free_block(std::uint32_t index) {
+    block_header& b = meta(index);
+    if (h->free_count.load(std::memory_order_relaxed) >= keep_free_blocks) {
+      mem->release(data_offset(index), block_bytes - 4096);
+      b.released.store(1, std::memory_order_relaxed);
+    }
+    std::uint64_t top = h->free_top.load(std::memory_order_acquire);
+    for (;;) {
+      b.next_free.store(static_cast<std::uint32_t>(top), std::memory_order_relaxed);
+      if (h->free_top.compare_exchange_weak(top, ((top >> 32) + 1) << 32 | index, std::memory_order_acq_rel)) break;
+    }
+    h->free_count.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  bool empty() const noexcept {
+    return h->head.load(std::memory_order_acquire) == h->tail.load(std::memory_order_acquire);
+  }
+  std::size_t size() const noexcept {
+    const std::uint64_t taken = h->get_seq.load(std::memory_order_acquire);
+    const std::uint64_t put = h->put_seq.load(std::memory_order_acquire);
+    return put > taken ? static_cast<std::size_t>(put - taken) : 0;
+  }
+
+  void recover_put() noexcept {
+    if (h->put_journal.valid.load(std::memory_order_acquire) != 0) {
+      h->tail.store(h->put_journal.position, std::memory_order_release);
+      h->put_seq.store(h->put_journal.seq, std::memory_order_release);
+      h->put_journal.valid.store(0, std::memory_order_release);
+    }
+    // A producer that died mid-write never published: its bytes beyond `tail` are
+    // overwritten by the next put, and blocks it linked there are reused.
+    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+  }
+  void recover_get() noexcept {
+    if (h->get_journal.valid.load(std::memory_order_acquire) != 0) {
+      h->head.store(h->get_journal.position, std::memory_order_release);
+      h->get_seq.store(h->get_journal.seq, std::memory_order_release);
+      h->get_journal.valid.store(0, std::memory_order_release);
+    }
+    // A consumer that died mid-read never committed: the message is still at `head`.
+    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  static void commit(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq,
+                     position new_pos, std::uint64_t new_seq) {
+    j.position = pack(new_pos);
+    j.seq = new_seq;
+    j.valid.store(1, std::memory_order_release);
+    pos.store(pack(new_pos), std::memory_order_release);
+    seq.store(new_seq, std::memory_order_release);
+    j.valid.store(0, std::memory_order_release);
+  }
+};
+
+namespace {
+
+// Appends bytes at a position, linking in blocks as it goes. put_lock held.
+struct stream_writer {
+  channel::state& s;
+  position pos;
+
+  void write(const void* source, std::size_t n) {
+    auto from = static_cast<const std::byte*>(source);
+    while (n > 0) {
+      if (pos.offset == block_bytes) next_block();
+      const std::size_t k = std::min(n, block_bytes - pos.offset);
+      std::memcpy(s.block(pos.block) + pos.offset, from, k);
+      pos.offset += static_cast<std::uint32_t>(k);
+      from += k;
+      n -= k;
+    }
+  }
+  void next_block() {
+    block_header& b = s.meta(pos.block);
+    // A producer that died after linking a block but before publishing left it here: reuse it.
+    std::uint32_t next = b.next.load(std::memory_order_acquire);
+    if (next == no_block) {
+      next = s.allocate_block();
+      b.next.store(next, std::memory_order_release);
+    }
+    pos = {next, block_data_begin};
+  }
+  void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
+};
+
+// Reads the published bytes between `pos` and `end`. get_lock held.
+struct stream_reader {
+  channel::state& s;
+  position pos;
+  position end;
+
+  void enter_next_block_if_full() {
+    if (pos.offset != block_bytes) return;
+    if (pos.block == end.block) corrupted("message runs past the published end");
+    const std::uint32_t next = s.meta(pos.block).next.load(std::memory_order_acquire);
+    if (next >= s.h->block_count.load(std::memory_order_acquire)) corrupted("bad block link");
+    pos = {next, block_data_begin};
+  }
+  std::size_t available_here() const {
+    return (pos.block == end.block ? end.offset : block_bytes) - pos.offset;
+  }
+  void read(void* target, std::size_t n) {
+    auto to = static_cast<std::byte*>(target);
+    while (n > 0) {
+      enter_next_block_if_full();
+      const std::size_t here = available_here();
+      if (here == 0 || pos.offset > block_bytes) corrupted("message runs past the published end");
+      const std::size_t k = std::min(n, here);
+      std::memcpy(to, s.block(pos.block) + pos.offset, k);
+      pos.offset += static_cast<std::uint32_t>(k);
+      to += k;
+      n -= k;
+    }
+  }
+  // The next n bytes when they lie in one block (read in place, no copy); else null.
+  const std::byte* contiguous(std::size_t n) {
+    if (n == 0) return s.block(pos.block) + pos.offset;
+    enter_next_block_if_full();
+    if (available_here() < n) return nullptr;
+    const std::byte* p = s.block(pos.block) + pos.offset;
+    pos.offset += static_cast<std::uint32_t>(n);
+    return p;
+  }
+  void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
+};
+
+}  // namespace
+
+channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
+  state_->mem = shared_memory::create("mproc-queue", header_bytes + block_bytes);
+  header* h = new (state_->mem->base()) header{};
+  h->magic = channel_magic;
+  h->version = layout_version;
+  h->maxsize = maxsize;
+  robust_mutex_init(h->put_lock);
+  robust_mutex_init(h->get_lock);
+  const position start{0, block_data_begin};
+  h->tail.store(pack(start));
+  h->head.store(pack(start));
+  h->block_count.store(1);
+  h->free_top.store(no_block);
+  state_->h = h;
+  block_header& b = state_->meta(0);
+  b.next.store(no_block);
+  b.released.store(0);
+}
+
+channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
+  state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)));
+  state_->h = reinterpret_cast<header*>(state_->mem->base());
+  if (state_->h->magic != channel_magic || state_->h->version != layout_version) {
+    throw error("the handle received does not name an mproc queue of this version");
+  }
+}
+
+channel::~channel() = default;
+
+std::size_t channel::size() const noexcept { return state_->size(); }
+std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(state_->h->maxsize); }
+std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
+fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
+
+std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
+                         const deadline_t* deadline) {
+  state& s = *state_;
+  header& h = *s.h;
+  const std::size_t n = ends.size();
+  const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
+  std::size_t done = 0;
+  std::size_t begin = 0;
+  while (done < n) {
+    if (maxsize != 0 && !wait_for_condition(h.not_full, [&] { return s.size() < maxsize; }, deadline)) break;
+    if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_put(); })) break;
+    std::size_t k;
+    {
+      robust_unlock_guard unlock(h.put_lock);
+      const std::uint64_t seq = h.put_seq.load(std::memory_order_relaxed);
+      const std::size_t held = s.size();
+      k = n - done;
+      if (maxsize != 0) k = std::min(k, held < maxsize ? maxsize - held : 0);
+      if (k == 0) continue;  // another producer filled it first
+      stream_writer w{s, unpack(h.tail.load(std::memory_order_relaxed))};
+      for (std::size_t i = done; i < done + k; ++i) {
+        const std::uint64_t length = ends[i] - begin;
+        w.write(&length, sizeof length);
+        w.write(data.data() + begin, length);
+        w.align();
+        begin = ends[i];
+      }
+      state::commit(h.put_journal, h.tail, h.put_seq, w.pos, seq + k);
+    }
+    done += k;
+    h.not_empty.announce(k == 1 ? 1 : INT_MAX);
+  }
+  return done;
+}
+
+std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline) {
+  state& s = *state_;
+  header& h = *s.h;
+  std::vector<std::byte> gathered;  // only for a message that spans blocks
+  for (;;) {
+    if (!wait_for_condition(h.not_empty, [&] { return !s.empty(); }, deadline)) return 0;
+    if (!robust_mutex_lock(h.get_lock, deadline, [&] { s.recover_get(); })) return 0;
+    std::exception_ptr failure;
+    std::size_t taken = 0;
+    {
+      robust_unlock_guard unlock(h.get_lock);
+      const position start = unpack(h.head.load(std::memory_order_relaxed));
+      const position end = unpack(h.tail.load(std::memory_order_acquire));
+      stream_reader r{s, start, end};
+      try {
+        while (taken < max_messages && !(r.pos == end)) {
+          std::uint64_t length;
+          r.read(&length, sizeof length);
+          if (length > std::size_t{h.block_count.load()} * block_bytes) corrupted("bad message length");
+          const std::byte* bytes = r.contiguous(length);
+          if (bytes == nullptr) {
+            gathered.resize(length);
+            r.read(gathered.data(), length);
+            bytes = gathered.data();
+          }
+          r.align();
+          ++taken;
+          try {
+            sink(context, {bytes, static_cast<std::size_t>(length)});
+          } catch (...) {
+            failure = std::current_exception();
+            break;
+          }
+        }
+      } catch (const error&) {
+        // Corrupted memory: drop what is unread so the channel stays usable.
+        state::commit(h.get_journal, h.head, h.get_seq, end, h.put_seq.load());
+        throw;
+      }
+      if (taken == 0) continue;  // another consumer took it first
+      state::commit(h.get_journal, h.head, h.get_seq, r.pos, h.get_seq.load(std::memory_order_relaxed) + taken);
+      for (std::uint32_t b = start.block; b != r.pos.block;) {
+        const std::uint32_t next = s.meta(b).next.load(std::memory_order_acquire);
+        s.free_block(b);
+        b = next;
+      }
+    }
+    if (h.maxsize != 0) h.not_full.announce(taken == 1 ? 1 : INT_MAX);
+    if (failure) std::rethrow_exception(failure);
+    return taken;
+  }
+}
+
+void channel::task_done() {
+  header& h = *state_->h;
+  std::uint64_t done = h.done.load(std::memory_order_acquire);
+  do {
+    if (done >= h.put_seq.load(std::memory_order_acquire)) {
+      throw error("task_done() called more times than there were items put");
+    }
+  } while (!h.done.compare_exchange_weak(done, done + 1, std::memory_order_acq_rel));
+  h.all_done.announce(INT_MAX);
+}
+
+bool channel::join(const deadline_t* deadline) {
+  header& h = *state_->h;
+  return wait_for_condition(
+      h.all_done, [&] { return h.done.load(std::memory_order_acquire) >= h.put_seq.load(std::memory_order_acquire); },
+      deadline);
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,59 @@
+#include "mproc/detail/fd_token.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "fd.hpp"
+#include "mproc/error.hpp"
+#include "runtime.hpp"
+#include "syscall.hpp"
+
+namespace mproc::detail {
+namespace {
+
+bool same_file(int fd, const fd_token& token) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && st.st_dev == token.device && st.st_ino == token.inode;
+}
+
+[[noreturn]] void throw_unclaimable(const fd_token& token, const std::string& why) {
+  throw error("cannot receive an mproc handle from process " + std::to_string(token.pid) + " (fd " +
+              std::to_string(token.fd) + "): " + why +
+              "; the sending process must still hold the handle when it is received");
+}
+
+}  // namespace
+
+fd_token make_fd_token(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_system_error(last_error(), "fstat");
+  return {current_pid(), fd, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+int claim_fd_token(const fd_token& token) {
+  if (token.pid <= 0 || token.fd < 0) throw_unclaimable(token, "the token is malformed");
+  unique_fd claimed;
+  if (token.pid == current_pid()) {
+    claimed.reset(::fcntl(token.fd, F_DUPFD_CLOEXEC, 0));
+  } else {
+    std::error_code ec;
+    unique_fd pidfd(pidfd_open(token.pid, ec));
+    if (!pidfd) throw_unclaimable(token, "that process has ended");
+    claimed.reset(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), token.fd, 0)));
+    if (!claimed) {
+      // pidfd_getfd needs ptrace-attach rights (Yama may refuse them); reading
+      // /proc/<pid>/fd needs less, and works for memfds, which are files.
+      const std::string path = "/proc/" + std::to_string(token.pid) + "/fd/" + std::to_string(token.fd);
+      claimed.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    }
+  }
+  if (!claimed) throw_unclaimable(token, "its descriptor is gone");
+  if (!same_file(claimed.get(), token)) throw_unclaimable(token, "its descriptor now names another file");
+  return claimed.release();
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,55 @@
+#include "robust_mutex.hpp"
+
+#include <cerrno>
+#include <ctime>
+
+#include "mproc/error.hpp"
+#include "syscall.hpp"
+
+namespace mproc::detail {
+
+void robust_mutex_init(pthread_mutex_t& m) {
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  const int r = ::pthread_mutex_init(&m, &attr);
+  ::pthread_mutexattr_destroy(&attr);
+  if (r != 0) throw_system_error({r, std::system_category()}, "pthread_mutex_init");
+}
+
+int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline) {
+  int r;
+  if (deadline == nullptr || *deadline == deadline_t::max()) {
+    r = ::pthread_mutex_lock(&m);
+  } else {
+    r = ::pthread_mutex_trylock(&m);
+    if (r == EBUSY) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
+      timespec ts{};
+      if (ns > 0) {
+        ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+        ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+      }
+      r = ::pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &ts);
+    }
+  }
+  switch (r) {
+    case 0:
+      return 0;
+    case EOWNERDEAD:
+      return 1;
+    case ETIMEDOUT:
+      return -1;
+    case ENOTRECOVERABLE:
+      throw error("a shared mproc lock is unrecoverable: a process died holding it and its repair failed");
+    case EDEADLK:
+      throw error("this thread already holds this shared mproc lock");
+    default:
+      throw_system_error({r, std::system_category()}, "pthread_mutex_lock");
+  }
+}
+
+void robust_mutex_mark_consistent(pthread_mutex_t& m) { ::pthread_mutex_consistent(&m); }
+
+}  // namespace mproc::detail

@@ -1,0 +1,49 @@
+// A process-shared robust mutex living in shared memory: when its owner dies, the next
+// locker gets it, repairs what the owner left half done, and goes on.
+#pragma once
+
+#include <pthread.h>
+
+#include <chrono>
+
+namespace mproc::detail {
+
+using deadline_t = std::chrono::steady_clock::time_point;
+
+// Initialises `m` in place (once, by the process that creates the shared memory).
+void robust_mutex_init(pthread_mutex_t& m);
+
+// Locks `m`, waiting at most until `deadline` (null: forever); false if it passed. When
+// the previous owner died holding it, calls `recover()` before marking it consistent.
+// `recover` must not throw.
+template <class Recover>
+bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover recover);
+
+// The non-template part: 0 locked, 1 locked after owner death (recover, then call
+// robust_mutex_mark_consistent), -1 deadline passed. Other failures throw.
+int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline);
+void robust_mutex_mark_consistent(pthread_mutex_t& m);
+
+template <class Recover>
+bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover recover) {
+  const int r = robust_mutex_lock_raw(m, deadline);
+  if (r < 0) return false;
+  if (r == 1) {
+    recover();
+    robust_mutex_mark_consistent(m);
+  }
+  return true;
+}
+
+class robust_unlock_guard {
+ public:
+  explicit robust_unlock_guard(pthread_mutex_t& m) noexcept : m_(&m) {}
+  ~robust_unlock_guard() { ::pthread_mutex_unlock(m_); }
+  robust_unlock_guard(const robust_unlock_guard&) = delete;
+  robust_unlock_guard& operator=(const robust_unlock_guard&) = delete;
+
+ private:
+  pthread_mutex_t* m_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,106 @@
+#include "shared_memory.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "mproc/error.hpp"
+#include "syscall.hpp"
+
+namespace mproc::detail {
+namespace {
+
+constexpr std::size_t page = 4096;
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+// Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for a lot
+// (a queue may hold gigabytes) and settles for less under RLIMIT_AS.
+std::pair<std::byte*, std::size_t> reserve(std::size_t at_least) {
+  for (std::size_t want = std::size_t{64} << 30; want >= at_least && want >= page; want /= 2) {
+    void* p = ::mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) return {static_cast<std::byte*>(p), want};
+  }
+  throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
+                          "mmap: cannot reserve address space for shared memory");
+}
+
+std::size_t file_size(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_system_error(last_error(), "fstat");
+  return static_cast<std::size_t>(st.st_size);
+}
+
+void allocate(int fd, std::size_t offset, std::size_t length) {
+  const int r = retry_on_eintr([&] {
+    return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
+  });
+  if (r != 0) throw_system_error(last_error(), "fallocate (shared memory)");
+}
+
+}  // namespace
+
+shared_memory::shared_memory(unique_fd fd, std::byte* base, std::size_t reserved)
+    : fd_(std::move(fd)), base_(base), reserved_(reserved) {}
+
+shared_memory::~shared_memory() { ::munmap(base_, reserved_); }
+
+std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size_t size) {
+  size = round_up(size, page);
+  unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
+  if (!fd) throw_system_error(last_error(), "memfd_create");
+  allocate(fd.get(), 0, size);
+  const auto [base, reserved] = reserve(size);
+  std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
+  m->map_more(size);
+  return m;
+}
+
+std::unique_ptr<shared_memory> shared_memory::adopt(unique_fd fd) {
+  const std::size_t size = file_size(fd.get());
+  const auto [base, reserved] = reserve(size);
+  std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
+  m->map_more(size);
+  return m;
+}
+
+void shared_memory::map_more(std::size_t end) {
+  std::lock_guard lock(map_mutex_);
+  const std::size_t mapped = mapped_.load(std::memory_order_relaxed);
+  if (end <= mapped) return;
+  const std::size_t size = std::min(file_size(fd_.get()), reserved_);
+  if (end > size) {
+    throw error("shared memory of " + std::to_string(size) + " bytes does not reach offset " +
+                std::to_string(end) + (end > reserved_ ? " (beyond this process's address reservation)" : ""));
+  }
+  const std::size_t new_end = round_up(size, page) > reserved_ ? reserved_ : round_up(size, page);
+  void* p = ::mmap(base_ + mapped, new_end - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_.get(),
+                   static_cast<off_t>(mapped));
+  if (p == MAP_FAILED) throw_system_error(last_error(), "mmap (shared memory)");
+  mapped_.store(new_end, std::memory_order_release);
+}
+
+void shared_memory::grow(std::size_t size) {
+  size = round_up(size, page);
+  if (size > reserved_) {
+    throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
+                            "shared memory would exceed this process's reservation of " +
+                                std::to_string(reserved_) + " bytes");
+  }
+  const std::size_t current = file_size(fd_.get());
+  if (size > current) allocate(fd_.get(), current, size - current);
+  ensure_mapped(size);
+}
+
+void shared_memory::release(std::size_t offset, std::size_t length) noexcept {
+  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+              static_cast<off_t>(length));
+}
+
+void shared_memory::reallocate(std::size_t offset, std::size_t length) { allocate(fd_.get(), offset, length); }
+
+}  // namespace mproc::detail

@@ -1,0 +1,127 @@
+// The byte-level channel under the queues, in one process.
+#include "mproc/detail/channel.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mproc/error.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc::detail::channel;
+
+std::vector<std::string> take(channel& ch, std::size_t max, const mproc::detail::deadline_t* deadline = nullptr) {
+  std::vector<std::string> out;
+  ch.get(
+      [](void* context, std::span<const std::byte> bytes) {
+        static_cast<std::vector<std::string>*>(context)->emplace_back(reinterpret_cast<const char*>(bytes.data()),
+                                                                      bytes.size());
+      },
+      &out, max, deadline);
+  return out;
+}
+
+std::size_t give(channel& ch, const std::vector<std::string>& messages,
+                 const mproc::detail::deadline_t* deadline = nullptr) {
+  std::vector<std::byte> data;
+  std::vector<std::size_t> ends;
+  for (const auto& m : messages) {
+    for (char c : m) data.push_back(static_cast<std::byte>(c));
+    ends.push_back(data.size());
+  }
+  return ch.put(data, ends, deadline);
+}
+
+TEST(Channel, MessagesKeepTheirBoundariesAndOrderAcrossBlocks) {
+  channel ch(0);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 30000; ++i) sent.push_back(std::string(static_cast<std::size_t>(i % 97), 'a' + i % 26));
+  EXPECT_EQ(give(ch, sent), sent.size());
+  EXPECT_EQ(ch.size(), sent.size());
+  std::vector<std::string> got;
+  while (got.size() < sent.size()) {
+    auto batch = take(ch, 4096);
+    got.insert(got.end(), batch.begin(), batch.end());
+  }
+  EXPECT_EQ(got, sent);
+  EXPECT_EQ(ch.size(), 0U);
+}
+
+TEST(Channel, EmptyMessage) {
+  channel ch(0);
+  EXPECT_EQ(give(ch, {""}), 1U);
+  EXPECT_EQ(take(ch, 1), std::vector<std::string>{""});
+}
+
+TEST(Channel, LargeMessagesSpanBlocksAndBlocksAreReused) {
+  channel ch(0);
+  for (int round = 0; round < 6; ++round) {
+    std::string big(std::size_t{5} << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 31 + static_cast<std::size_t>(round));
+    ASSERT_EQ(give(ch, {big, "after"}), 2U);
+    const auto got = take(ch, 2);
+    ASSERT_EQ(got.size(), 2U);
+    EXPECT_TRUE(got[0] == big) << "round " << round;
+    EXPECT_EQ(got[1], "after");
+  }
+}
+
+TEST(Channel, MaxsizeCountsMessages) {
+  channel ch(3);
+  EXPECT_EQ(ch.maxsize(), 3U);
+  const auto past = mproc::detail::deadline_t{};
+  EXPECT_EQ(give(ch, {"a", "b", "c", "d", "e"}, &past), 3U);
+  EXPECT_EQ(ch.size(), 3U);
+  const auto soon = std::chrono::steady_clock::now() + 20ms;
+  EXPECT_EQ(give(ch, {"x"}, &soon), 0U);
+  EXPECT_GE(std::chrono::steady_clock::now(), soon);
+  EXPECT_EQ(take(ch, 10), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST(Channel, GetTimesOutWhenEmpty) {
+  channel ch(0);
+  const auto soon = std::chrono::steady_clock::now() + 20ms;
+  EXPECT_TRUE(take(ch, 1, &soon).empty());
+  EXPECT_GE(std::chrono::steady_clock::now(), soon);
+}
+
+TEST(Channel, ThrowingSinkConsumesTheMessage) {
+  channel ch(0);
+  give(ch, {"bad", "good"});
+  EXPECT_THROW(ch.get([](void*, std::span<const std::byte>) { throw std::runtime_error("nope"); }, nullptr, 2, nullptr),
+               std::runtime_error);
+  EXPECT_EQ(take(ch, 2), std::vector<std::string>{"good"});
+}
+
+TEST(Channel, TaskDoneAndJoin) {
+  channel ch(0);
+  EXPECT_THROW(ch.task_done(), mproc::error);
+  give(ch, {"a", "b"});
+  const auto past = mproc::detail::deadline_t{};
+  EXPECT_FALSE(ch.join(&past));
+  ch.task_done();
+  EXPECT_FALSE(ch.join(&past));
+  ch.task_done();
+  EXPECT_TRUE(ch.join(&past));
+  EXPECT_THROW(ch.task_done(), mproc::error);
+}
+
+TEST(Channel, TokenOpensTheSameChannelInTheSameProcess) {
+  channel ch(0);
+  channel again(ch.token());
+  give(ch, {"through the token"});
+  EXPECT_EQ(take(again, 1), std::vector<std::string>{"through the token"});
+  EXPECT_EQ(again.maxsize(), 0U);
+}
+
+TEST(Channel, ForgedTokenIsAClearError) {
+  mproc::detail::fd_token forged{2147483000, 3, 1, 1};
+  EXPECT_THROW(channel{forged}, mproc::error);
+}
+
+}  // namespace
