@@ -9,14 +9,20 @@ machine hit every contender alike. Each program prints CSV
 
     round,contender,<metric>
 
-one line per contender per round (see bench/spawn_bench.cpp). The driver prints, per row,
-a table of median / min / max over the rounds and the ratio of medians against the
-baseline, then each goal as met / NOT met (judged on the median of the per-round ratios,
-since the contenders of one round ran side by side) and the subject's speed-up against
-its peers. It writes the same into <out-dir>/bench-<row>.csv (one line per contender,
-goal and speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv.
+one line per contender per round (see bench/spawn_bench.cpp). A row's metric is either a
+time per operation (lower is better) or a throughput (higher is better); ratios are always
+taken on the cost per unit (time per operation, or 1 / throughput), so "2×" means twice the
+cost whatever the metric. The driver prints, per row, a table of median / min / max over
+the rounds and the ratio of medians against the baseline, then each goal as met / NOT met
+(a relative goal is judged on the median of the per-round ratios, since the contenders of
+one round ran side by side; an absolute one on the subject's median; a goal whose peer is
+not part of this benchmark is listed as not measured), and speed-ups between contenders.
+It writes the same into <out-dir>/bench-<row>.csv (one line per contender, goal and
+speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv, and ends with a
+summary table of every row run.
 
-Adding a row: build its programs (bench/CMakeLists.txt), then append a Row to ROWS.
+Adding a row: build its programs (bench/CMakeLists.txt, target mproc_benchmarks), then
+append a Row to ROWS.
 """
 
 from __future__ import annotations
@@ -51,14 +57,17 @@ class Program:
     iterations: int
 
 
-def cpp(target: str, iterations: int) -> Program:
-    """A benchmark executable built by bench/CMakeLists.txt."""
-    return Program(target, lambda build, python: [str(build / "bench" / target)], iterations)
+def cpp(target: str, iterations: int, *extra: str) -> Program:
+    """A benchmark executable built by bench/CMakeLists.txt, with `extra` arguments (e.g. a
+    program that measures several rows takes --row NAME)."""
+    return Program(" ".join((target,) + extra),
+                   lambda build, python: [str(build / "bench" / target), *extra], iterations)
 
 
-def py(script: str, iterations: int) -> Program:
-    """A Python script in bench/, run with the chosen interpreter."""
-    return Program(script, lambda build, python: [python, str(BENCH_DIR / script)], iterations)
+def py(script: str, iterations: int, *extra: str) -> Program:
+    """A Python script in bench/, run with the chosen interpreter, with `extra` arguments."""
+    return Program(" ".join((script,) + extra),
+                   lambda build, python: [python, str(BENCH_DIR / script), *extra], iterations)
 
 
 @dataclass(frozen=True)
@@ -69,15 +78,23 @@ class Contender:
 
 @dataclass(frozen=True)
 class Goal:
-    """subject against peer, on the median of the per-round ratios. Give max_cost_ratio
-    (subject costs at most x times what peer costs: "≤ 1.3× raw fork+waitpid") or
-    min_speedup (subject at least x times as fast: "≥ 50× Python")."""
+    """One goal of a row, about `subject`; give exactly one of:
+    - max_cost_ratio: subject costs at most x times what `peer` costs ("≤ 1.3× raw
+      fork+waitpid"), judged on the median of the per-round ratios;
+    - min_speedup: subject at least x times as fast as `peer` ("≥ 50× Python"), likewise;
+    - at_least / at_most: the subject's median, in the row's unit, is at least / at most x
+      ("≥ 30M msg/s", "≤ 1 µs");
+    - not_measured: why this run cannot judge it (its peer is not part of the benchmark);
+      it is listed, and counts neither as met nor as missed."""
 
     text: str
     subject: str
-    peer: str
+    peer: str = ""
     max_cost_ratio: float | None = None
     min_speedup: float | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    not_measured: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,8 @@ class Row:
     contenders: list[Contender]
     programs: list[Program]
     goals: list[Goal] = field(default_factory=list)
-    speedup_vs: list[str] = field(default_factory=list)  # peers to report subject's speed-up against
+    # (contender, peer) pairs: how many times as fast the contender is as the peer
+    speedups: list[tuple[str, str]] = field(default_factory=list)
 
 
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
@@ -113,9 +131,93 @@ ROWS: list[Row] = [
         ],
         programs=[cpp("mproc_spawn_bench", 1000), py("spawn.py", 200)],
         goals=[Goal("mproc ≤ 1.3× raw fork+waitpid", "mproc", "raw_fork_waitpid", max_cost_ratio=1.3)],
-        speedup_vs=["python_mp_fork"],
+        speedups=[("mproc", "python_mp_fork")],
+    ),
+    Row(
+        name="queue-small",
+        workload="1 producer process → 1 consumer process, 8-byte messages (queue<uint64_t>, unbounded)",
+        metric="msgs_per_s",
+        unit="msg/s",
+        higher_is_better=True,
+        baseline="mproc",
+        subject="mproc",
+        contenders=[
+            Contender("mproc", "mproc put/get"),
+            Contender("mproc_batch", "mproc put_many/get_many ×256"),
+            Contender("python_queue", "Python mp.Queue (fork)"),
+            Contender("python_simplequeue", "Python mp.SimpleQueue (fork)"),
+        ],
+        # mproc_batch moves 8× the iterations (bench/queue_bench.cpp).
+        programs=[cpp("mproc_queue_bench", 2_000_000, "--row", "queue-small"),
+                  py("queue_bench.py", 100_000, "--row", "queue-small")],
+        goals=[
+            Goal("mproc put/get ≥ 30M msg/s-class", "mproc", at_least=30e6),
+            Goal("mproc batched ≥ 30M msg/s-class", "mproc_batch", at_least=30e6),
+            Goal("mproc ≥ 5× Boost", "mproc", "boost",
+                 not_measured="Boost peer arrives with the performance issue"),
+        ],
+        speedups=[("mproc", "python_queue"), ("mproc", "python_simplequeue"),
+                  ("mproc_batch", "python_queue"), ("mproc_batch", "mproc")],
+    ),
+    Row(
+        name="queue-large",
+        workload="1 producer process → 1 consumer process, 1 MiB messages (queue<vector<uint8_t>>, maxsize 16)",
+        metric="gb_per_s",
+        unit="GB/s",
+        higher_is_better=True,
+        baseline="memcpy",
+        subject="mproc",
+        contenders=[
+            Contender("memcpy", "memcpy 1 MiB from RAM, 1 process"),
+            Contender("mproc", "mproc put/get"),
+            Contender("python_queue", "Python mp.Queue (fork), bytes"),
+        ],
+        # memcpy moves 8× the iterations (bench/queue_bench.cpp).
+        programs=[cpp("mproc_queue_bench", 1000, "--row", "queue-large"),
+                  py("queue_bench.py", 400, "--row", "queue-large")],
+        goals=[Goal("mproc ≥ 2× Boost", "mproc", "boost",
+                    not_measured="Boost peer arrives with the performance issue")],
+        speedups=[("mproc", "python_queue")],
+    ),
+    Row(
+        name="ping-pong",
+        workload="round trip between two processes through two queue<uint64_t>",
+        metric="per_op_us",
+        unit="µs/round trip",
+        higher_is_better=False,
+        baseline="mproc",
+        subject="mproc",
+        contenders=[
+            Contender("mproc", "mproc two queues"),
+            Contender("python_queue", "Python two mp.Queues (fork)"),
+        ],
+        programs=[cpp("mproc_queue_bench", 100_000, "--row", "ping-pong"),
+                  py("queue_bench.py", 10_000, "--row", "ping-pong")],
+        goals=[
+            Goal("mproc ≤ 1 µs when a core is idle", "mproc", at_most=1.0),
+            Goal("mproc ≤ cpp-ipc's", "mproc", "cpp_ipc",
+                 not_measured="cpp-ipc peer arrives with the performance issue"),
+        ],
+        speedups=[("mproc", "python_queue")],
     ),
 ]
+
+
+def check_rows(rows: list[Row]) -> None:
+    """Every key a row names is one of its contenders; every goal has one criterion."""
+    for row in rows:
+        keys = {c.key for c in row.contenders}
+        named = [row.baseline, row.subject] + [k for pair in row.speedups for k in pair]
+        for g in row.goals:
+            named.append(g.subject)
+            criteria = [g.max_cost_ratio, g.min_speedup, g.at_least, g.at_most, g.not_measured]
+            if sum(c is not None for c in criteria) != 1:
+                raise ValueError(f"row {row.name}: goal '{g.text}' needs exactly one criterion")
+            if g.max_cost_ratio is not None or g.min_speedup is not None:
+                named.append(g.peer)
+        unknown = sorted(set(named) - keys)
+        if unknown:
+            raise ValueError(f"row {row.name}: unknown contender(s) {', '.join(unknown)}")
 
 
 class BenchError(Exception):
@@ -177,10 +279,16 @@ def measure(row: Row, args) -> dict[str, list[float]]:
 
 
 def fmt(x: float) -> str:
-    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.1f}" if x >= 10 else f"{x:.3g}"
 
 
-def report(row: Row, per_round: dict[str, list[float]], args) -> bool:
+def report(row: Row, per_round: dict[str, list[float]], args) -> tuple[bool, dict[str, str]]:
+    """Prints the row's table, goals and speed-ups and writes its CSV files. Returns whether
+    every measured goal was met, and the row's line of the summary table."""
     label = {c.key: c.label for c in row.contenders}
     median = {k: statistics.median(v) for k, v in per_round.items()}
 
@@ -191,47 +299,71 @@ def report(row: Row, per_round: dict[str, list[float]], args) -> bool:
         return [cost(row, x) / cost(row, y) for x, y in zip(per_round[a], per_round[b])]
 
     better = "higher" if row.higher_is_better else "lower"
+    cost_unit = f"1/({row.unit})" if row.higher_is_better else row.unit
     print(f"\n== {row.name}: {row.workload}")
     print(f"   {args.rounds} interleaved rounds; {row.unit}, {better} is better; "
-          f"ratio = cost vs {label[row.baseline]} (medians)\n")
+          f"ratio = cost ({cost_unit}) vs {label[row.baseline]}, of medians; above 1: slower\n")
     w = max(len(c.label) for c in row.contenders)
     print(f"   {'contender':<{w}}  {'median':>9}  {'min':>9}  {'max':>9}  {'ratio':>7}")
     table = []
     for c in row.contenders:
         v = per_round[c.key]
         ratio = cost_ratio(c.key, row.baseline)
-        print(f"   {c.label:<{w}}  {fmt(median[c.key]):>9}  {fmt(min(v)):>9}  {fmt(max(v)):>9}  {ratio:>6.2f}×")
+        print(f"   {c.label:<{w}}  {fmt(median[c.key]):>9}  {fmt(min(v)):>9}  {fmt(max(v)):>9}  {ratio:>6.3g}×")
         table.append(dict(kind="contender", row=row.name, contender=c.key, peer=row.baseline, metric=row.metric,
                           rounds=args.rounds, median=median[c.key], min=min(v), max=max(v), ratio=ratio,
                           target="", verdict=""))
     print()
     all_met = True
+    verdicts = []
     for g in row.goals:
-        # The verdict uses the median of the per-round ratios: contenders of one round ran
-        # side by side, so their ratio cancels the load drifts that move whole rounds.
-        rounds = paired(g.subject, g.peer)
-        ratio = statistics.median(rounds)
-        of_medians = cost_ratio(g.subject, g.peer)
-        if g.max_cost_ratio is not None:
-            met, target = ratio <= g.max_cost_ratio, f"<={g.max_cost_ratio}"
-            shown = (f"{ratio:.2f}× median per round, range {min(rounds):.2f}–{max(rounds):.2f}×; "
-                     f"ratio of medians {of_medians:.2f}×")
+        if g.not_measured is not None:
+            print(f"   goal  {g.text}: not measured ({g.not_measured})")
+            table.append(dict(kind="goal", row=row.name, contender=g.subject, peer=g.peer, metric=row.metric,
+                              rounds=args.rounds, median="", min="", max="", ratio="", target="",
+                              verdict="not measured"))
+            verdicts.append(f"{g.text}: not measured")
+            continue
+        if g.at_least is not None or g.at_most is not None:
+            # An absolute goal: the subject's median, in the row's unit.
+            value, values = median[g.subject], per_round[g.subject]
+            if g.at_least is not None:
+                met, target = value >= g.at_least, f">={g.at_least:g}"
+            else:
+                met, target = value <= g.at_most, f"<={g.at_most:g}"
+            shown = f"median {fmt(value)} {row.unit}, rounds {fmt(min(values))}–{fmt(max(values))}"
+            lo, hi, ratio = min(values), max(values), value
         else:
-            met, target = 1 / ratio >= g.min_speedup, f">={g.min_speedup}x faster"
-            shown = (f"{1 / ratio:.1f}× faster median per round, range {1 / max(rounds):.1f}–"
-                     f"{1 / min(rounds):.1f}×; ratio of medians {1 / of_medians:.1f}×")
+            # The verdict uses the median of the per-round ratios: contenders of one round ran
+            # side by side, so their ratio cancels the load drifts that move whole rounds.
+            rounds = paired(g.subject, g.peer)
+            ratio = statistics.median(rounds)
+            of_medians = cost_ratio(g.subject, g.peer)
+            lo, hi = min(rounds), max(rounds)
+            if g.max_cost_ratio is not None:
+                met, target = ratio <= g.max_cost_ratio, f"<={g.max_cost_ratio}"
+                shown = (f"{ratio:.2f}× median per round, range {lo:.2f}–{hi:.2f}×; "
+                         f"ratio of medians {of_medians:.2f}×")
+            else:
+                met, target = 1 / ratio >= g.min_speedup, f">={g.min_speedup}x faster"
+                shown = (f"{1 / ratio:.1f}× faster median per round, range {1 / hi:.1f}–"
+                         f"{1 / lo:.1f}×; ratio of medians {1 / of_medians:.1f}×")
         all_met &= met
         print(f"   goal  {g.text}: {'met' if met else 'NOT met'}  ({shown})")
         table.append(dict(kind="goal", row=row.name, contender=g.subject, peer=g.peer, metric=row.metric,
-                          rounds=args.rounds, median="", min=min(rounds), max=max(rounds), ratio=ratio,
+                          rounds=args.rounds, median="", min=lo, max=hi, ratio=ratio,
                           target=target, verdict="met" if met else "NOT met"))
-    for peer in row.speedup_vs:
-        speedup = 1 / cost_ratio(row.subject, peer)
-        rounds = [1 / x for x in paired(row.subject, peer)]
-        print(f"   {label[row.subject]} speed-up vs {label[peer]}: {speedup:.1f}×  "
-              f"(per round {min(rounds):.1f}–{max(rounds):.1f}×)")
-        table.append(dict(kind="speedup", row=row.name, contender=row.subject, peer=peer, metric=row.metric,
-                          rounds=args.rounds, median="", min="", max="", ratio=speedup, target="", verdict=""))
+        verdicts.append(f"{g.text}: {'met' if met else 'NOT met'}")
+    speedups = []
+    for subject, peer in row.speedups:
+        speedup = 1 / cost_ratio(subject, peer)
+        rounds = [1 / x for x in paired(subject, peer)]
+        print(f"   {label[subject]} speed-up vs {label[peer]}: {speedup:.3g}×  "
+              f"(per round {min(rounds):.3g}–{max(rounds):.3g}×)")
+        table.append(dict(kind="speedup", row=row.name, contender=subject, peer=peer, metric=row.metric,
+                          rounds=args.rounds, median="", min=min(rounds), max=max(rounds), ratio=speedup,
+                          target="", verdict=""))
+        speedups.append(f"{label[subject]} / {label[peer]} {speedup:.3g}×")
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     summary = args.out_dir / f"bench-{row.name}.csv"
@@ -248,7 +380,21 @@ def report(row: Row, per_round: dict[str, list[float]], args) -> bool:
             for c in row.contenders:
                 out.writerow([r, c.key, per_round[c.key][r]])
     print(f"\n   written: {summary}, {rounds_file}")
-    return all_met
+    line = dict(
+        row=row.name,
+        medians="; ".join(f"{label[c.key]} {fmt(median[c.key])}" for c in row.contenders) + f" ({row.unit})",
+        speedups="; ".join(speedups) or "–",
+        goals="; ".join(verdicts) or "–")
+    return all_met, line
+
+
+def print_summary(lines: list[dict[str, str]], rounds: int) -> None:
+    """The rows run, as one Markdown table (medians of `rounds` interleaved rounds)."""
+    print(f"\n== summary: medians of {rounds} interleaved rounds\n")
+    print("| row | contenders (median) | speed-ups | goals |")
+    print("|---|---|---|---|")
+    for line in lines:
+        print(f"| {line['row']} | {line['medians']} | {line['speedups']} | {line['goals']} |")
 
 
 def main() -> int:
@@ -265,6 +411,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120, help="seconds one program round may take")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     args = parser.parse_args()
+    check_rows(ROWS)
     if args.rounds < 5:
         parser.error("--rounds must be at least 5: the contract reports medians of several runs")
     if args.scale <= 0:
@@ -283,13 +430,19 @@ def main() -> int:
     print(f"mproc benchmarks: {platform.node()} {platform.system()} {platform.release()}, "
           f"{os.cpu_count()} CPUs, load {load}, Python {py_version or '?'} ({args.python})")
     all_met = True
+    lines = []
     try:
         for name in wanted:
             row = by_name[name]
-            all_met &= report(row, measure(row, args), args)
+            met, line = report(row, measure(row, args), args)
+            all_met &= met
+            lines.append(line)
     except BenchError as e:
         print(f"compare.py: {e}", file=sys.stderr)
+        if lines:
+            print_summary(lines, args.rounds)
         return 2
+    print_summary(lines, args.rounds)
     return 1 if args.strict and not all_met else 0
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The performance contract in one command: a Release build of the benchmarks in
 # build-release/, then bench/compare.py, which runs mproc side by side with its peers
-# (raw syscalls, Python's multiprocessing) and prints the table and the goal checks.
-# Extra arguments go to compare.py, e.g. `scripts/bench.sh --rounds 9 --rows spawn`.
+# (raw syscalls, memcpy, Python's multiprocessing) and prints the table and the goal checks:
+# the rows spawn, queue-small, queue-large and ping-pong (about 3 minutes on 2 cores).
+# Extra arguments go to compare.py, e.g. `scripts/bench.sh --rounds 9 --rows spawn,ping-pong`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,5 +13,5 @@ mproc_install_deps
 build=build-release
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCHMARKS=ON -DMPROC_INSTALL=OFF
-cmake --build "$build" --target mproc_spawn_bench --parallel "$(nproc)"
+cmake --build "$build" --target mproc_benchmarks --parallel "$(nproc)"  # every program of bench/
 exec python3 bench/compare.py --build-dir "$build" "$@"
