@@ -30,7 +30,7 @@ constexpr std::size_t block_data_begin = 64;
 constexpr std::uint32_t no_block = UINT32_MAX;
 // Free blocks beyond this many give their memory back (a queue that once held a 100 MiB
 // message does not keep 100 MiB).
-constexpr std::uint32_t keep_free_blocks = 32;
+constexpr std::uint32_t keep_free_blocks = 64;
 
 struct block_header {
   std::atomic<std::uint32_t> next;       // the chain: set by the producer that filled this block
@@ -314,9 +314,11 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
     {
       robust_unlock_guard unlock(h.put_lock);
       const std::uint64_t seq = h.put_seq.load(std::memory_order_relaxed);
-      const std::size_t held = s.size();
       k = n - done;
-      if (maxsize != 0) k = std::min(k, held < maxsize ? maxsize - held : 0);
+      if (maxsize != 0) {
+        const std::size_t held = s.size();  // reads the consumers' cache line: only when bounded
+        k = std::min(k, held < maxsize ? maxsize - held : 0);
+      }
       if (k == 0) continue;  // another producer filled it first
       stream_writer w{s, unpack(h.tail.load(std::memory_order_relaxed))};
       for (std::size_t i = done; i < done + k; ++i) {
@@ -337,7 +339,7 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
 std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline) {
   state& s = *state_;
   header& h = *s.h;
-  std::vector<std::byte> gathered;  // only for a message that spans blocks
+  thread_local std::vector<std::byte> gathered;  // only for a message that spans blocks; reused
   for (;;) {
     if (!wait_for_condition(h.not_empty, [&] { return !s.empty(); }, deadline)) return 0;
     if (!robust_mutex_lock(h.get_lock, deadline, [&] { s.recover_get(); })) return 0;

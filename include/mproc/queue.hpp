@@ -26,6 +26,7 @@
 // - Thread safety: a handle may be used from several threads at once, except close().
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -106,8 +107,8 @@ class queue {
     check_open();
     auto& buffer = detail::encode_buffer();
     buffer.clear();
-    std::vector<std::size_t> ends;
-    ends.reserve(values.size());
+    thread_local std::vector<std::size_t> ends;
+    ends.clear();
     for (const T& v : values) {
       to_bytes(v, buffer);
       ends.push_back(buffer.size());
@@ -186,6 +187,7 @@ class queue {
     check_open();
     std::vector<T> values;
     if (max_items == 0) return values;
+    values.reserve(std::min<std::size_t>(max_items, 4096));
     channel_->get(
         [](void* out, std::span<const std::byte> bytes) {
           static_cast<std::vector<T>*>(out)->push_back(from_bytes<T>(bytes));
