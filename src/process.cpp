@@ -13,6 +13,7 @@
 #include <typeinfo>
 
 #include "child_record.hpp"
+#include "mproc/detail/pool_core.hpp"
 #include "runtime.hpp"
 #include "syscall.hpp"
 
@@ -24,13 +25,6 @@ std::string next_default_name() {
   return "process-" + std::to_string(++counter);
 }
 
-std::string demangle(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                              std::free);
-  return status == 0 && name ? std::string(name.get()) : std::string(mangled);
-}
-
 // Python prints the traceback of an exception escaping run(); mproc prints one line.
 void report_uncaught(const std::string& process_name) noexcept {
   try {
@@ -38,10 +32,10 @@ void report_uncaught(const std::string& process_name) noexcept {
     try {
       throw;
     } catch (const std::exception& e) {
-      line += demangle(typeid(e).name()) + ": " + e.what();
+      line += detail::demangled_name(typeid(e)) + ": " + e.what();
     } catch (...) {
       const std::type_info* type = abi::__cxa_current_exception_type();
-      line += (type != nullptr ? demangle(type->name()) : std::string("unknown")) +
+      line += (type != nullptr ? detail::demangled_name(*type) : std::string("unknown")) +
               ": (not derived from std::exception)";
     }
     line += '\n';

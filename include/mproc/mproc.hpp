@@ -4,6 +4,7 @@
 #include "mproc/error.hpp"
 #include "mproc/os.hpp"
 #include "mproc/pipe.hpp"
+#include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/serialize.hpp"

@@ -1,0 +1,92 @@
+// The non-template core of mproc::pool: workers, scheduling and failure handling. The
+// typed layer (pool.hpp) encodes arguments, decodes results and keeps the async results;
+// this core moves opaque task and result bytes.
+//
+// Design:
+// - At construction the parent forks a zygote, single-threaded, which forks every worker
+//   (the first ones and each replacement), so a worker is never forked from the
+//   multi-threaded parent. The zygote watches the parent through a pidfd and takes its
+//   workers down when the parent dies, however it dies; workers die with the zygote
+//   (PR_SET_PDEATHSIG), and ignore SIGINT.
+// - Tasks go through one shared channel that idle workers take from; results come back
+//   through another. A worker records the task it runs in a shared slot before it commits
+//   taking it, so when it dies the parent knows exactly which task failed (worker_lost, or
+//   timeout_error when the parent killed it for task_timeout) and the zygote replaces it.
+// - A task names its function by an index into a table that only the parent writes (in
+//   shared memory, read by the workers): a forged or corrupted message can name a wrong
+//   index, which the worker rejects, never an address.
+// - Completions, failures and callbacks all run on one result thread, in completion order.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+namespace mproc::detail {
+
+// Runs a task in a worker: decodes `arguments`, calls the function, appends the encoded
+// result to `result`. `function` is the table's function pointer, or null for a stateless
+// callable type that the invoker constructs itself.
+using generic_function = void (*)();
+using task_invoker = void (*)(generic_function function, std::span<const std::byte> arguments,
+                              std::vector<std::byte>& result);
+
+// The parent's side of one submitted task (or one chunk of a map). Exactly one of the two
+// is called, once, on the pool's result thread.
+class task_state {
+ public:
+  virtual ~task_state() = default;
+  virtual void complete(std::span<const std::byte> result) noexcept = 0;
+  virtual void fail(std::exception_ptr error) noexcept = 0;
+};
+
+struct pool_config {
+  unsigned processes = 0;
+  std::function<void()> initializer;
+  unsigned max_tasks_per_child = 0;
+  std::chrono::milliseconds task_timeout{0};
+};
+
+class pool_core {
+ public:
+  explicit pool_core(pool_config config);
+  ~pool_core();  // terminate() unless joined
+  pool_core(const pool_core&) = delete;
+  pool_core& operator=(const pool_core&) = delete;
+
+  unsigned size() const noexcept;
+
+  // The table index for (invoker, function), registering it on first use.
+  std::uint32_t function_id(task_invoker invoker, generic_function function);
+
+  // Queues a task. closed_error after close() or terminate().
+  void submit(std::uint32_t function_id, std::span<const std::byte> arguments, std::shared_ptr<task_state> state);
+
+  // Runs `work` on the result thread, after what it is already doing.
+  void post(std::function<void()> work);
+
+  void close();
+  void terminate();
+  void join();  // mproc::error unless closed or terminated
+
+  struct impl;  // defined in src/pool_core.cpp
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+// Exceptions crossing from a worker: encoded by type name and message, recreated in the
+// parent as their own type when it is a std or mproc type or registered, else remote_error.
+void encode_current_exception(std::vector<std::byte>& out);
+std::exception_ptr decode_exception(std::span<const std::byte> bytes);
+void register_exception_factory(std::string type_name, std::exception_ptr (*make)(const std::string& what));
+std::string demangled_name(const std::type_info& type);
+
+}  // namespace mproc::detail

@@ -1,0 +1,686 @@
+// mproc::pool — Python's multiprocessing.Pool, crash-proof.
+//
+// Contract:
+// - Tasks: `F` is a function pointer or a stateless callable (a lambda without captures);
+//   anything else fails to compile, saying so. Workers run the function by name (an index
+//   into the pool's table of functions), never by an address taken from a message.
+//   Arguments and results cross by value through <mproc/serialize.hpp>; a queue, pipe end
+//   or lock passed as an argument works inside the task.
+// - Exceptions: a task's std exception (runtime_error, logic_error, invalid_argument,
+//   out_of_range, domain_error, length_error, range_error, overflow_error,
+//   underflow_error, bad_alloc) or mproc error is rethrown by get() with its type and
+//   what(); so is a type registered with register_exception<E>(); anything else arrives as
+//   remote_error carrying the type's name. A result that cannot be serialised fails its
+//   task with serialization_error; the worker goes on.
+// - Workers cannot take the pool down: a worker that dies mid-task (abort, segfault,
+//   _exit, SIGKILL, OOM kill) fails exactly the task it ran with worker_lost (its
+//   exitcode(): n, or -N for signal N) and is replaced. With `task_timeout`, a task running
+//   longer fails with timeout_error and its worker is killed and replaced.
+//   `max_tasks_per_child` recycles workers; `initializer` runs once in each worker.
+// - Workers are forked from a single-threaded zygote made when the pool starts, ignore
+//   SIGINT, and die when the parent dies, even by SIGKILL.
+// - Callbacks (async_result::then) run in the parent on the pool's result thread, once,
+//   in completion order; one that throws is reported on stderr and does not stop the
+//   thread. `then` on a finished result still runs its callback (on the result thread
+//   while the pool runs, else at once). Blocking on a pool result from inside a callback
+//   deadlocks, as in Python.
+// - close(): no new tasks (closed_error); join() (after close or terminate, else
+//   mproc::error) waits for the tasks, their callbacks and the workers. terminate() kills
+//   the workers at once; results still pending then fail with closed_error. The
+//   destructor closes and joins a running pool.
+// - Thread safety: several threads may submit at once; close/terminate/join may be
+//   called from any thread.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/duration.hpp"
+#include "mproc/detail/pool_core.hpp"
+#include "mproc/error.hpp"
+#include "mproc/serialize.hpp"
+
+namespace mproc {
+
+struct pool_options {
+  unsigned processes = 0;                     // 0: cpu_count()
+  std::function<void()> initializer;          // runs once in each worker, before its first task
+  unsigned max_tasks_per_child = 0;           // 0: unlimited; then the worker is replaced
+  std::chrono::milliseconds task_timeout{0};  // 0: none; else kill the worker, timeout_error
+};
+
+// Makes get() rethrow E (constructible from a std::string) with its own type when a task
+// throws it. Call at start-up, in the process that calls get().
+template <class E>
+void register_exception() {
+  static_assert(std::is_constructible_v<E, std::string>, "register_exception<E>: E must be constructible from a std::string");
+  detail::register_exception_factory(detail::demangled_name(typeid(E)), [](const std::string& what) {
+    return std::make_exception_ptr(E(what));
+  });
+}
+
+namespace detail {
+
+template <class F>
+inline constexpr bool is_function_pointer_v = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+
+template <class F>
+inline constexpr bool is_task_function_v =
+    is_function_pointer_v<F> ||
+    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F> && std::is_trivially_copyable_v<F>);
+
+#define MPROC_CHECK_TASK_FUNCTION(F)                                                                       \
+  static_assert(::mproc::detail::is_task_function_v<F>,                                                    \
+                "mproc::pool runs a function pointer or a stateless callable (a lambda without captures): " \
+                "workers call it by name and cannot receive its state. Pass the state as task arguments.")
+
+template <class F>
+generic_function to_generic(F f) {
+  if constexpr (is_function_pointer_v<F>) {
+    return reinterpret_cast<generic_function>(f);
+  } else {
+    return nullptr;
+  }
+}
+
+template <class F>
+F from_generic(generic_function g) {
+  if constexpr (is_function_pointer_v<F>) {
+    return reinterpret_cast<F>(g);
+  } else {
+    return F{};
+  }
+}
+
+inline void report_callback_error(std::exception_ptr error) noexcept {
+  std::string line = "mproc: a pool callback threw ";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    line += demangled_name(typeid(e)) + ": " + e.what();
+  } catch (...) {
+    line += "an exception not derived from std::exception";
+  }
+  line += "\n";
+  std::fputs(line.c_str(), stderr);
+}
+
+// The worker side of apply: decode the arguments, call, encode the result.
+template <class F, class... A>
+void invoke_apply(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
+  auto args = from_bytes<std::tuple<A...>>(in);
+  F f = from_generic<F>(g);
+  using R = std::invoke_result_t<F&, A...>;
+  if constexpr (std::is_void_v<R>) {
+    std::apply([&](A&... a) { std::invoke(f, std::move(a)...); }, args);
+  } else {
+    R result = std::apply([&](A&... a) -> R { return std::invoke(f, std::move(a)...); }, args);
+    to_bytes(result, out);
+  }
+}
+
+// The worker side of a map chunk: items in, results out, in order.
+template <class F, class T, bool star>
+void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
+  auto items = from_bytes<std::vector<T>>(in);
+  F f = from_generic<F>(g);
+  auto call = [&](T& item) -> decltype(auto) {
+    if constexpr (star) {
+      return std::apply(f, std::move(item));
+    } else {
+      return std::invoke(f, std::move(item));
+    }
+  };
+  using R = std::remove_cvref_t<decltype(call(items.front()))>;
+  std::vector<R> results;
+  results.reserve(items.size());
+  for (T& item : items) results.push_back(call(item));
+  to_bytes(results, out);
+}
+
+template <class R>
+struct callback_for {
+  using type = std::function<void(const R&)>;
+};
+template <>
+struct callback_for<void> {
+  using type = std::function<void()>;
+};
+
+template <class R>
+struct value_box {
+  std::optional<R> value;
+};
+template <>
+struct value_box<void> {};
+
+// What an async_result waits on: filled once, on the result thread.
+template <class R>
+class async_state : public task_state {
+ public:
+  using callback = typename callback_for<R>::type;
+  using error_callback = std::function<void(std::exception_ptr)>;
+
+  explicit async_state(std::weak_ptr<pool_core> core) : core_(std::move(core)) {}
+
+  void complete(std::span<const std::byte> bytes) noexcept override {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        set_value();
+      } else {
+        set_value(from_bytes<R>(bytes));
+      }
+    } catch (...) {
+      set_error(std::current_exception());
+    }
+  }
+  void fail(std::exception_ptr error) noexcept override { set_error(std::move(error)); }
+
+  template <class... V>
+  void set_value(V&&... v) noexcept {
+    try {
+      if constexpr (!std::is_void_v<R>) box_.value.emplace(std::forward<V>(v)...);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    settle();
+  }
+  void set_error(std::exception_ptr error) noexcept {
+    error_ = std::move(error);
+    settle();
+  }
+
+  void wait() {
+    std::unique_lock lock(mutex_);
+    ready_cv_.wait(lock, [&] { return ready_; });
+  }
+  bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    return ready_cv_.wait_until(lock, deadline, [&] { return ready_; });
+  }
+  bool ready() const {
+    std::lock_guard lock(mutex_);
+    return ready_;
+  }
+  // Valid once ready.
+  std::exception_ptr error() const { return error_; }
+  decltype(auto) value() const {
+    if constexpr (!std::is_void_v<R>) return static_cast<const R&>(*box_.value);
+  }
+
+  void add_callbacks(callback on_value, error_callback on_error) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!ready_ && !settling_done_) {
+        callbacks_.emplace_back(std::move(on_value), std::move(on_error));
+        return;
+      }
+    }
+    // Already finished: run it on the result thread if the pool still runs, else now.
+    auto self = std::static_pointer_cast<async_state>(shared_from_this_hook_.lock());
+    auto run = [self, on_value = std::move(on_value), on_error = std::move(on_error)] {
+      self->run_one(on_value, on_error);
+    };
+    if (auto core = core_.lock()) {
+      try {
+        core->post(run);
+        return;
+      } catch (...) {
+      }
+    }
+    run();
+  }
+
+  // Set by the pool right after making the state, for add_callbacks on a finished result.
+  std::weak_ptr<task_state> shared_from_this_hook_;
+
+ private:
+  void run_one(const callback& on_value, const error_callback& on_error) const noexcept {
+    try {
+      if (error_) {
+        if (on_error) on_error(error_);
+      } else if (on_value) {
+        if constexpr (std::is_void_v<R>) {
+          on_value();
+        } else {
+          on_value(*box_.value);
+        }
+      }
+    } catch (...) {
+      report_callback_error(std::current_exception());
+    }
+  }
+
+  // Runs the callbacks (those added meanwhile too), then wakes the waiters.
+  void settle() noexcept {
+    for (;;) {
+      std::vector<std::pair<callback, error_callback>> now;
+      {
+        std::lock_guard lock(mutex_);
+        if (callbacks_.empty()) {
+          settling_done_ = true;
+          ready_ = true;
+          ready_cv_.notify_all();
+          return;
+        }
+        now.swap(callbacks_);
+      }
+      for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
+    }
+  }
+
+  std::weak_ptr<pool_core> core_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_cv_;
+  bool ready_ = false;
+  bool settling_done_ = false;
+  std::exception_ptr error_;
+  value_box<R> box_;
+  std::vector<std::pair<callback, error_callback>> callbacks_;
+};
+
+// Collects the chunks of one map into one vector, in input order.
+template <class R>
+class map_gather {
+ public:
+  map_gather(std::shared_ptr<async_state<std::vector<R>>> target, std::size_t total, std::size_t chunks)
+      : target_(std::move(target)), results_(total), chunks_left_(chunks) {}
+
+  // On the result thread only.
+  void chunk_done(std::size_t offset, std::span<const std::byte> bytes) {
+    if (failed_) return;
+    try {
+      auto part = from_bytes<std::vector<R>>(bytes);
+      std::move(part.begin(), part.end(), results_.begin() + static_cast<std::ptrdiff_t>(offset));
+    } catch (...) {
+      chunk_failed(std::current_exception());
+      return;
+    }
+    if (--chunks_left_ == 0) target_->set_value(std::move(results_));
+  }
+  void chunk_failed(std::exception_ptr error) {
+    if (failed_) return;
+    failed_ = true;  // Python's map fails as a whole at the first failed chunk
+    target_->set_error(std::move(error));
+  }
+
+ private:
+  std::shared_ptr<async_state<std::vector<R>>> target_;
+  std::vector<R> results_;
+  std::size_t chunks_left_;
+  bool failed_ = false;
+};
+
+template <class R>
+class map_chunk_state final : public task_state {
+ public:
+  map_chunk_state(std::shared_ptr<map_gather<R>> gather, std::size_t offset)
+      : gather_(std::move(gather)), offset_(offset) {}
+  void complete(std::span<const std::byte> bytes) noexcept override { gather_->chunk_done(offset_, bytes); }
+  void fail(std::exception_ptr error) noexcept override { gather_->chunk_failed(std::move(error)); }
+
+ private:
+  std::shared_ptr<map_gather<R>> gather_;
+  std::size_t offset_;
+};
+
+// The chunks of an imap, handed to the iterating thread in input or completion order.
+template <class R>
+class imap_state {
+ public:
+  imap_state(std::size_t chunks, bool ordered) : slots_(chunks), ordered_(ordered) {}
+
+  void chunk_done(std::size_t index, std::span<const std::byte> bytes) noexcept {
+    try {
+      deliver(index, from_bytes<std::vector<R>>(bytes), nullptr);
+    } catch (...) {
+      deliver(index, {}, std::current_exception());
+    }
+  }
+  void chunk_failed(std::size_t index, std::exception_ptr error) noexcept { deliver(index, {}, std::move(error)); }
+
+  // Blocks for the next chunk; nullopt when all were taken. Rethrows a failed chunk's error.
+  std::optional<std::vector<R>> next() {
+    std::unique_lock lock(mutex_);
+    if (taken_ == slots_.size()) return std::nullopt;
+    std::size_t index;
+    if (ordered_) {
+      index = taken_;
+      cv_.wait(lock, [&] { return slots_[index].done; });
+    } else {
+      cv_.wait(lock, [&] { return !finished_order_.empty(); });
+      index = finished_order_.front();
+      finished_order_.pop_front();
+    }
+    ++taken_;
+    slot& s = slots_[index];
+    if (s.error) std::rethrow_exception(s.error);
+    return std::move(s.values);
+  }
+
+ private:
+  struct slot {
+    bool done = false;
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  void deliver(std::size_t index, std::vector<R> values, std::exception_ptr error) noexcept {
+    std::lock_guard lock(mutex_);
+    slot& s = slots_[index];
+    s.values = std::move(values);
+    s.error = std::move(error);
+    s.done = true;
+    finished_order_.push_back(index);
+    cv_.notify_all();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<slot> slots_;
+  std::deque<std::size_t> finished_order_;
+  std::size_t taken_ = 0;
+  bool ordered_;
+};
+
+template <class R>
+class imap_chunk_state final : public task_state {
+ public:
+  imap_chunk_state(std::shared_ptr<imap_state<R>> state, std::size_t index) : state_(std::move(state)), index_(index) {}
+  void complete(std::span<const std::byte> bytes) noexcept override { state_->chunk_done(index_, bytes); }
+  void fail(std::exception_ptr error) noexcept override { state_->chunk_failed(index_, std::move(error)); }
+
+ private:
+  std::shared_ptr<imap_state<R>> state_;
+  std::size_t index_;
+};
+
+}  // namespace detail
+
+template <class R>
+class async_result {
+ public:
+  explicit async_result(std::shared_ptr<detail::async_state<R>> state) : state_(std::move(state)) {}
+
+  // Blocks until the task is done; returns its result or rethrows its exception.
+  R get() {
+    state_->wait();
+    return take();
+  }
+  // Blocks at most `timeout`; then throws timeout_error.
+  template <detail::duration D>
+  R get(D timeout) {
+    if (!state_->wait_until(detail::deadline_in(timeout))) throw timeout_error("async_result::get timed out");
+    return take();
+  }
+  void wait() { state_->wait(); }
+  template <detail::duration D>
+  bool wait(D timeout) {
+    return state_->wait_until(detail::deadline_in(timeout));
+  }
+  bool ready() const { return state_->ready(); }
+  // Whether the task succeeded. Before ready(): mproc::error, as Python's ValueError.
+  bool successful() const {
+    if (!state_->ready()) throw error("async_result::successful() called before the result is ready");
+    return !state_->error();
+  }
+  // Runs `callback` with the result, or `error_callback` with the exception, on the pool's
+  // result thread once the task is done (at once if the pool has ended).
+  async_result& then(typename detail::async_state<R>::callback callback,
+                     std::function<void(std::exception_ptr)> error_callback = {}) {
+    state_->add_callbacks(std::move(callback), std::move(error_callback));
+    return *this;
+  }
+
+ private:
+  R take() {
+    if (auto e = state_->error()) std::rethrow_exception(e);
+    if constexpr (!std::is_void_v<R>) return state_->value();
+  }
+  std::shared_ptr<detail::async_state<R>> state_;
+};
+
+// The lazy results of imap / imap_unordered: an input range, iterated once.
+template <class R>
+class imap_result {
+ public:
+  class iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(std::shared_ptr<detail::imap_state<R>> state) : state_(std::move(state)) { load(); }
+    const R& operator*() const { return current_[position_]; }
+    const R* operator->() const { return &current_[position_]; }
+    iterator& operator++() {
+      if (++position_ == current_.size()) load();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.done_; }
+
+   private:
+    void load() {
+      position_ = 0;
+      for (;;) {
+        auto chunk = state_->next();  // rethrows a failed task's exception here
+        if (!chunk) {
+          done_ = true;
+          return;
+        }
+        current_ = std::move(*chunk);
+        if (!current_.empty()) return;
+      }
+    }
+    std::shared_ptr<detail::imap_state<R>> state_;
+    std::vector<R> current_;
+    std::size_t position_ = 0;
+    bool done_ = false;
+  };
+
+  explicit imap_result(std::shared_ptr<detail::imap_state<R>> state) : state_(std::move(state)) {}
+  iterator begin() { return iterator(state_); }
+  std::default_sentinel_t end() const { return {}; }
+
+ private:
+  std::shared_ptr<detail::imap_state<R>> state_;
+};
+
+class pool {
+ public:
+  explicit pool(unsigned processes = 0) : pool(options_with(processes)) {}
+  explicit pool(pool_options options)
+      : core_(std::make_shared<detail::pool_core>(detail::pool_config{
+            options.processes, std::move(options.initializer), options.max_tasks_per_child, options.task_timeout})) {}
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+
+  // A pool still running is closed and joined; never throws.
+  ~pool() {
+    try {
+      close();
+      join();
+    } catch (...) {
+    }
+  }
+
+  // Runs f(args...) in a worker and blocks for its result.
+  template <class F, class... A>
+  auto apply(F f, A&&... args) {
+    return apply_async(f, std::forward<A>(args)...).get();
+  }
+
+  // Runs f(args...) in a worker; returns at once.
+  template <class F, class... A>
+  auto apply_async(F f, A&&... args) {
+    MPROC_CHECK_TASK_FUNCTION(F);
+    using R = std::invoke_result_t<F&, std::decay_t<A>...>;
+    auto state = make_state<R>();
+    const std::uint32_t id =
+        core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
+    auto& buffer = encode_buffer();
+    buffer.clear();
+    to_bytes(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
+    core_->submit(id, buffer, state);
+    return async_result<R>(state);
+  }
+
+  // f over items, results in input order. chunksize 0: Python's rule,
+  // ceil(len / (4 × workers)).
+  template <class F, std::ranges::input_range Range>
+  auto map(F f, Range&& items, std::size_t chunksize = 0) {
+    return map_async(f, std::forward<Range>(items), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
+    return map_impl<false>(f, std::forward<Range>(items), chunksize);
+  }
+
+  // f(std::get<0>(t), std::get<1>(t), ...) over tuples, results in input order.
+  template <class F, std::ranges::input_range Range>
+  auto starmap(F f, Range&& tuples, std::size_t chunksize = 0) {
+    return starmap_async(f, std::forward<Range>(tuples), chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  auto starmap_async(F f, Range&& tuples, std::size_t chunksize = 0) {
+    return map_impl<true>(f, std::forward<Range>(tuples), chunksize);
+  }
+
+  // Lazy results in input order / in completion order; a task's exception is rethrown
+  // when iteration reaches it.
+  template <class F, std::ranges::input_range Range>
+  auto imap(F f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(f, std::forward<Range>(items), chunksize, true);
+  }
+  template <class F, std::ranges::input_range Range>
+  auto imap_unordered(F f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(f, std::forward<Range>(items), chunksize, false);
+  }
+
+  // No new tasks; the workers end when the queued ones are done.
+  void close() {
+    if (core_) core_->close();
+  }
+  // Kills the workers now; pending results fail with closed_error.
+  void terminate() {
+    if (core_) core_->terminate();
+  }
+  // Waits for the workers to end. Before close() or terminate(): mproc::error.
+  void join() {
+    if (core_) core_->join();
+  }
+  unsigned size() const { return core_->size(); }
+
+ private:
+  static pool_options options_with(unsigned processes) {
+    pool_options options;
+    options.processes = processes;
+    return options;
+  }
+
+  static std::vector<std::byte>& encode_buffer() {
+    thread_local std::vector<std::byte> buffer;
+    return buffer;
+  }
+
+  template <class R>
+  std::shared_ptr<detail::async_state<R>> make_state() {
+    auto state = std::make_shared<detail::async_state<R>>(core_);
+    state->shared_from_this_hook_ = state;
+    return state;
+  }
+
+  template <class Range>
+  static auto collect(Range&& items) {
+    using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
+    std::vector<T> all;
+    if constexpr (std::ranges::sized_range<Range>) all.reserve(std::ranges::size(items));
+    for (auto&& item : items) all.emplace_back(std::forward<decltype(item)>(item));
+    return all;
+  }
+
+  std::size_t auto_chunksize(std::size_t n) const {
+    const std::size_t per = std::size_t{4} * size();
+    return std::max<std::size_t>(1, n / per + (n % per != 0 ? 1 : 0));
+  }
+
+  template <class F, class T, bool star>
+  static auto result_type_of() {
+    if constexpr (star) {
+      return std::type_identity<std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<T>()))>>{};
+    } else {
+      return std::type_identity<std::remove_cvref_t<std::invoke_result_t<F&, T>>>{};
+    }
+  }
+
+  // Submits items in chunks; `make_chunk_state(index, offset)` gives each chunk's state.
+  template <bool star, class F, class T, class MakeState>
+  void submit_chunks(F f, const std::vector<T>& all, std::size_t chunksize, MakeState make_chunk_state) {
+    const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
+    auto& buffer = encode_buffer();
+    std::vector<T> chunk;
+    for (std::size_t offset = 0, index = 0; offset < all.size(); offset += chunksize, ++index) {
+      const std::size_t end = std::min(all.size(), offset + chunksize);
+      chunk.assign(all.begin() + static_cast<std::ptrdiff_t>(offset), all.begin() + static_cast<std::ptrdiff_t>(end));
+      buffer.clear();
+      to_bytes(chunk, buffer);
+      core_->submit(id, buffer, make_chunk_state(index, offset));
+    }
+  }
+
+  template <bool star, class F, class Range>
+  auto map_impl(F f, Range&& items, std::size_t chunksize) {
+    MPROC_CHECK_TASK_FUNCTION(F);
+    auto all = collect(std::forward<Range>(items));
+    using T = typename decltype(all)::value_type;
+    using R = typename decltype(result_type_of<F, T, star>())::type;
+    static_assert(!std::is_void_v<R>, "pool::map needs a function that returns a value; use apply_async for void tasks");
+    auto state = make_state<std::vector<R>>();
+    if (all.empty()) {
+      state->set_value(std::vector<R>{});
+      return async_result<std::vector<R>>(state);
+    }
+    if (chunksize == 0) chunksize = auto_chunksize(all.size());
+    const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
+    auto gather = std::make_shared<detail::map_gather<R>>(state, all.size(), chunks);
+    submit_chunks<star>(f, all, chunksize, [&](std::size_t, std::size_t offset) {
+      return std::make_shared<detail::map_chunk_state<R>>(gather, offset);
+    });
+    return async_result<std::vector<R>>(state);
+  }
+
+  template <class F, class Range>
+  auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
+    MPROC_CHECK_TASK_FUNCTION(F);
+    auto all = collect(std::forward<Range>(items));
+    using T = typename decltype(all)::value_type;
+    using R = typename decltype(result_type_of<F, T, false>())::type;
+    static_assert(!std::is_void_v<R>, "pool::imap needs a function that returns a value");
+    if (chunksize == 0) chunksize = 1;
+    const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
+    auto state = std::make_shared<detail::imap_state<R>>(chunks, ordered);
+    submit_chunks<false>(f, all, chunksize, [&](std::size_t index, std::size_t) {
+      return std::make_shared<detail::imap_chunk_state<R>>(state, index);
+    });
+    return imap_result<R>(state);
+  }
+
+  std::shared_ptr<detail::pool_core> core_;
+};
+
+}  // namespace mproc

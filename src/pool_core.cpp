@@ -1,0 +1,790 @@
+#include "mproc/detail/pool_core.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "fd.hpp"
+#include "mproc/detail/channel.hpp"
+#include "mproc/error.hpp"
+#include "mproc/process.hpp"
+#include "runtime.hpp"
+#include "shared_memory.hpp"
+#include "syscall.hpp"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace mproc::detail {
+namespace {
+
+constexpr std::size_t max_functions = 4096;
+constexpr int retire_exit_code = 0;    // a worker that took its sentinel after close()
+constexpr int recycle_exit_code = 98;  // a worker that ran max_tasks_per_child tasks
+
+struct function_entry {
+  std::atomic<std::uintptr_t> invoker;
+  std::atomic<std::uintptr_t> function;
+};
+
+// What a worker publishes for the parent: the task it runs (0: none) and since when.
+struct worker_slot {
+  std::atomic<std::uint64_t> task;
+  std::atomic<std::int64_t> started_ns;
+};
+
+// Shared with every worker; only the parent writes the function table. The workers'
+// slots follow it in the same memory.
+struct control_block {
+  std::atomic<std::uint32_t> function_count;
+  function_entry functions[max_functions];
+};
+static_assert(sizeof(control_block) % alignof(worker_slot) == 0);
+
+std::size_t control_bytes(unsigned processes) {
+  return sizeof(control_block) + sizeof(worker_slot) * processes;
+}
+
+struct task_header {
+  std::uint64_t task;
+  std::uint32_t function;
+  std::uint32_t sentinel;  // 1: no task, the worker retires (close)
+};
+
+enum class result_kind : std::uint32_t { ok, exception, lost, timed_out, wake, stop };
+
+struct result_header {
+  std::uint64_t task;
+  result_kind kind;
+  std::int32_t exitcode;
+};
+
+// Parent <-> zygote, over a SOCK_SEQPACKET socket pair.
+enum class command_kind : std::uint32_t { spawn, quit, kill_all };
+struct command {
+  command_kind kind;
+  std::uint32_t slot;
+};
+enum class report_kind : std::uint32_t { spawned, exited };
+struct report {
+  report_kind kind;
+  std::uint32_t slot;
+  std::int32_t pid;
+  std::int32_t exitcode;  // exited: n, or -N for signal N
+};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int exitcode_of(const siginfo_t& info) { return info.si_code == CLD_EXITED ? info.si_status : -info.si_status; }
+
+void send_all(int fd, const void* data, std::size_t size, int pass_fd = -1) {
+  iovec iov{const_cast<void*>(data), size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (pass_fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  retry_on_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL); });
+}
+
+// One message; 0 at EOF. A passed descriptor lands in *received (O_CLOEXEC).
+ssize_t receive(int fd, void* data, std::size_t size, int* received) {
+  iovec iov{data, size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t n = retry_on_eintr([&] { return ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
+  if (received != nullptr) *received = -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int passed;
+      std::memcpy(&passed, CMSG_DATA(c), sizeof(int));
+      if (received != nullptr) {
+        *received = passed;
+      } else {
+        ::close(passed);
+      }
+    }
+  }
+  return n;
+}
+
+// The threads of the pool must not take the program's signals (SIGINT goes to the
+// program's own handler, on one of its own threads).
+template <class Body>
+std::thread start_quiet_thread(Body body) {
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  try {
+    std::thread t(std::move(body));
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return t;
+  } catch (...) {
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+}
+
+}  // namespace
+
+struct pool_core::impl {
+  pool_config config;
+  unsigned processes;
+
+  std::unique_ptr<shared_memory> control_memory;
+  control_block* control = nullptr;
+  worker_slot* slots = nullptr;  // `processes` of them, after the control block
+  std::unique_ptr<channel> tasks;
+  std::unique_ptr<channel> results;
+
+  pid_t zygote_pid = 0;
+  unique_fd zygote_pidfd;
+  unique_fd zygote_socket;
+  unique_fd monitor_wake;  // eventfd
+
+  struct worker_info {
+    pid_t pid = 0;
+    unique_fd pidfd;
+    std::uint64_t timed_out_task = 0;  // the task the parent killed it for
+  };
+
+  std::mutex mutex;  // guards everything below
+  enum class phase { running, closed, terminated } state = phase::running;
+  std::unordered_map<std::uint64_t, std::shared_ptr<task_state>> pending;
+  std::uint64_t next_task = 1;
+  std::size_t in_flight = 0;  // submitted and not yet through complete/fail
+  unsigned retired = 0;
+  std::vector<worker_info> workers;
+  std::deque<std::function<void()>> posted;
+  std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
+  std::condition_variable settled;  // in_flight or retired changed
+  bool monitor_stop = false;
+  bool shut_down = false;
+
+  std::thread result_thread;
+  std::thread monitor_thread;
+
+  // --- parent: the result thread -------------------------------------------------------
+
+  void put_result(const result_header& header, std::span<const std::byte> payload = {}) {
+    std::vector<std::byte> message(sizeof header + payload.size());
+    std::memcpy(message.data(), &header, sizeof header);
+    if (!payload.empty()) std::memcpy(message.data() + sizeof header, payload.data(), payload.size());
+    const std::size_t end = message.size();
+    results->put(message, {&end, 1}, nullptr);
+  }
+
+  void finish(std::uint64_t id, const result_header& header, std::span<const std::byte> payload) {
+    std::shared_ptr<task_state> state;
+    {
+      std::lock_guard lock(mutex);
+      auto it = pending.find(id);
+      if (it == pending.end()) return;  // already failed (its worker was declared lost)
+      state = std::move(it->second);
+      pending.erase(it);
+    }
+    switch (header.kind) {
+      case result_kind::ok:
+        state->complete(payload);
+        break;
+      case result_kind::exception:
+        state->fail(decode_exception(payload));
+        break;
+      case result_kind::timed_out:
+        state->fail(std::make_exception_ptr(
+            timeout_error("the task ran longer than the pool's task_timeout; its worker was killed and replaced")));
+        break;
+      default:
+        state->fail(std::make_exception_ptr(worker_lost(
+            header.exitcode < 0 ? "the worker running the task was killed by signal " + std::to_string(-header.exitcode)
+                                : "the worker running the task exited with code " + std::to_string(header.exitcode),
+            header.exitcode)));
+        break;
+    }
+    settle_one();
+  }
+
+  void settle_one() {
+    std::lock_guard lock(mutex);
+    --in_flight;
+    settled.notify_all();
+  }
+
+  void run_posted() {
+    for (;;) {
+      std::function<void()> work;
+      {
+        std::lock_guard lock(mutex);
+        if (posted.empty()) return;
+        work = std::move(posted.front());
+        posted.pop_front();
+      }
+      try {
+        work();
+      } catch (...) {  // posted work reports its own errors; never let one kill the thread
+      }
+    }
+  }
+
+  void result_loop() {
+    std::vector<std::vector<std::byte>> batch;
+    for (;;) {
+      batch.clear();
+      results->get(
+          [](void* out, std::span<const std::byte> bytes) {
+            static_cast<std::vector<std::vector<std::byte>>*>(out)->emplace_back(bytes.begin(), bytes.end());
+          },
+          &batch, 64, nullptr);
+      for (const auto& message : batch) {
+        if (message.size() < sizeof(result_header)) continue;
+        result_header header;
+        std::memcpy(&header, message.data(), sizeof header);
+        const std::span<const std::byte> payload(message.data() + sizeof header, message.size() - sizeof header);
+        if (header.kind == result_kind::wake) {
+          run_posted();
+        } else if (header.kind == result_kind::stop) {
+          run_posted();
+          return;
+        } else {
+          finish(header.task, header, payload);
+        }
+      }
+    }
+  }
+
+  // --- parent: the monitor thread (zygote reports, deaths, timeouts) -------------------
+
+  void request(command_kind kind, std::uint32_t slot = 0) {
+    const command c{kind, slot};
+    send_all(zygote_socket.get(), &c, sizeof c);
+  }
+
+  void on_report(const report& r, int passed_fd) {
+    unique_fd pidfd(passed_fd);
+    if (r.slot >= processes) return;
+    if (r.kind == report_kind::spawned) {
+      std::lock_guard lock(mutex);
+      worker_info& w = workers[r.slot];
+      w.pid = r.pid;
+      w.pidfd = std::move(pidfd);
+      w.timed_out_task = 0;
+      if (state == phase::terminated) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+      return;
+    }
+    // exited
+    std::uint64_t task;
+    bool timed_out;
+    bool respawn;
+    {
+      std::lock_guard lock(mutex);
+      worker_info& w = workers[r.slot];
+      if (w.pid != r.pid) return;
+      task = slots[r.slot].task.exchange(0);
+      timed_out = task != 0 && w.timed_out_task == task;
+      w.pid = 0;
+      w.pidfd.reset();
+      w.timed_out_task = 0;
+      const bool retires = task == 0 && r.exitcode == retire_exit_code && state == phase::closed;
+      if (retires) {
+        ++retired;
+        settled.notify_all();
+      }
+      respawn = !retires && state != phase::terminated;
+    }
+    if (task != 0) {
+      put_result({task, timed_out ? result_kind::timed_out : result_kind::lost, r.exitcode});
+    }
+    if (respawn) request(command_kind::spawn, r.slot);
+  }
+
+  // Kills workers whose task ran past task_timeout; returns ms until the next deadline.
+  int enforce_timeouts() {
+    if (config.task_timeout.count() <= 0) return -1;
+    const std::int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(config.task_timeout).count();
+    const std::int64_t now = now_ns();
+    std::int64_t next = limit;
+    std::lock_guard lock(mutex);
+    for (unsigned k = 0; k < processes; ++k) {
+      const std::uint64_t task = slots[k].task.load(std::memory_order_acquire);
+      if (task == 0) continue;
+      const std::int64_t started = slots[k].started_ns.load(std::memory_order_acquire);
+      if (slots[k].task.load(std::memory_order_acquire) != task) continue;
+      worker_info& w = workers[k];
+      const std::int64_t left = started + limit - now;
+      if (left <= 0) {
+        if (w.timed_out_task != task && w.pidfd) {
+          w.timed_out_task = task;
+          (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+        }
+      } else {
+        next = std::min(next, left);
+      }
+    }
+    return static_cast<int>(next / 1'000'000 + 1);
+  }
+
+  void monitor_loop() {
+    for (;;) {
+      pollfd fds[2] = {{zygote_socket.get(), POLLIN, 0}, {monitor_wake.get(), POLLIN, 0}};
+      const int timeout_ms = enforce_timeouts();
+      const int n = ::poll(fds, 2, timeout_ms);
+      if (n < 0) continue;  // EINTR
+      if (fds[1].revents != 0) {
+        std::uint64_t count;
+        [[maybe_unused]] auto r = ::read(monitor_wake.get(), &count, sizeof count);
+        std::lock_guard lock(mutex);
+        if (monitor_stop) return;
+      }
+      if (fds[0].revents != 0) {
+        report r{};
+        int passed = -1;
+        const ssize_t got = receive(zygote_socket.get(), &r, sizeof r, &passed);
+        if (got == static_cast<ssize_t>(sizeof r)) {
+          on_report(r, passed);
+        } else {
+          if (passed >= 0) ::close(passed);
+          if (got <= 0) {
+            zygote_lost();
+            return;
+          }
+        }
+      }
+    }
+  }
+
+  // The zygote died (killed by someone): no worker can be replaced any more.
+  void zygote_lost() {
+    std::vector<std::shared_ptr<task_state>> failed;
+    {
+      std::lock_guard lock(mutex);
+      if (state != phase::terminated) state = phase::terminated;
+      for (auto& [id, s] : pending) failed.push_back(std::move(s));
+      pending.clear();
+      for (auto& w : workers) {
+        if (w.pidfd) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+      }
+    }
+    fail_all(std::move(failed), "the pool's zygote process died; the pool cannot run tasks any more");
+  }
+
+  // Fails tasks with closed_error, on the result thread.
+  void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::string why) {
+    if (failed.empty()) return;
+    post_work([this, failed = std::move(failed), why = std::move(why)] {
+      for (const auto& s : failed) {
+        s->fail(std::make_exception_ptr(closed_error(why)));
+        settle_one();
+      }
+    });
+  }
+
+  void post_work(std::function<void()> work) {
+    {
+      std::lock_guard lock(mutex);
+      posted.push_back(std::move(work));
+    }
+    put_result({0, result_kind::wake, 0});
+  }
+
+  void wake_monitor() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(monitor_wake.get(), &one, sizeof one);
+  }
+
+  // Stops both threads and reaps the zygote. Idempotent.
+  void shut_down_threads() {
+    {
+      std::lock_guard lock(mutex);
+      if (shut_down) return;
+      shut_down = true;
+      monitor_stop = true;
+    }
+    wake_monitor();
+    if (monitor_thread.joinable()) monitor_thread.join();
+    put_result({0, result_kind::stop, 0});
+    if (result_thread.joinable()) result_thread.join();
+    // The zygote ends once its socket closes (it kills what is left of its workers).
+    zygote_socket.reset();
+    siginfo_t info{};
+    retry_on_eintr([&] {
+      return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(zygote_pidfd.get()), &info, WEXITED);
+    });
+  }
+};
+
+// --- the zygote and its workers ------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void worker_main(pool_core::impl& p, unsigned slot, pid_t zygote) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != zygote) ::_exit(1);
+  if (p.config.initializer) {
+    try {
+      p.config.initializer();
+    } catch (const std::exception& e) {
+      const std::string line = "mproc pool worker (pid " + std::to_string(::getpid()) +
+                               "): initializer threw " + demangled_name(typeid(e)) + ": " + e.what() + "\n";
+      flush_std_streams();
+      [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+      ::_exit(1);
+    } catch (...) {
+      flush_std_streams();
+      ::_exit(1);
+    }
+  }
+  worker_slot& my = p.slots[slot];
+  std::vector<std::byte> task;
+  std::vector<std::byte> result;
+  unsigned done = 0;
+  struct take_context {
+    std::vector<std::byte>* task;
+    worker_slot* slot;
+  } context{&task, &my};
+  for (;;) {
+    try {
+      p.tasks->get(
+          [](void* c, std::span<const std::byte> bytes) {
+            auto& ctx = *static_cast<take_context*>(c);
+            ctx.task->assign(bytes.begin(), bytes.end());
+            if (bytes.size() < sizeof(task_header)) return;
+            task_header h;
+            std::memcpy(&h, bytes.data(), sizeof h);
+            // Published before the take commits: if this worker dies from here on, the
+            // parent knows the task was its.
+            if (h.sentinel == 0) {
+              ctx.slot->started_ns.store(now_ns(), std::memory_order_release);
+              ctx.slot->task.store(h.task, std::memory_order_release);
+            }
+          },
+          &context, 1, nullptr);
+    } catch (...) {
+      continue;  // a corrupted channel dropped its content; take the next
+    }
+    if (task.size() < sizeof(task_header)) continue;
+    task_header h;
+    std::memcpy(&h, task.data(), sizeof h);
+    if (h.sentinel != 0) {
+      flush_std_streams();
+      ::_exit(retire_exit_code);
+    }
+    result_header rh{h.task, result_kind::ok, 0};
+    result.resize(sizeof rh);
+    try {
+      if (h.function >= p.control->function_count.load(std::memory_order_acquire)) {
+        throw error("task names function " + std::to_string(h.function) + ", which the pool does not know");
+      }
+      const function_entry& f = p.control->functions[h.function];
+      auto invoker = reinterpret_cast<task_invoker>(f.invoker.load(std::memory_order_acquire));
+      auto function = reinterpret_cast<generic_function>(f.function.load(std::memory_order_acquire));
+      if (invoker == nullptr) throw error("task names an empty function slot");
+      invoker(function, std::span<const std::byte>(task).subspan(sizeof h), result);
+    } catch (...) {
+      rh.kind = result_kind::exception;
+      result.resize(sizeof rh);
+      try {
+        encode_current_exception(result);
+      } catch (...) {
+        result.resize(sizeof rh);
+      }
+    }
+    std::memcpy(result.data(), &rh, sizeof rh);
+    flush_std_streams();
+    const std::size_t end = result.size();
+    p.results->put(result, {&end, 1}, nullptr);
+    my.task.store(0, std::memory_order_release);
+    if (p.config.max_tasks_per_child != 0 && ++done >= p.config.max_tasks_per_child) {
+      ::_exit(recycle_exit_code);
+    }
+  }
+}
+
+[[noreturn]] void zygote_main(pool_core::impl& p, int sock, pid_t parent) noexcept {
+  ::signal(SIGINT, SIG_IGN);  // workers inherit it: Ctrl-C is for the parent
+  std::error_code ec;
+  const int parent_fd = pidfd_open(parent, ec);
+  if (parent_fd < 0 || ::getppid() != parent) ::_exit(1);
+  struct child {
+    std::uint32_t slot;
+    pid_t pid;
+    int pidfd;
+  };
+  std::vector<child> children;
+  bool quitting = false;
+  auto kill_all = [&] {
+    for (const child& c : children) (void)pidfd_send_signal(c.pidfd, SIGKILL);
+  };
+  auto reap_all_and_exit = [&] {
+    kill_all();
+    for (const child& c : children) {
+      siginfo_t info{};
+      retry_on_eintr([&] {
+        return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED);
+      });
+    }
+    ::_exit(0);
+  };
+  std::vector<pollfd> fds;
+  for (;;) {
+    if (quitting && children.empty()) ::_exit(0);
+    fds.assign({{sock, POLLIN, 0}, {parent_fd, POLLIN, 0}});
+    for (const child& c : children) fds.push_back({c.pidfd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+    if (fds[1].revents != 0) reap_all_and_exit();  // the parent died
+    for (std::size_t i = 2; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      child& c = children[i - 2];
+      siginfo_t info{};
+      if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED | WNOHANG) != 0 ||
+          info.si_pid == 0) {
+        continue;
+      }
+      const report r{report_kind::exited, c.slot, c.pid, exitcode_of(info)};
+      send_all(sock, &r, sizeof r);
+      ::close(c.pidfd);
+      c.pidfd = -1;
+    }
+    std::erase_if(children, [](const child& c) { return c.pidfd < 0; });
+    if (fds[0].revents == 0) continue;
+    command cmd{};
+    const ssize_t got = receive(sock, &cmd, sizeof cmd, nullptr);
+    if (got <= 0) reap_all_and_exit();  // the parent closed the socket: the pool is gone
+    if (got != static_cast<ssize_t>(sizeof cmd)) continue;
+    switch (cmd.kind) {
+      case command_kind::spawn: {
+        if (quitting) break;
+        const pid_t self = ::getpid();
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+          ::close(sock);
+          ::close(parent_fd);
+          for (const child& c : children) ::close(c.pidfd);
+          worker_main(p, cmd.slot, self);
+        }
+        if (pid < 0) {
+          // Out of processes (RLIMIT_NPROC, memory): report it, after a pause, so that
+          // the parent's retry does not spin.
+          ::usleep(100'000);
+          const report r{report_kind::exited, cmd.slot, 0, 1};
+          send_all(sock, &r, sizeof r);
+          break;
+        }
+        const int pidfd = pidfd_open(pid, ec);
+        children.push_back({cmd.slot, pid, pidfd});
+        const report r{report_kind::spawned, cmd.slot, pid, 0};
+        send_all(sock, &r, sizeof r, pidfd);
+        break;
+      }
+      case command_kind::kill_all:
+        kill_all();
+        quitting = true;
+        break;
+      case command_kind::quit:
+        quitting = true;
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+// --- the parent's API ---------------------------------------------------------------------
+
+pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
+  impl& p = *impl_;
+  p.processes = config.processes != 0 ? config.processes : cpu_count();
+  p.config = std::move(config);
+  p.workers.resize(p.processes);
+  p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes));
+  p.control = new (p.control_memory->base()) control_block{};
+  p.slots = new (p.control_memory->base() + sizeof(control_block)) worker_slot[p.processes]{};
+  p.tasks = std::make_unique<channel>(0);
+  p.results = std::make_unique<channel>(0);
+  p.monitor_wake.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!p.monitor_wake) throw_system_error(last_error(), "eventfd");
+
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    throw_system_error(last_error(), "socketpair");
+  }
+  unique_fd parent_end(pair[0]);
+  unique_fd zygote_end(pair[1]);
+
+  // Forked before the pool's own threads exist; the zygote stays single-threaded.
+  flush_std_streams();
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_system_error(last_error(), "fork (pool zygote)");
+  if (pid == 0) {
+    parent_end.reset();
+    zygote_main(p, zygote_end.get(), parent);
+  }
+  zygote_end.reset();
+  p.zygote_pid = pid;
+  std::error_code ec;
+  p.zygote_pidfd.reset(pidfd_open(pid, ec));
+  p.zygote_socket = std::move(parent_end);
+  if (!p.zygote_pidfd) {
+    ::kill(pid, SIGKILL);
+    int status;
+    retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
+    throw_system_error(ec, "pidfd_open (pool zygote)");
+  }
+  try {
+    p.result_thread = start_quiet_thread([&p] { p.result_loop(); });
+    p.monitor_thread = start_quiet_thread([&p] { p.monitor_loop(); });
+    for (unsigned k = 0; k < p.processes; ++k) p.request(command_kind::spawn, k);
+  } catch (...) {
+    terminate();
+    p.shut_down_threads();
+    throw;
+  }
+}
+
+pool_core::~pool_core() {
+  try {
+    terminate();
+    impl_->shut_down_threads();
+  } catch (...) {
+  }
+}
+
+unsigned pool_core::size() const noexcept { return impl_->processes; }
+
+std::uint32_t pool_core::function_id(task_invoker invoker, generic_function function) {
+  impl& p = *impl_;
+  const std::pair key{reinterpret_cast<std::uintptr_t>(invoker), reinterpret_cast<std::uintptr_t>(function)};
+  std::lock_guard lock(p.mutex);
+  if (auto it = p.function_ids.find(key); it != p.function_ids.end()) return it->second;
+  const std::uint32_t id = p.control->function_count.load(std::memory_order_relaxed);
+  if (id >= max_functions) throw error("a pool can run at most 4096 distinct task functions");
+  p.control->functions[id].invoker.store(key.first, std::memory_order_relaxed);
+  p.control->functions[id].function.store(key.second, std::memory_order_relaxed);
+  p.control->function_count.store(id + 1, std::memory_order_release);
+  p.function_ids.emplace(key, id);
+  return id;
+}
+
+void pool_core::submit(std::uint32_t function_id, std::span<const std::byte> arguments,
+                       std::shared_ptr<task_state> state) {
+  impl& p = *impl_;
+  std::uint64_t id;
+  {
+    std::lock_guard lock(p.mutex);
+    if (p.state != impl::phase::running) {
+      throw closed_error(p.state == impl::phase::closed ? "pool is closed: it takes no new tasks"
+                                                        : "pool was terminated: it takes no new tasks");
+    }
+    id = p.next_task++;
+    p.pending.emplace(id, std::move(state));
+    ++p.in_flight;
+  }
+  thread_local std::vector<std::byte> message;
+  const task_header h{id, function_id, 0};
+  message.resize(sizeof h + arguments.size());
+  std::memcpy(message.data(), &h, sizeof h);
+  if (!arguments.empty()) std::memcpy(message.data() + sizeof h, arguments.data(), arguments.size());
+  const std::size_t end = message.size();
+  try {
+    p.tasks->put(message, {&end, 1}, nullptr);
+  } catch (...) {
+    std::lock_guard lock(p.mutex);
+    if (p.pending.erase(id) != 0) --p.in_flight;
+    throw;
+  }
+}
+
+void pool_core::post(std::function<void()> work) { impl_->post_work(std::move(work)); }
+
+void pool_core::close() {
+  impl& p = *impl_;
+  {
+    std::lock_guard lock(p.mutex);
+    if (p.state != impl::phase::running) return;
+    p.state = impl::phase::closed;
+  }
+  // One sentinel per worker, behind every task: each worker retires when it reaches one.
+  for (unsigned k = 0; k < p.processes; ++k) {
+    const task_header h{0, 0, 1};
+    const std::size_t end = sizeof h;
+    p.tasks->put({reinterpret_cast<const std::byte*>(&h), sizeof h}, {&end, 1}, nullptr);
+  }
+}
+
+void pool_core::terminate() {
+  impl& p = *impl_;
+  std::vector<std::shared_ptr<task_state>> failed;
+  {
+    std::lock_guard lock(p.mutex);
+    if (p.state == impl::phase::terminated) return;
+    p.state = impl::phase::terminated;
+    for (auto& [id, s] : p.pending) failed.push_back(std::move(s));
+    p.pending.clear();
+    for (auto& w : p.workers) {
+      if (w.pidfd) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+    }
+  }
+  try {
+    p.request(command_kind::kill_all);
+  } catch (...) {
+  }
+  p.fail_all(std::move(failed), "pool was terminated before the task finished");
+}
+
+void pool_core::join() {
+  impl& p = *impl_;
+  {
+    std::unique_lock lock(p.mutex);
+    if (p.state == impl::phase::running) throw error("pool::join() needs close() or terminate() first");
+    if (p.state == impl::phase::closed) {
+      p.settled.wait(lock, [&] {
+        return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes);
+      });
+    }
+  }
+  if (p.state == impl::phase::closed) {
+    try {
+      p.request(command_kind::quit);
+    } catch (...) {
+    }
+  }
+  // After terminate(): let the failures of pending tasks reach their callbacks first.
+  {
+    std::unique_lock lock(p.mutex);
+    p.settled.wait(lock, [&] { return p.in_flight == 0; });
+  }
+  p.shut_down_threads();
+}
+
+}  // namespace mproc::detail

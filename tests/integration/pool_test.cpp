@@ -1,0 +1,463 @@
+// mproc::pool with real worker processes.
+#include "mproc/pool.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mproc/process.hpp"
+#include "mproc/queue.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+int square(int x) { return x * x; }
+int my_pid(int) { return static_cast<int>(::getpid()); }
+void nothing() {}
+int sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+
+struct custom_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct unregistered_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::vector<int> iota_vector(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+std::vector<int> squares_of(const std::vector<int>& v) {
+  std::vector<int> out;
+  for (int x : v) out.push_back(x * x);
+  return out;
+}
+
+TEST(Pool, ApplyRunsInAWorker) {
+  mproc::pool p(2);
+  EXPECT_EQ(p.size(), 2U);
+  EXPECT_EQ(p.apply(square, 7), 49);
+  EXPECT_NE(p.apply(my_pid, 0), ::getpid());
+  EXPECT_EQ(p.apply([](std::string s, int n) { return s + std::to_string(n); }, std::string("x"), 5), "x5");
+}
+
+TEST(Pool, VoidTasks) {
+  mproc::pool p(2);
+  p.apply(nothing);
+  auto r = p.apply_async([](int) {}, 1);
+  r.get();
+  EXPECT_TRUE(r.ready());
+  EXPECT_TRUE(r.successful());
+}
+
+TEST(Pool, DefaultSizeIsCpuCount) {
+  mproc::pool p;
+  EXPECT_EQ(p.size(), mproc::cpu_count());
+}
+
+TEST(Pool, MapKeepsInputOrderForEveryChunksize) {
+  mproc::pool p(3);
+  const auto input = iota_vector(2000);
+  const auto expected = squares_of(input);
+  for (std::size_t chunksize : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{0}}) {
+    EXPECT_EQ(p.map(square, input, chunksize), expected) << "chunksize " << chunksize;
+  }
+  EXPECT_TRUE(p.map(square, std::vector<int>{}).empty());
+}
+
+TEST(Pool, MapAsyncAndStarmap) {
+  mproc::pool p(2);
+  auto r = p.map_async(square, iota_vector(100));
+  EXPECT_EQ(r.get(), squares_of(iota_vector(100)));
+  std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(p.starmap([](int a, int b) { return a * b; }, pairs), (std::vector<int>{2, 12, 30}));
+  EXPECT_EQ(p.starmap_async([](int a, int b) { return a + b; }, pairs).get(), (std::vector<int>{3, 7, 11}));
+}
+
+TEST(Pool, ImapYieldsInOrderAndUnorderedYieldsAll) {
+  mproc::pool p(3);
+  std::vector<int> got;
+  for (int x : p.imap(square, iota_vector(50))) got.push_back(x);
+  EXPECT_EQ(got, squares_of(iota_vector(50)));
+  std::multiset<int> unordered;
+  for (int x : p.imap_unordered(square, iota_vector(50), 4)) unordered.insert(x);
+  const auto expected = squares_of(iota_vector(50));
+  EXPECT_EQ(unordered, std::multiset<int>(expected.begin(), expected.end()));
+  // Completion order: a slow first item comes last.
+  std::vector<int> order;
+  for (int x : p.imap_unordered(sleep_ms, std::vector<int>{400, 1, 1})) order.push_back(x);
+  EXPECT_EQ(order.back(), 400);
+}
+
+TEST(Pool, ImapRethrowsWhereIterationReachesTheFailure) {
+  mproc::pool p(2);
+  auto results = p.imap([](int x) {
+    if (x == 3) throw std::out_of_range("three");
+    return x;
+  }, iota_vector(6));
+  std::vector<int> before;
+  try {
+    for (int x : results) before.push_back(x);
+    FAIL() << "no exception";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "three");
+  }
+  EXPECT_EQ(before, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(Pool, StdExceptionsKeepTheirType) {
+  mproc::pool p(1);
+  EXPECT_THROW(p.apply([](int) -> int { throw std::invalid_argument("a"); }, 0), std::invalid_argument);
+  EXPECT_THROW(p.apply([](int) -> int { throw std::overflow_error("b"); }, 0), std::overflow_error);
+  EXPECT_THROW(p.apply([](int) -> int { throw std::bad_alloc(); }, 0), std::bad_alloc);
+  EXPECT_THROW(p.apply([](int) -> int { throw mproc::queue_empty("c"); }, 0), mproc::queue_empty);
+  try {
+    p.apply([](int) -> int { throw std::logic_error("the message"); }, 0);
+  } catch (const std::logic_error& e) {
+    EXPECT_STREQ(e.what(), "the message");
+  }
+}
+
+TEST(Pool, RegisteredExceptionsKeepTheirTypeOthersBecomeRemoteError) {
+  mproc::register_exception<custom_error>();
+  mproc::pool p(1);
+  EXPECT_THROW(p.apply([](int) -> int { throw custom_error("mine"); }, 0), custom_error);
+  try {
+    p.apply([](int) -> int { throw unregistered_error("theirs"); }, 0);
+    FAIL() << "no exception";
+  } catch (const mproc::remote_error& e) {
+    EXPECT_NE(e.type_name().find("unregistered_error"), std::string::npos) << e.type_name();
+    EXPECT_STREQ(e.what(), "theirs");
+  }
+  try {
+    p.apply([](int) -> int { throw 42; }, 0);
+    FAIL() << "no exception";
+  } catch (const mproc::remote_error& e) {
+    EXPECT_EQ(e.type_name(), "int");
+  }
+}
+
+struct unencodable {
+  template <class Archive>
+  void save(Archive&) const {
+    throw std::runtime_error("cannot encode me");
+  }
+  template <class Archive>
+  void load(Archive&) {}
+};
+
+TEST(Pool, AResultThatCannotBeSerialisedFailsItsTaskNotTheWorker) {
+  mproc::pool p(1);
+  const int pid = p.apply(my_pid, 0);
+  EXPECT_THROW(p.apply([](int) { return unencodable{}; }, 0), mproc::serialization_error);
+  EXPECT_EQ(p.apply(my_pid, 0), pid) << "the worker was replaced";
+}
+
+TEST(Pool, WorkerAbortFailsItsTaskWithWorkerLostAndThePoolGoesOn) {
+  mproc::pool p(2);
+  try {
+    p.apply([](int) -> int { std::abort(); }, 0);
+    FAIL() << "no exception";
+  } catch (const mproc::worker_lost& e) {
+    EXPECT_EQ(e.exitcode(), -SIGABRT);
+  }
+  EXPECT_EQ(p.apply(square, 4), 16);
+}
+
+TEST(Pool, EveryWayOfDyingIsWorkerLost) {
+  mproc::pool p(2);
+  const auto lost_code = [&](auto task) {
+    try {
+      p.apply(task, 0);
+    } catch (const mproc::worker_lost& e) {
+      return e.exitcode();
+    }
+    return 12345;
+  };
+  EXPECT_EQ(lost_code([](int) { ::_exit(3); }), 3);
+#if defined(__SANITIZE_ADDRESS__)
+  EXPECT_NE(lost_code([](int) { ::raise(SIGSEGV); }), 12345);  // ASan turns SIGSEGV into exit(1)
+#else
+  EXPECT_EQ(lost_code([](int) { ::raise(SIGSEGV); }), -SIGSEGV);
+#endif
+  EXPECT_EQ(lost_code([](int) { ::kill(::getpid(), SIGKILL); }), -SIGKILL);
+  EXPECT_EQ(lost_code([](int) { std::exit(0); }), 0);
+  EXPECT_EQ(p.map(square, iota_vector(20)), squares_of(iota_vector(20)));
+}
+
+TEST(Pool, WorkerKilledFromOutsideFailsOnlyItsTask) {
+  mproc::pool p(2);
+  mproc::queue<int> started;
+  auto victim = p.apply_async([](mproc::queue<int> q) {
+    q.put(static_cast<int>(::getpid()));
+    for (;;) ::pause();
+  }, started);
+  auto bystander = p.apply_async(sleep_ms, 300);
+  const int pid = started.get(30s);
+  ::kill(pid, SIGKILL);
+  const auto begin = std::chrono::steady_clock::now();
+  EXPECT_THROW(victim.get(), mproc::worker_lost);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 1s);
+  EXPECT_EQ(bystander.get(), 300);
+}
+
+TEST(Pool, TaskTimeoutKillsAndReplacesTheWorker) {
+  mproc::pool_options options;
+  options.processes = 1;
+  options.task_timeout = 200ms;
+  mproc::pool p(options);
+  const int first = p.apply(my_pid, 0);
+  const auto begin = std::chrono::steady_clock::now();
+  EXPECT_THROW(p.apply(sleep_ms, 5000), mproc::timeout_error);
+  const auto took = std::chrono::steady_clock::now() - begin;
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 3s);
+  EXPECT_NE(p.apply(my_pid, 0), first) << "the timed-out worker was not replaced";
+  EXPECT_EQ(p.apply(sleep_ms, 10), 10);
+}
+
+TEST(Pool, MaxTasksPerChildRecyclesWorkers) {
+  mproc::pool_options options;
+  options.processes = 2;
+  options.max_tasks_per_child = 2;
+  mproc::pool p(options);
+  std::set<int> pids;
+  for (int i = 0; i < 10; ++i) pids.insert(p.apply(my_pid, i));
+  EXPECT_GE(pids.size(), 5U);
+}
+
+int initializer_count = 0;
+
+TEST(Pool, InitializerRunsOnceInEachWorker) {
+  mproc::pool_options options;
+  options.processes = 2;
+  options.initializer = [] { ++initializer_count; };
+  mproc::pool p(options);
+  const auto counts = p.map([](int) { return initializer_count; }, iota_vector(40), 1);
+  for (int c : counts) EXPECT_EQ(c, 1);
+  EXPECT_EQ(initializer_count, 0) << "the initializer ran in the parent";
+}
+
+TEST(Pool, ClosedPoolRefusesTasks) {
+  mproc::pool p(1);
+  p.close();
+  EXPECT_THROW(p.apply(square, 1), mproc::closed_error);
+  EXPECT_THROW(p.map(square, iota_vector(3)), mproc::closed_error);
+  p.join();
+}
+
+TEST(Pool, JoinBeforeCloseThrows) {
+  mproc::pool p(1);
+  EXPECT_THROW(p.join(), mproc::error);
+}
+
+TEST(Pool, CloseJoinWaitsForQueuedTasks) {
+  mproc::pool p(2);
+  std::vector<mproc::async_result<int>> results;
+  for (int i = 0; i < 10; ++i) results.push_back(p.apply_async(sleep_ms, 20));
+  p.close();
+  p.join();
+  for (auto& r : results) {
+    EXPECT_TRUE(r.ready());
+    EXPECT_EQ(r.get(), 20);
+  }
+}
+
+TEST(Pool, TerminateWithThousandPendingLongTasksReturnsPromptly) {
+  std::vector<int> pids;
+  std::vector<mproc::async_result<int>> results;
+  const auto begin = std::chrono::steady_clock::now();
+  {
+    mproc::pool p(2);
+    for (int i = 0; i < 2; ++i) pids.push_back(p.apply(my_pid, 0));
+    for (int i = 0; i < 1000; ++i) results.push_back(p.apply_async(sleep_ms, 10000));
+    p.terminate();
+    p.join();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 2s);
+  for (auto& r : results) EXPECT_THROW(r.get(), mproc::closed_error);
+  for (int pid : pids) EXPECT_FALSE(mproc_test::read_proc_stat(pid).has_value()) << "worker " << pid << " left";
+  EXPECT_TRUE(mproc_test::children_of_self().empty());
+}
+
+TEST(Pool, DestructorClosesAndJoins) {
+  mproc::async_result<int> r = [] {
+    mproc::pool p(1);
+    return p.apply_async(sleep_ms, 100);
+  }();
+  EXPECT_TRUE(r.ready());
+  EXPECT_EQ(r.get(), 100);
+  EXPECT_TRUE(mproc_test::children_of_self().empty());
+}
+
+TEST(Pool, AsyncResultGetTimeoutWaitAndSuccessful) {
+  mproc::pool p(1);
+  auto r = p.apply_async(sleep_ms, 300);
+  EXPECT_THROW((void)r.successful(), mproc::error);
+  EXPECT_FALSE(r.wait(10ms));
+  EXPECT_THROW(r.get(10ms), mproc::timeout_error);
+  EXPECT_TRUE(r.wait(10s));
+  EXPECT_TRUE(r.successful());
+  EXPECT_EQ(r.get(1s), 300);
+  auto bad = p.apply_async([](int) -> int { throw std::runtime_error("x"); }, 0);
+  bad.wait();
+  EXPECT_FALSE(bad.successful());
+}
+
+TEST(Pool, CallbacksRunOnceEachInCompletionOrderOnOneThread) {
+  std::mutex m;
+  std::vector<int> order;
+  std::set<std::thread::id> threads;
+  std::atomic<int> errors{0};
+  {
+    mproc::pool p(2);
+    p.apply_async(sleep_ms, 300).then([&](const int& v) {
+      std::lock_guard lock(m);
+      order.push_back(v);
+      threads.insert(std::this_thread::get_id());
+    });
+    p.apply_async(sleep_ms, 10).then([&](const int& v) {
+      std::lock_guard lock(m);
+      order.push_back(v);
+      threads.insert(std::this_thread::get_id());
+    });
+    p.apply_async([](int) -> int { throw std::runtime_error("e"); }, 0)
+        .then([&](const int&) { ADD_FAILURE() << "value callback for a failed task"; },
+              [&](std::exception_ptr) { ++errors; });
+    p.close();
+    p.join();  // returns after every callback ran
+    std::lock_guard lock(m);
+    EXPECT_EQ(order, (std::vector<int>{10, 300}));
+  }
+  EXPECT_EQ(threads.size(), 1U);
+  EXPECT_EQ(threads.count(std::this_thread::get_id()), 0U) << "callbacks ran on the caller's thread";
+  EXPECT_EQ(errors, 1);
+}
+
+TEST(Pool, AThrowingCallbackIsReportedAndTheResultThreadGoesOn) {
+  mproc::pool p(1);
+  testing::internal::CaptureStderr();
+  p.apply_async(square, 2).then([](const int&) { throw std::runtime_error("callback failed"); });
+  std::atomic<int> later{0};
+  auto r = p.apply_async(square, 3);
+  r.then([&](const int& v) { later = v; });
+  p.close();
+  p.join();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("callback failed"), std::string::npos) << err;
+  EXPECT_EQ(later, 9);
+}
+
+TEST(Pool, ThenOnAFinishedResultStillRuns) {
+  mproc::pool p(1);
+  auto r = p.apply_async(square, 5);
+  r.wait();
+  std::atomic<int> seen{0};
+  r.then([&](const int& v) { seen = v; });
+  p.close();
+  p.join();
+  EXPECT_EQ(seen, 25);
+}
+
+TEST(Pool, QueuePassedToTasksLetsWorkersTalk) {
+  mproc::pool p(2);
+  mproc::queue<int> q;
+  auto writer = p.apply_async([](mproc::queue<int> q) {
+    for (int i = 0; i < 5; ++i) q.put(i);
+  }, q);
+  auto reader = p.apply_async([](mproc::queue<int> q) {
+    int sum = 0;
+    for (int i = 0; i < 5; ++i) sum += q.get();
+    return sum;
+  }, q);
+  writer.get();
+  EXPECT_EQ(reader.get(10s), 10);
+}
+
+TEST(Pool, FourThreadsSubmitAtOnce) {
+  mproc::pool p(2);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        if (p.apply(square, t * 1000 + i) != (t * 1000 + i) * (t * 1000 + i)) ++wrong;
+      }
+      const auto v = p.map(square, iota_vector(500));
+      if (v != squares_of(iota_vector(500))) ++wrong;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST(Pool, WorkersIgnoreSigint) {
+  mproc::pool p(1);
+  const int pid = p.apply(my_pid, 0);
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(p.apply(my_pid, 0), pid);
+}
+
+TEST(Pool, PoolInAChildThatIsSigkilledLeavesNoWorkerAlive) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans come to us, to be counted
+  mproc_test::test_pipe out;
+  mproc::process owner([&out] {
+    mproc::pool p(2);
+    std::set<int> pids;
+    while (pids.size() < 2) {
+      for (int pid : p.map(my_pid, iota_vector(8), 1)) pids.insert(pid);
+    }
+    std::string line;
+    for (int pid : pids) line += std::to_string(pid) + " ";
+    out.write(line + "\n");
+    for (;;) ::pause();
+  });
+  owner.start();
+  out.close_write();
+  const std::string line = out.read_line().value_or("");
+  std::vector<pid_t> workers;
+  std::istringstream pids(line);
+  for (pid_t pid; pids >> pid;) workers.push_back(pid);
+  ASSERT_EQ(workers.size(), 2U) << line;
+  owner.kill();
+  owner.join();
+  const bool gone = mproc_test::eventually([&] {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    for (pid_t w : workers) {
+      if (mproc_test::read_proc_stat(w).has_value()) return false;
+    }
+    return true;
+  }, 2s);
+  EXPECT_TRUE(gone) << "a worker outlived its pool's SIGKILLed owner";
+}
+
+TEST(Pool, NoZombiesAfterAPoolEnds) {
+  for (int i = 0; i < 3; ++i) {
+    mproc::pool p(2);
+    EXPECT_EQ(p.apply(square, i), i * i);
+  }
+  EXPECT_TRUE(mproc_test::children_of_self().empty());
+}
+
+}  // namespace
