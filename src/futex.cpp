@@ -1,6 +1,7 @@
 #include "futex.hpp"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,6 +32,8 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const 
                            nullptr, FUTEX_BITSET_MATCH_ANY);
   return !(r == -1 && errno == ETIMEDOUT);
 }
+
+void yield_cpu() noexcept { ::sched_yield(); }
 
 void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);
