@@ -13,12 +13,13 @@ one line per contender per round (see bench/spawn_bench.cpp). A row's metric is 
 time per operation (lower is better) or a throughput (higher is better); ratios are always
 taken on the cost per unit (time per operation, or 1 / throughput), so "2×" means twice the
 cost whatever the metric. The driver prints, per row, a table of median / min / max over
-the rounds and the ratio of medians against the baseline, then each goal as met / NOT met
-(a relative goal is judged on the median of the per-round ratios, since the contenders of
-one round ran side by side; an absolute one on the subject's median; a goal whose peer is
-not part of this benchmark is listed as not measured), and speed-ups between contenders.
-It writes the same into <out-dir>/bench-<row>.csv (one line per contender, goal and
-speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv, and ends with a
+the rounds and the ratio of medians against the baseline, then the row's references
+(another row's median from the same command, shown for scale and never judged), then each
+goal as met / NOT met (a relative goal is judged on the median of the per-round ratios,
+since the contenders of one round ran side by side; an absolute one on the subject's
+median; a goal whose peer is not part of this benchmark is listed as not measured), and
+speed-ups between contenders. It writes the same into <out-dir>/bench-<row>.csv (one line
+per contender, reference, goal and speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv, and ends with a
 summary table of every row run.
 
 Adding a row: build its programs (bench/CMakeLists.txt, target mproc_benchmarks), then
@@ -98,6 +99,17 @@ class Goal:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A figure from another row of the same command, shown beside this row's table for scale
+    (e.g. the ping-pong row's queue round trip beside the pool's apply round trip): the median
+    of `contender` in `row`, which must come earlier in ROWS. Never part of a goal or ratio."""
+
+    row: str
+    contender: str
+    label: str
+
+
+@dataclass(frozen=True)
 class Row:
     name: str
     workload: str
@@ -111,6 +123,7 @@ class Row:
     goals: list[Goal] = field(default_factory=list)
     # (contender, peer) pairs: how many times as fast the contender is as the peer
     speedups: list[tuple[str, str]] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
 
 
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
@@ -200,13 +213,126 @@ ROWS: list[Row] = [
         ],
         speedups=[("mproc", "python_queue")],
     ),
+    Row(
+        name="apply",
+        workload="blocking round trip of int f(int) on a warm pool (cpu_count() workers each)",
+        metric="per_op_us",
+        unit="µs/call",
+        higher_is_better=False,
+        baseline="mproc",
+        subject="mproc",
+        contenders=[
+            Contender("mproc", "mproc pool.apply"),
+            Contender("thread_pool", "std::thread pool submit().get()"),
+            Contender("python_pool", "Python Pool.apply (fork)"),
+        ],
+        programs=[cpp("mproc_pool_bench", 20_000, "--row", "apply"),
+                  py("pool_bench.py", 5_000, "--row", "apply")],
+        goals=[
+            Goal("mproc ≥ 50× Python", "mproc", "python_pool", min_speedup=50),
+            Goal("mproc faster than the thread pool", "mproc", "thread_pool", min_speedup=1),
+        ],
+        speedups=[("mproc", "python_pool"), ("mproc", "thread_pool")],
+        references=[Reference("ping-pong", "mproc", "futex ping-pong (ping-pong row, mproc two queues)")],
+    ),
+    Row(
+        name="async",
+        workload="100k apply_async of int f(int), then get() of every result (Python: 10k)",
+        metric="tasks_per_s",
+        unit="tasks/s",
+        higher_is_better=True,
+        baseline="mproc",
+        subject="mproc",
+        contenders=[
+            Contender("mproc", "mproc pool.apply_async"),
+            Contender("thread_pool", "std::thread pool submit()"),
+            Contender("python_pool", "Python Pool.apply_async (fork)"),
+        ],
+        programs=[cpp("mproc_pool_bench", 100_000, "--row", "async"),
+                  py("pool_bench.py", 10_000, "--row", "async")],
+        goals=[
+            Goal("mproc ≥ 100× Python", "mproc", "python_pool", min_speedup=100),
+            Goal("mproc ≥ the thread pool", "mproc", "thread_pool", min_speedup=1),
+        ],
+        speedups=[("mproc", "python_pool"), ("mproc", "thread_pool")],
+    ),
+    Row(
+        name="map",
+        workload="map of 10M ints through x*x, default chunksize (Python: 1M, chunksize=10000)",
+        metric="items_per_s",
+        unit="items/s",
+        higher_is_better=True,
+        baseline="mproc",
+        subject="mproc",
+        contenders=[
+            Contender("mproc", "mproc pool.map"),
+            Contender("python_pool", "Python Pool.map chunksize=10000 (fork)"),
+        ],
+        programs=[cpp("mproc_pool_bench", 10_000_000, "--row", "map"),
+                  py("pool_bench.py", 1_000_000, "--row", "map")],
+        goals=[Goal("mproc ≥ 20× Python", "mproc", "python_pool", min_speedup=20)],
+        speedups=[("mproc", "python_pool")],
+    ),
+    # Not rows of DESIGN.md's table: issue 5 asks for these ratios. mproc::mutex is a robust
+    # pthread mutex plus owner tracking, so its raw robust peer is its floor; the plain
+    # process-shared one shows what robustness itself costs.
+    Row(
+        name="lock-uncontended",
+        workload="lock/unlock pairs in one process, nobody else using the lock",
+        metric="pairs_per_s",
+        unit="pairs/s",
+        higher_is_better=True,
+        baseline="pthread_robust",
+        subject="mproc",
+        contenders=[
+            Contender("pthread_pshared", "raw pthread mutex, process-shared"),
+            Contender("pthread_robust", "raw pthread mutex, process-shared + robust"),
+            Contender("mproc", "mproc::mutex"),
+            Contender("python_lock", "Python mp.Lock (fork)"),
+        ],
+        programs=[cpp("mproc_lock_bench", 10_000_000, "--row", "lock-uncontended"),
+                  py("lock_bench.py", 1_000_000, "--row", "lock-uncontended")],
+        goals=[
+            Goal("mproc ≤ 1.25× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.25),
+            Goal("mproc faster than Python's Lock", "mproc", "python_lock", min_speedup=1),
+        ],
+        speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")],
+    ),
+    Row(
+        name="lock-contended",
+        workload="lock/unlock pairs by two processes at once on one lock (pairs of both counted)",
+        metric="pairs_per_s",
+        unit="pairs/s",
+        higher_is_better=True,
+        baseline="pthread_robust",
+        subject="mproc",
+        contenders=[
+            Contender("pthread_pshared", "raw pthread mutex, process-shared"),
+            Contender("pthread_robust", "raw pthread mutex, process-shared + robust"),
+            Contender("mproc", "mproc::mutex"),
+            Contender("python_lock", "Python mp.Lock (fork)"),
+        ],
+        programs=[cpp("mproc_lock_bench", 1_000_000, "--row", "lock-contended"),
+                  py("lock_bench.py", 200_000, "--row", "lock-contended")],
+        goals=[
+            Goal("mproc ≤ 1.5× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.5),
+            Goal("mproc ≥ 2× Python's Lock", "mproc", "python_lock", min_speedup=2),
+        ],
+        speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")],
+    ),
 ]
 
 
 def check_rows(rows: list[Row]) -> None:
-    """Every key a row names is one of its contenders; every goal has one criterion."""
-    for row in rows:
+    """Every key a row names is one of its contenders; every goal has one criterion; every
+    reference names a contender of an earlier row."""
+    for index, row in enumerate(rows):
         keys = {c.key for c in row.contenders}
+        for ref in row.references:
+            earlier = {r.name: r for r in rows[:index]}
+            if ref.row not in earlier or ref.contender not in {c.key for c in earlier[ref.row].contenders}:
+                raise ValueError(f"row {row.name}: reference {ref.row}/{ref.contender} is not a contender "
+                                 "of an earlier row")
         named = [row.baseline, row.subject] + [k for pair in row.speedups for k in pair]
         for g in row.goals:
             named.append(g.subject)
@@ -286,9 +412,12 @@ def fmt(x: float) -> str:
     return f"{x:.1f}" if x >= 10 else f"{x:.3g}"
 
 
-def report(row: Row, per_round: dict[str, list[float]], args) -> tuple[bool, dict[str, str]]:
-    """Prints the row's table, goals and speed-ups and writes its CSV files. Returns whether
-    every measured goal was met, and the row's line of the summary table."""
+def report(row: Row, per_round: dict[str, list[float]], args,
+           earlier: dict[str, tuple[Row, dict[str, float]]]) -> tuple[bool, dict[str, str]]:
+    """Prints the row's table, references, goals and speed-ups and writes its CSV files.
+    `earlier` holds the rows already reported in this command (name: row, medians), for the
+    references. Returns whether every measured goal was met, and the row's line of the
+    summary table."""
     label = {c.key: c.label for c in row.contenders}
     median = {k: statistics.median(v) for k, v in per_round.items()}
 
@@ -314,6 +443,21 @@ def report(row: Row, per_round: dict[str, list[float]], args) -> tuple[bool, dic
                           rounds=args.rounds, median=median[c.key], min=min(v), max=max(v), ratio=ratio,
                           target="", verdict=""))
     print()
+    references = []
+    for ref in row.references:
+        if ref.row in earlier:
+            ref_row, ref_medians = earlier[ref.row]
+            value = ref_medians[ref.contender]
+            print(f"   reference  {ref.label}: {fmt(value)} {ref_row.unit} (median, this command)")
+            table.append(dict(kind="reference", row=row.name, contender=ref.contender, peer=ref.row,
+                              metric=ref_row.metric, rounds=args.rounds, median=value, min="", max="",
+                              ratio="", target="", verdict=""))
+            references.append(f"[ref] {ref.label} {fmt(value)} ({ref_row.unit})")
+        else:
+            print(f"   reference  {ref.label}: row {ref.row} not run before this one "
+                  f"(--rows {ref.row},{row.name})")
+    if row.references:
+        print()
     all_met = True
     verdicts = []
     for g in row.goals:
@@ -382,7 +526,8 @@ def report(row: Row, per_round: dict[str, list[float]], args) -> tuple[bool, dic
     print(f"\n   written: {summary}, {rounds_file}")
     line = dict(
         row=row.name,
-        medians="; ".join(f"{label[c.key]} {fmt(median[c.key])}" for c in row.contenders) + f" ({row.unit})",
+        medians="; ".join(f"{label[c.key]} {fmt(median[c.key])}" for c in row.contenders) + f" ({row.unit})"
+        + "".join(f"; {r}" for r in references),
         speedups="; ".join(speedups) or "–",
         goals="; ".join(verdicts) or "–")
     return all_met, line
@@ -431,10 +576,13 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load {load}, Python {py_version or '?'} ({args.python})")
     all_met = True
     lines = []
+    done: dict[str, tuple[Row, dict[str, float]]] = {}
     try:
         for name in wanted:
             row = by_name[name]
-            met, line = report(row, measure(row, args), args)
+            per_round = measure(row, args)
+            met, line = report(row, per_round, args, done)
+            done[name] = (row, {k: statistics.median(v) for k, v in per_round.items()})
             all_met &= met
             lines.append(line)
     except BenchError as e:

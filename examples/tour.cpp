@@ -29,8 +29,15 @@ constexpr example examples[] = {
     {"僵尸进程", "no_zombie"},
     {"Process: 使用Process类", "process_args"},
     {"Process: 继承Process类", "process_subclass"},
+    {"Pool: 非阻塞添加任务-进程池", "pool_apply_async"},
+    {"Pool: 阻塞添加任务-进程池", "pool_apply"},
+    {"Pool: 异步添加任务:callback回调函数", "pool_callback"},
     {"Queue进程间通信:消息队列", "queue_walkthrough"},
     {"使用队列进行进程间通信", "queue_processes"},
+    {"进程池的进程间通讯", "pool_queue"},
+    // Beyond the tutorial: Python's Value, Lock and Barrier, for processes.
+    {"同步: Value 与 get_lock()", "shared_counter"},
+    {"同步: 用 Barrier 同步的流水线", "barrier_pipeline"},
 };
 
 // Runs `program` as a child and returns its exit code (-N when signal N ended it).

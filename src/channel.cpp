@@ -266,7 +266,8 @@ struct stream_reader {
 }  // namespace
 
 channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
-  state_->mem = shared_memory::create("mproc-queue", header_bytes + block_bytes);
+  state_->mem = shared_memory::create("mproc-queue", header_bytes + block_bytes,
+                                      shared_memory::queue_reservation);
   header* h = new (state_->mem->base()) header{};
   h->magic = channel_magic;
   h->version = layout_version;
@@ -285,7 +286,7 @@ channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
 }
 
 channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
-  state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)));
+  state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::queue_reservation);
   state_->h = reinterpret_cast<header*>(state_->mem->base());
   if (state_->h->magic != channel_magic || state_->h->version != layout_version) {
     throw error("the handle received does not name an mproc queue of this version");

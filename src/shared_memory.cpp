@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -18,10 +19,11 @@ constexpr std::size_t page = 4096;
 
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
-// Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for a lot
+// Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for `most`
 // (a queue may hold gigabytes) and settles for less under RLIMIT_AS.
-std::pair<std::byte*, std::size_t> reserve(std::size_t at_least) {
-  for (std::size_t want = std::size_t{64} << 30; want >= at_least && want >= page; want /= 2) {
+std::pair<std::byte*, std::size_t> reserve(std::size_t at_least, std::size_t most) {
+  at_least = round_up(at_least, page);
+  for (std::size_t want = std::max(round_up(most, page), at_least); want >= at_least && want >= page; want /= 2) {
     void* p = ::mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) return {static_cast<std::byte*>(p), want};
   }
@@ -49,20 +51,20 @@ shared_memory::shared_memory(unique_fd fd, std::byte* base, std::size_t reserved
 
 shared_memory::~shared_memory() { ::munmap(base_, reserved_); }
 
-std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size_t size) {
+std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size_t size, std::size_t reservation) {
   size = round_up(size, page);
   unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd) throw_system_error(last_error(), "memfd_create");
   allocate(fd.get(), 0, size);
-  const auto [base, reserved] = reserve(size);
+  const auto [base, reserved] = reserve(size, reservation);
   std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
   m->map_more(size);
   return m;
 }
 
-std::unique_ptr<shared_memory> shared_memory::adopt(unique_fd fd) {
+std::unique_ptr<shared_memory> shared_memory::adopt(unique_fd fd, std::size_t reservation) {
   const std::size_t size = file_size(fd.get());
-  const auto [base, reserved] = reserve(size);
+  const auto [base, reserved] = reserve(size, reservation);
   std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
   m->map_more(size);
   return m;

@@ -14,11 +14,17 @@ namespace mproc::detail {
 
 class shared_memory {
  public:
+  // How far the memory may grow: the address range reserved for it up front (it costs no
+  // memory, only address space, which RLIMIT_AS may limit: less is taken if need be).
+  // 0: exactly its size, it never grows.
+  static constexpr std::size_t queue_reservation = std::size_t{64} << 30;
+  static constexpr std::size_t small_reservation = std::size_t{16} << 20;
+
   // A new memfd of `size` bytes, all allocated now (fallocate), so that running out of
   // memory is an error here instead of a SIGBUS on first touch.
-  static std::unique_ptr<shared_memory> create(const char* name, std::size_t size);
+  static std::unique_ptr<shared_memory> create(const char* name, std::size_t size, std::size_t reservation = 0);
   // Maps a memfd received from elsewhere.
-  static std::unique_ptr<shared_memory> adopt(unique_fd fd);
+  static std::unique_ptr<shared_memory> adopt(unique_fd fd, std::size_t reservation = 0);
 
   ~shared_memory();
   shared_memory(const shared_memory&) = delete;

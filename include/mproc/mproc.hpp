@@ -8,3 +8,5 @@
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/serialize.hpp"
+#include "mproc/shared.hpp"
+#include "mproc/sync.hpp"

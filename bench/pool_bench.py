@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The Python peers of the pool rows (bench/pool_bench.cpp): multiprocessing.Pool with the
+fork start method and --processes workers (default: os.cpu_count(), Pool's own default),
+contender "python_pool":
+    apply  a blocking round trip, pool.apply(f, (x,)) with f(x) = 3x + 1. per_op_us.
+    async  --iterations pool.apply_async(f, (x,)), then get() of every result. tasks_per_s.
+           (Python runs fewer tasks than mproc, 10k by default: the rate is what compares.)
+    map    pool.map(square, items, chunksize=10000) over --iterations ints (default 1M,
+           fewer than mproc's 10M, for the same reason). items_per_s.
+
+Prints the same CSV as bench/pool_bench.cpp, one line per round after a header:
+round,contender,<metric>. The pool is made once per invocation and warmed up with one
+untimed session of --warmup tasks (items). Each round runs --iterations tasks (items) in
+--slices sessions; the clock covers the pool calls only (map: the input list is built
+before). Every result is compared with the value expected for its input, in order, and
+folded into a checksum, as the C++ program does; a mismatch exits with 2.
+"""
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+
+MASK = (1 << 64) - 1
+CONTENDER = "python_pool"
+
+ROWS = {
+    # row: (metric, default iterations, default warmup, default slices)
+    "apply": ("per_op_us", 2_000, 200, 4),
+    "async": ("tasks_per_s", 10_000, 1_000, 1),
+    "map": ("items_per_s", 1_000_000, 100_000, 1),
+}
+
+
+class Mismatch(Exception):
+    pass
+
+
+def f(x):
+    return 3 * x + 1
+
+
+def square(x):
+    return x * x
+
+
+def checksum(values, h=0xCBF29CE484222325):
+    """FNV-1a over 64-bit words, as in the C++ program."""
+    for v in values:
+        h = ((h ^ (v & MASK)) * 0x100000001B3) & MASK
+    return h
+
+
+def verify(what, results, base, fn):
+    n = len(results)
+    want = [fn(base + i) for i in range(n)]
+    if results != want:
+        i = next(i for i in range(n) if results[i] != want[i])
+        raise Mismatch(f"{what}: result {i} is {results[i]}, expected {want[i]}")
+    if checksum(results) != checksum(want):
+        raise Mismatch(f"{what}: checksum mismatch")
+
+
+def apply(pool, n, base):
+    results = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        results.append(pool.apply(f, (base + i,)))
+    t1 = time.perf_counter()
+    verify("apply", results, base, f)
+    return t1 - t0, n
+
+
+def apply_async(pool, n, base):
+    t0 = time.perf_counter()
+    pending = [pool.apply_async(f, (base + i,)) for i in range(n)]
+    results = [r.get() for r in pending]
+    t1 = time.perf_counter()
+    verify("async", results, base, f)
+    return t1 - t0, n
+
+
+def map_(pool, n, base):
+    items = list(range(base, base + n))
+    t0 = time.perf_counter()
+    results = pool.map(square, items, chunksize=10_000)
+    t1 = time.perf_counter()
+    verify("map", results, base, square)
+    return t1 - t0, n
+
+
+SESSIONS = {"apply": apply, "async": apply_async, "map": map_}
+
+
+def base_of(r, s):
+    """Input bases, distinct for every session, as in the C++ program."""
+    return (r * 7919 + s * 104_729 + 2 * 13) % 1_000_000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--row", required=True, choices=sorted(ROWS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--slices", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None, help="tasks (items) of the untimed warm-up session")
+    parser.add_argument("--start-round", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=None, help="pool workers (default: os.cpu_count())")
+    args = parser.parse_args()
+    metric, iterations, warmup, slices = ROWS[args.row]
+    args.iterations = iterations if args.iterations is None else args.iterations
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.slices = slices if args.slices is None else args.slices
+    args.processes = os.cpu_count() if args.processes is None else args.processes
+    if args.rounds < 1 or args.slices < 1 or args.iterations < 1 or args.processes < 1:
+        parser.error("--rounds, --slices, --iterations and --processes must be >= 1")
+    if args.warmup < 0 or args.start_round < 0:
+        parser.error("--warmup and --start-round must be >= 0")
+    args.slices = min(args.slices, args.iterations)
+    session = SESSIONS[args.row]
+
+    ctx = multiprocessing.get_context("fork")
+    try:
+        with ctx.Pool(args.processes) as pool:
+            if args.warmup > 0:
+                session(pool, args.warmup, 1)
+            print(f"round,contender,{metric}", flush=True)
+            for r in range(args.start_round, args.start_round + args.rounds):
+                seconds = units = 0
+                for s in range(args.slices):
+                    n = args.iterations // args.slices + (1 if s < args.iterations % args.slices else 0)
+                    t, u = session(pool, n, base_of(r, s))
+                    seconds += t
+                    units += u
+                value = seconds * 1e6 / units if metric == "per_op_us" else units / seconds
+                print(f"{r},{CONTENDER},{value:.6g}", flush=True)
+    except Mismatch as e:
+        print(f"pool_bench.py: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
