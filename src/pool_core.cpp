@@ -520,7 +520,7 @@ namespace {
       }
     }
     std::memcpy(result.data(), &rh, sizeof rh);
-    flush_std_streams();
+    flush_std_output();  // what the task printed appears now, not when the worker ends
     const std::size_t end = result.size();
     p.results->put(result, {&end, 1}, nullptr);
     my.task.store(0, std::memory_order_release);

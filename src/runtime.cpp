@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdio_ext.h>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
@@ -49,6 +50,17 @@ void flush_std_streams() noexcept {
   } catch (...) {  // a stream set to throw must not stop a fork or an exit
   }
   std::fflush(nullptr);
+}
+
+void flush_std_output() noexcept {
+  try {
+    flush_if_pending(std::cout);
+    flush_if_pending(std::cerr);
+    flush_if_pending(std::clog);
+  } catch (...) {
+  }
+  if (__fpending(stdout) != 0) std::fflush(stdout);
+  if (__fpending(stderr) != 0) std::fflush(stderr);
 }
 
 runtime& runtime::instance() {

@@ -19,6 +19,9 @@ class child_record;
 // Flushes C stdio and the standard C++ streams, so that fork(2) does not duplicate
 // buffered output and _exit(2) does not lose it.
 void flush_std_streams() noexcept;
+// The same for the standard streams only, and only those holding output: cheap enough to
+// call after every pool task.
+void flush_std_output() noexcept;
 
 // getpid(2) of the calling process.
 pid_t current_pid() noexcept;

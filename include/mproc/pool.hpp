@@ -33,6 +33,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -46,6 +47,7 @@
 #include <ranges>
 #include <span>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -207,6 +209,15 @@ class async_state : public task_state {
   }
 
   void wait() {
+    // A blocking apply() usually gets its answer within microseconds: poll briefly before
+    // sleeping, since a condition-variable wake costs more than the whole round trip.
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    for (unsigned i = 1; !published_.load(std::memory_order_acquire); ++i) {
+      if (i % 16 == 0) {
+        if (std::chrono::steady_clock::now() >= spin_until) break;
+        std::this_thread::yield();
+      }
+    }
     std::unique_lock lock(mutex_);
     ready_cv_.wait(lock, [&] { return ready_; });
   }
@@ -220,6 +231,10 @@ class async_state : public task_state {
   }
   // Valid once ready.
   std::exception_ptr error() const { return error_; }
+  // Moves the value out, for a caller that is the state's only user.
+  R take_value() {
+    if constexpr (!std::is_void_v<R>) return std::move(*box_.value);
+  }
   decltype(auto) value() const {
     if constexpr (!std::is_void_v<R>) return static_cast<const R&>(*box_.value);
   }
@@ -276,10 +291,14 @@ class async_state : public task_state {
         if (callbacks_.empty()) {
           settling_done_ = true;
           ready_ = true;
-          ready_cv_.notify_all();
-          return;
+          published_.store(true, std::memory_order_release);
+        } else {
+          now.swap(callbacks_);
         }
-        now.swap(callbacks_);
+      }
+      if (now.empty()) {
+        ready_cv_.notify_all();  // after unlocking: a woken waiter must not block on mutex_
+        return;
       }
       for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
     }
@@ -289,6 +308,7 @@ class async_state : public task_state {
   mutable std::mutex mutex_;
   std::condition_variable ready_cv_;
   bool ready_ = false;
+  std::atomic<bool> published_{false};  // ready_, readable without the mutex
   bool settling_done_ = false;
   std::exception_ptr error_;
   value_box<R> box_;
@@ -412,6 +432,8 @@ class imap_chunk_state final : public task_state {
 
 }  // namespace detail
 
+class pool;
+
 template <class R>
 class async_result {
  public:
@@ -448,9 +470,18 @@ class async_result {
   }
 
  private:
+  friend class pool;
+
   R take() {
     if (auto e = state_->error()) std::rethrow_exception(e);
     if constexpr (!std::is_void_v<R>) return state_->value();
+  }
+  // For a result nobody else holds (pool::map's own): waits, then moves the value out
+  // instead of copying it.
+  R move_out() {
+    state_->wait();
+    if (auto e = state_->error()) std::rethrow_exception(e);
+    return state_->take_value();
   }
   std::shared_ptr<detail::async_state<R>> state_;
 };
@@ -544,7 +575,7 @@ class pool {
   // ceil(len / (4 × workers)).
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& items, std::size_t chunksize = 0) {
-    return map_async(f, std::forward<Range>(items), chunksize).get();
+    return map_async(f, std::forward<Range>(items), chunksize).move_out();
   }
   template <class F, std::ranges::input_range Range>
   auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
@@ -554,7 +585,7 @@ class pool {
   // f(std::get<0>(t), std::get<1>(t), ...) over tuples, results in input order.
   template <class F, std::ranges::input_range Range>
   auto starmap(F f, Range&& tuples, std::size_t chunksize = 0) {
-    return starmap_async(f, std::forward<Range>(tuples), chunksize).get();
+    return starmap_async(f, std::forward<Range>(tuples), chunksize).move_out();
   }
   template <class F, std::ranges::input_range Range>
   auto starmap_async(F f, Range&& tuples, std::size_t chunksize = 0) {
