@@ -110,216 +110,136 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """What a row's programs print and how its table reads it."""
+
+    column: str             # the CSV column the programs print
+    unit: str               # how the table names it
+    higher_is_better: bool  # throughput (True) or time per operation (False)
+
+
+def time_per_op(unit: str) -> Metric:
+    """Microseconds per operation, the programs' per_op_us: lower is better."""
+    return Metric("per_op_us", unit, higher_is_better=False)
+
+
+def throughput(column: str, unit: str) -> Metric:
+    """Operations (or bytes) per second, in CSV column `column`: higher is better."""
+    return Metric(column, unit, higher_is_better=True)
+
+
+@dataclass(frozen=True)
 class Row:
     name: str
     workload: str
-    metric: str             # the CSV column the programs print
-    unit: str               # how the table names it
-    higher_is_better: bool  # throughput (True) or time per operation (False)
-    baseline: str           # contender key the "ratio" column is taken against
-    subject: str            # the contender the goals are about: mproc
+    metric: Metric
     contenders: list[Contender]
     programs: list[Program]
+    baseline: str = "mproc"  # contender key the "ratio" column is taken against
+    subject: str = "mproc"   # the contender the goals are about
     goals: list[Goal] = field(default_factory=list)
     # (contender, peer) pairs: how many times as fast the contender is as the peer
     speedups: list[tuple[str, str]] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
 
 
+def row_programs(row: str, target: str, iterations: int, script: str, py_iterations: int) -> list[Program]:
+    """mproc's C++ program `target` and its Python peer `script`, programs that measure
+    several rows and take --row."""
+    return [cpp(target, iterations, "--row", row), py(script, py_iterations, "--row", row)]
+
+
+def lock_row(name: str, workload: str, iterations: int, py_iterations: int, goals: list[Goal]) -> Row:
+    """The lock rows differ in their workload and goals only. Not rows of DESIGN.md's table:
+    issue 5 asks for these ratios. mproc::mutex is a robust pthread mutex plus owner
+    tracking, so its raw robust peer is its floor; the plain process-shared one shows what
+    robustness itself costs."""
+    return Row(name, workload, throughput("pairs_per_s", "pairs/s"),
+               [Contender("pthread_pshared", "raw pthread mutex, process-shared"),
+                Contender("pthread_robust", "raw pthread mutex, process-shared + robust"),
+                Contender("mproc", "mproc::mutex"),
+                Contender("python_lock", "Python mp.Lock (fork)")],
+               row_programs(name, "mproc_lock_bench", iterations, "lock_bench.py", py_iterations),
+               baseline="pthread_robust", goals=goals,
+               speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")])
+
+
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
 # sized so that a round takes about a second on a 2-core VM.
 ROWS: list[Row] = [
-    Row(
-        name="spawn",
-        workload="start+join a process whose target returns at once",
-        metric="per_op_us",
-        unit="µs/op",
-        higher_is_better=False,
+    Row("spawn", "start+join a process whose target returns at once", time_per_op("µs/op"),
+        [Contender("raw_fork_waitpid", "raw fork+waitpid"),
+         Contender("mproc", "mproc::process"),
+         Contender("python_mp_fork", "Python mp (fork)")],
+        [cpp("mproc_spawn_bench", 1000), py("spawn.py", 200)],
         baseline="raw_fork_waitpid",
-        subject="mproc",
-        contenders=[
-            Contender("raw_fork_waitpid", "raw fork+waitpid"),
-            Contender("mproc", "mproc::process"),
-            Contender("python_mp_fork", "Python mp (fork)"),
-        ],
-        programs=[cpp("mproc_spawn_bench", 1000), py("spawn.py", 200)],
         goals=[Goal("mproc ≤ 1.3× raw fork+waitpid", "mproc", "raw_fork_waitpid", max_cost_ratio=1.3)],
-        speedups=[("mproc", "python_mp_fork")],
-    ),
-    Row(
-        name="queue-small",
-        workload="1 producer process → 1 consumer process, 8-byte messages (queue<uint64_t>, unbounded)",
-        metric="msgs_per_s",
-        unit="msg/s",
-        higher_is_better=True,
-        baseline="mproc",
-        subject="mproc",
-        contenders=[
-            Contender("mproc", "mproc put/get"),
-            Contender("mproc_batch", "mproc put_many/get_many ×256"),
-            Contender("python_queue", "Python mp.Queue (fork)"),
-            Contender("python_simplequeue", "Python mp.SimpleQueue (fork)"),
-        ],
+        speedups=[("mproc", "python_mp_fork")]),
+    Row("queue-small", "1 producer process → 1 consumer process, 8-byte messages (queue<uint64_t>, unbounded)",
+        throughput("msgs_per_s", "msg/s"),
+        [Contender("mproc", "mproc put/get"),
+         Contender("mproc_batch", "mproc put_many/get_many ×256"),
+         Contender("python_queue", "Python mp.Queue (fork)"),
+         Contender("python_simplequeue", "Python mp.SimpleQueue (fork)")],
         # mproc_batch moves 8× the iterations (bench/queue_bench.cpp).
-        programs=[cpp("mproc_queue_bench", 2_000_000, "--row", "queue-small"),
-                  py("queue_bench.py", 100_000, "--row", "queue-small")],
-        goals=[
-            Goal("mproc put/get ≥ 30M msg/s-class", "mproc", at_least=30e6),
-            Goal("mproc batched ≥ 30M msg/s-class", "mproc_batch", at_least=30e6),
-            Goal("mproc ≥ 5× Boost", "mproc", "boost",
-                 not_measured="Boost peer arrives with the performance issue"),
-        ],
+        row_programs("queue-small", "mproc_queue_bench", 2_000_000, "queue_bench.py", 100_000),
+        goals=[Goal("mproc put/get ≥ 30M msg/s-class", "mproc", at_least=30e6),
+               Goal("mproc batched ≥ 30M msg/s-class", "mproc_batch", at_least=30e6),
+               Goal("mproc ≥ 5× Boost", "mproc", "boost",
+                    not_measured="Boost peer arrives with the performance issue")],
         speedups=[("mproc", "python_queue"), ("mproc", "python_simplequeue"),
-                  ("mproc_batch", "python_queue"), ("mproc_batch", "mproc")],
-    ),
-    Row(
-        name="queue-large",
-        workload="1 producer process → 1 consumer process, 1 MiB messages (queue<vector<uint8_t>>, maxsize 16)",
-        metric="gb_per_s",
-        unit="GB/s",
-        higher_is_better=True,
-        baseline="memcpy",
-        subject="mproc",
-        contenders=[
-            Contender("memcpy", "memcpy 1 MiB from RAM, 1 process"),
-            Contender("mproc", "mproc put/get"),
-            Contender("python_queue", "Python mp.Queue (fork), bytes"),
-        ],
+                  ("mproc_batch", "python_queue"), ("mproc_batch", "mproc")]),
+    Row("queue-large",
+        "1 producer process → 1 consumer process, 1 MiB messages (queue<vector<uint8_t>>, maxsize 16)",
+        throughput("gb_per_s", "GB/s"),
+        [Contender("memcpy", "memcpy 1 MiB from RAM, 1 process"),
+         Contender("mproc", "mproc put/get"),
+         Contender("python_queue", "Python mp.Queue (fork), bytes")],
         # memcpy moves 8× the iterations (bench/queue_bench.cpp).
-        programs=[cpp("mproc_queue_bench", 1000, "--row", "queue-large"),
-                  py("queue_bench.py", 400, "--row", "queue-large")],
+        row_programs("queue-large", "mproc_queue_bench", 1000, "queue_bench.py", 400),
+        baseline="memcpy",
         goals=[Goal("mproc ≥ 2× Boost", "mproc", "boost",
                     not_measured="Boost peer arrives with the performance issue")],
-        speedups=[("mproc", "python_queue")],
-    ),
-    Row(
-        name="ping-pong",
-        workload="round trip between two processes through two queue<uint64_t>",
-        metric="per_op_us",
-        unit="µs/round trip",
-        higher_is_better=False,
-        baseline="mproc",
-        subject="mproc",
-        contenders=[
-            Contender("mproc", "mproc two queues"),
-            Contender("python_queue", "Python two mp.Queues (fork)"),
-        ],
-        programs=[cpp("mproc_queue_bench", 100_000, "--row", "ping-pong"),
-                  py("queue_bench.py", 10_000, "--row", "ping-pong")],
-        goals=[
-            Goal("mproc ≤ 1 µs when a core is idle", "mproc", at_most=1.0),
-            Goal("mproc ≤ cpp-ipc's", "mproc", "cpp_ipc",
-                 not_measured="cpp-ipc peer arrives with the performance issue"),
-        ],
-        speedups=[("mproc", "python_queue")],
-    ),
-    Row(
-        name="apply",
-        workload="blocking round trip of int f(int) on a warm pool (cpu_count() workers each)",
-        metric="per_op_us",
-        unit="µs/call",
-        higher_is_better=False,
-        baseline="mproc",
-        subject="mproc",
-        contenders=[
-            Contender("mproc", "mproc pool.apply"),
-            Contender("thread_pool", "std::thread pool submit().get()"),
-            Contender("python_pool", "Python Pool.apply (fork)"),
-        ],
-        programs=[cpp("mproc_pool_bench", 20_000, "--row", "apply"),
-                  py("pool_bench.py", 5_000, "--row", "apply")],
-        goals=[
-            Goal("mproc ≥ 50× Python", "mproc", "python_pool", min_speedup=50),
-            Goal("mproc faster than the thread pool", "mproc", "thread_pool", min_speedup=1),
-        ],
+        speedups=[("mproc", "python_queue")]),
+    Row("ping-pong", "round trip between two processes through two queue<uint64_t>", time_per_op("µs/round trip"),
+        [Contender("mproc", "mproc two queues"), Contender("python_queue", "Python two mp.Queues (fork)")],
+        row_programs("ping-pong", "mproc_queue_bench", 100_000, "queue_bench.py", 10_000),
+        goals=[Goal("mproc ≤ 1 µs when a core is idle", "mproc", at_most=1.0),
+               Goal("mproc ≤ cpp-ipc's", "mproc", "cpp_ipc",
+                    not_measured="cpp-ipc peer arrives with the performance issue")],
+        speedups=[("mproc", "python_queue")]),
+    Row("apply", "blocking round trip of int f(int) on a warm pool (cpu_count() workers each)",
+        time_per_op("µs/call"),
+        [Contender("mproc", "mproc pool.apply"),
+         Contender("thread_pool", "std::thread pool submit().get()"),
+         Contender("python_pool", "Python Pool.apply (fork)")],
+        row_programs("apply", "mproc_pool_bench", 20_000, "pool_bench.py", 5_000),
+        goals=[Goal("mproc ≥ 50× Python", "mproc", "python_pool", min_speedup=50),
+               Goal("mproc faster than the thread pool", "mproc", "thread_pool", min_speedup=1)],
         speedups=[("mproc", "python_pool"), ("mproc", "thread_pool")],
-        references=[Reference("ping-pong", "mproc", "futex ping-pong (ping-pong row, mproc two queues)")],
-    ),
-    Row(
-        name="async",
-        workload="100k apply_async of int f(int), then get() of every result (Python: 10k)",
-        metric="tasks_per_s",
-        unit="tasks/s",
-        higher_is_better=True,
-        baseline="mproc",
-        subject="mproc",
-        contenders=[
-            Contender("mproc", "mproc pool.apply_async"),
-            Contender("thread_pool", "std::thread pool submit()"),
-            Contender("python_pool", "Python Pool.apply_async (fork)"),
-        ],
-        programs=[cpp("mproc_pool_bench", 100_000, "--row", "async"),
-                  py("pool_bench.py", 10_000, "--row", "async")],
-        goals=[
-            Goal("mproc ≥ 100× Python", "mproc", "python_pool", min_speedup=100),
-            Goal("mproc ≥ the thread pool", "mproc", "thread_pool", min_speedup=1),
-        ],
-        speedups=[("mproc", "python_pool"), ("mproc", "thread_pool")],
-    ),
-    Row(
-        name="map",
-        workload="map of 10M ints through x*x, default chunksize (Python: 1M, chunksize=10000)",
-        metric="items_per_s",
-        unit="items/s",
-        higher_is_better=True,
-        baseline="mproc",
-        subject="mproc",
-        contenders=[
-            Contender("mproc", "mproc pool.map"),
-            Contender("python_pool", "Python Pool.map chunksize=10000 (fork)"),
-        ],
-        programs=[cpp("mproc_pool_bench", 10_000_000, "--row", "map"),
-                  py("pool_bench.py", 1_000_000, "--row", "map")],
+        references=[Reference("ping-pong", "mproc", "futex ping-pong (ping-pong row, mproc two queues)")]),
+    Row("async", "100k apply_async of int f(int), then get() of every result (Python: 10k)",
+        throughput("tasks_per_s", "tasks/s"),
+        [Contender("mproc", "mproc pool.apply_async"),
+         Contender("thread_pool", "std::thread pool submit()"),
+         Contender("python_pool", "Python Pool.apply_async (fork)")],
+        row_programs("async", "mproc_pool_bench", 100_000, "pool_bench.py", 10_000),
+        goals=[Goal("mproc ≥ 100× Python", "mproc", "python_pool", min_speedup=100),
+               Goal("mproc ≥ the thread pool", "mproc", "thread_pool", min_speedup=1)],
+        speedups=[("mproc", "python_pool"), ("mproc", "thread_pool")]),
+    Row("map", "map of 10M ints through x*x, default chunksize (Python: 1M, chunksize=10000)",
+        throughput("items_per_s", "items/s"),
+        [Contender("mproc", "mproc pool.map"), Contender("python_pool", "Python Pool.map chunksize=10000 (fork)")],
+        row_programs("map", "mproc_pool_bench", 10_000_000, "pool_bench.py", 1_000_000),
         goals=[Goal("mproc ≥ 20× Python", "mproc", "python_pool", min_speedup=20)],
-        speedups=[("mproc", "python_pool")],
-    ),
-    # Not rows of DESIGN.md's table: issue 5 asks for these ratios. mproc::mutex is a robust
-    # pthread mutex plus owner tracking, so its raw robust peer is its floor; the plain
-    # process-shared one shows what robustness itself costs.
-    Row(
-        name="lock-uncontended",
-        workload="lock/unlock pairs in one process, nobody else using the lock",
-        metric="pairs_per_s",
-        unit="pairs/s",
-        higher_is_better=True,
-        baseline="pthread_robust",
-        subject="mproc",
-        contenders=[
-            Contender("pthread_pshared", "raw pthread mutex, process-shared"),
-            Contender("pthread_robust", "raw pthread mutex, process-shared + robust"),
-            Contender("mproc", "mproc::mutex"),
-            Contender("python_lock", "Python mp.Lock (fork)"),
-        ],
-        programs=[cpp("mproc_lock_bench", 10_000_000, "--row", "lock-uncontended"),
-                  py("lock_bench.py", 1_000_000, "--row", "lock-uncontended")],
-        goals=[
-            Goal("mproc ≤ 1.25× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.25),
-            Goal("mproc faster than Python's Lock", "mproc", "python_lock", min_speedup=1),
-        ],
-        speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")],
-    ),
-    Row(
-        name="lock-contended",
-        workload="lock/unlock pairs by two processes at once on one lock (pairs of both counted)",
-        metric="pairs_per_s",
-        unit="pairs/s",
-        higher_is_better=True,
-        baseline="pthread_robust",
-        subject="mproc",
-        contenders=[
-            Contender("pthread_pshared", "raw pthread mutex, process-shared"),
-            Contender("pthread_robust", "raw pthread mutex, process-shared + robust"),
-            Contender("mproc", "mproc::mutex"),
-            Contender("python_lock", "Python mp.Lock (fork)"),
-        ],
-        programs=[cpp("mproc_lock_bench", 1_000_000, "--row", "lock-contended"),
-                  py("lock_bench.py", 200_000, "--row", "lock-contended")],
-        goals=[
-            Goal("mproc ≤ 1.5× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.5),
-            Goal("mproc ≥ 2× Python's Lock", "mproc", "python_lock", min_speedup=2),
-        ],
-        speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")],
-    ),
+        speedups=[("mproc", "python_pool")]),
+    lock_row("lock-uncontended", "lock/unlock pairs in one process, nobody else using the lock", 10_000_000, 1_000_000,
+             [Goal("mproc ≤ 1.25× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.25),
+              Goal("mproc faster than Python's Lock", "mproc", "python_lock", min_speedup=1)]),
+    lock_row("lock-contended", "lock/unlock pairs by two processes at once on one lock (pairs of both counted)",
+             1_000_000, 200_000,
+             [Goal("mproc ≤ 1.5× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.5),
+              Goal("mproc ≥ 2× Python's Lock", "mproc", "python_lock", min_speedup=2)]),
 ]
 
 
@@ -364,8 +284,8 @@ def run_round(row: Row, program: Program, r: int, args) -> dict[str, float]:
         raise BenchError(f"{program.name}: exit status {done.returncode}\n$ {' '.join(cmd)}\n{done.stderr}")
     reader = csv.reader(io.StringIO(done.stdout))
     header = next(reader, None)
-    if header != ["round", "contender", row.metric]:
-        raise BenchError(f"{program.name}: expected header round,contender,{row.metric}, got {header}")
+    if header != ["round", "contender", row.metric.column]:
+        raise BenchError(f"{program.name}: expected header round,contender,{row.metric.column}, got {header}")
     known = {c.key for c in row.contenders}
     figures = {}
     for line in reader:
@@ -385,7 +305,7 @@ def run_round(row: Row, program: Program, r: int, args) -> dict[str, float]:
 
 def cost(row: Row, value: float) -> float:
     """Lower is better, whatever the metric."""
-    return 1.0 / value if row.higher_is_better else value
+    return 1.0 / value if row.metric.higher_is_better else value
 
 
 def measure(row: Row, args) -> dict[str, list[float]]:
@@ -427,32 +347,34 @@ def report(row: Row, per_round: dict[str, list[float]], args,
     def paired(a: str, b: str) -> list[float]:  # the same ratio, round by round
         return [cost(row, x) / cost(row, y) for x, y in zip(per_round[a], per_round[b])]
 
-    better = "higher" if row.higher_is_better else "lower"
-    cost_unit = f"1/({row.unit})" if row.higher_is_better else row.unit
+    table = []  # the lines of <out-dir>/bench-<row>.csv
+
+    def add_line(kind: str, contender: str, peer: str, metric: str = row.metric.column, median="", lo="", hi="",
+                 ratio="", target="", verdict="") -> None:
+        table.append(dict(kind=kind, row=row.name, contender=contender, peer=peer, metric=metric, rounds=args.rounds,
+                          median=median, min=lo, max=hi, ratio=ratio, target=target, verdict=verdict))
+
+    better = "higher" if row.metric.higher_is_better else "lower"
+    cost_unit = f"1/({row.metric.unit})" if row.metric.higher_is_better else row.metric.unit
     print(f"\n== {row.name}: {row.workload}")
-    print(f"   {args.rounds} interleaved rounds; {row.unit}, {better} is better; "
+    print(f"   {args.rounds} interleaved rounds; {row.metric.unit}, {better} is better; "
           f"ratio = cost ({cost_unit}) vs {label[row.baseline]}, of medians; above 1: slower\n")
     w = max(len(c.label) for c in row.contenders)
     print(f"   {'contender':<{w}}  {'median':>9}  {'min':>9}  {'max':>9}  {'ratio':>7}")
-    table = []
     for c in row.contenders:
         v = per_round[c.key]
         ratio = cost_ratio(c.key, row.baseline)
         print(f"   {c.label:<{w}}  {fmt(median[c.key]):>9}  {fmt(min(v)):>9}  {fmt(max(v)):>9}  {ratio:>6.3g}×")
-        table.append(dict(kind="contender", row=row.name, contender=c.key, peer=row.baseline, metric=row.metric,
-                          rounds=args.rounds, median=median[c.key], min=min(v), max=max(v), ratio=ratio,
-                          target="", verdict=""))
+        add_line("contender", c.key, row.baseline, median=median[c.key], lo=min(v), hi=max(v), ratio=ratio)
     print()
     references = []
     for ref in row.references:
         if ref.row in earlier:
             ref_row, ref_medians = earlier[ref.row]
             value = ref_medians[ref.contender]
-            print(f"   reference  {ref.label}: {fmt(value)} {ref_row.unit} (median, this command)")
-            table.append(dict(kind="reference", row=row.name, contender=ref.contender, peer=ref.row,
-                              metric=ref_row.metric, rounds=args.rounds, median=value, min="", max="",
-                              ratio="", target="", verdict=""))
-            references.append(f"[ref] {ref.label} {fmt(value)} ({ref_row.unit})")
+            print(f"   reference  {ref.label}: {fmt(value)} {ref_row.metric.unit} (median, this command)")
+            add_line("reference", ref.contender, ref.row, metric=ref_row.metric.column, median=value)
+            references.append(f"[ref] {ref.label} {fmt(value)} ({ref_row.metric.unit})")
         else:
             print(f"   reference  {ref.label}: row {ref.row} not run before this one "
                   f"(--rows {ref.row},{row.name})")
@@ -463,9 +385,7 @@ def report(row: Row, per_round: dict[str, list[float]], args,
     for g in row.goals:
         if g.not_measured is not None:
             print(f"   goal  {g.text}: not measured ({g.not_measured})")
-            table.append(dict(kind="goal", row=row.name, contender=g.subject, peer=g.peer, metric=row.metric,
-                              rounds=args.rounds, median="", min="", max="", ratio="", target="",
-                              verdict="not measured"))
+            add_line("goal", g.subject, g.peer, verdict="not measured")
             verdicts.append(f"{g.text}: not measured")
             continue
         if g.at_least is not None or g.at_most is not None:
@@ -475,7 +395,7 @@ def report(row: Row, per_round: dict[str, list[float]], args,
                 met, target = value >= g.at_least, f">={g.at_least:g}"
             else:
                 met, target = value <= g.at_most, f"<={g.at_most:g}"
-            shown = f"median {fmt(value)} {row.unit}, rounds {fmt(min(values))}–{fmt(max(values))}"
+            shown = f"median {fmt(value)} {row.metric.unit}, rounds {fmt(min(values))}–{fmt(max(values))}"
             lo, hi, ratio = min(values), max(values), value
         else:
             # The verdict uses the median of the per-round ratios: contenders of one round ran
@@ -494,9 +414,8 @@ def report(row: Row, per_round: dict[str, list[float]], args,
                          f"{1 / lo:.1f}×; ratio of medians {1 / of_medians:.1f}×")
         all_met &= met
         print(f"   goal  {g.text}: {'met' if met else 'NOT met'}  ({shown})")
-        table.append(dict(kind="goal", row=row.name, contender=g.subject, peer=g.peer, metric=row.metric,
-                          rounds=args.rounds, median="", min=lo, max=hi, ratio=ratio,
-                          target=target, verdict="met" if met else "NOT met"))
+        add_line("goal", g.subject, g.peer, lo=lo, hi=hi, ratio=ratio, target=target,
+                 verdict="met" if met else "NOT met")
         verdicts.append(f"{g.text}: {'met' if met else 'NOT met'}")
     speedups = []
     for subject, peer in row.speedups:
@@ -504,9 +423,7 @@ def report(row: Row, per_round: dict[str, list[float]], args,
         rounds = [1 / x for x in paired(subject, peer)]
         print(f"   {label[subject]} speed-up vs {label[peer]}: {speedup:.3g}×  "
               f"(per round {min(rounds):.3g}–{max(rounds):.3g}×)")
-        table.append(dict(kind="speedup", row=row.name, contender=subject, peer=peer, metric=row.metric,
-                          rounds=args.rounds, median="", min=min(rounds), max=max(rounds), ratio=speedup,
-                          target="", verdict=""))
+        add_line("speedup", subject, peer, lo=min(rounds), hi=max(rounds), ratio=speedup)
         speedups.append(f"{label[subject]} / {label[peer]} {speedup:.3g}×")
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -519,14 +436,14 @@ def report(row: Row, per_round: dict[str, list[float]], args,
     rounds_file = args.out_dir / f"bench-{row.name}-rounds.csv"
     with rounds_file.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["round", "contender", row.metric])
+        out.writerow(["round", "contender", row.metric.column])
         for r in range(args.rounds):
             for c in row.contenders:
                 out.writerow([r, c.key, per_round[c.key][r]])
     print(f"\n   written: {summary}, {rounds_file}")
     line = dict(
         row=row.name,
-        medians="; ".join(f"{label[c.key]} {fmt(median[c.key])}" for c in row.contenders) + f" ({row.unit})"
+        medians="; ".join(f"{label[c.key]} {fmt(median[c.key])}" for c in row.contenders) + f" ({row.metric.unit})"
         + "".join(f"; {r}" for r in references),
         speedups="; ".join(speedups) or "–",
         goals="; ".join(verdicts) or "–")

@@ -17,18 +17,14 @@ Each round runs --iterations pairs (contended: per process) in --slices sessions
 numbered from --start-round. Any failure exits with 2.
 """
 
-import argparse
 import multiprocessing
-import sys
 import time
 
+import bench_common
+
+PROG = "lock_bench.py"
 CONTENDER = "python_lock"
 ROWS = {"lock-uncontended": 1_000_000, "lock-contended": 200_000}
-
-
-def fail(message):
-    print(f"lock_bench.py: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def pairs(lock, n):
@@ -53,26 +49,21 @@ def session(ctx, lock, n, contended):
         return time.perf_counter() - t0
     ready, go = ctx.Event(), ctx.Event()
     done_ns = ctx.RawValue("q", 0)
-    p = ctx.Process(target=child, args=(lock, n, ready, go, done_ns), daemon=True)
-    p.start()
+    p = bench_common.start_child(ctx, child, lock, n, ready, go, done_ns)
     if not ready.wait(60):
-        fail("the child never started")
+        bench_common.fail(PROG, "the child never started")
     t0 = time.monotonic_ns()
     go.set()
     pairs(lock, n)
     parent_done = time.monotonic_ns()
     p.join()
     if p.exitcode != 0:
-        fail(f"child exited with {p.exitcode}")
+        bench_common.fail(PROG, f"child exited with {p.exitcode}")
     return (max(parent_done, done_ns.value) - t0) / 1e9
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", required=True, choices=sorted(ROWS))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iterations", type=int, default=0)
+    parser = bench_common.parser(__doc__, iterations=0, rows=ROWS)
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--start-round", type=int, default=0)
     args = parser.parse_args()
@@ -87,15 +78,10 @@ def main():
     for r in range(args.start_round, args.start_round + args.rounds):
         seconds = 0.0
         for s in range(args.slices):
-            seconds += session(ctx, lock, n // args.slices + (1 if s < n % args.slices else 0), contended)
+            seconds += session(ctx, lock, bench_common.slice_size(n, args.slices, s), contended)
         total = n * (2 if contended else 1)
         print(f"{r},{CONTENDER},{total / seconds:.1f}", flush=True)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure is exit status 2, as the C++ peers
-        fail(e)
+    bench_common.run(main, PROG, failures=(Exception,))  # any failure is exit status 2, as in C++

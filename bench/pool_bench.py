@@ -16,13 +16,13 @@ before). Every result is compared with the value expected for its input, in orde
 folded into a checksum, as the C++ program does; a mismatch exits with 2.
 """
 
-import argparse
 import multiprocessing
 import os
-import sys
 import time
 
-MASK = (1 << 64) - 1
+from bench_common import Mismatch, checksum
+import bench_common
+
 CONTENDER = "python_pool"
 
 ROWS = {
@@ -33,23 +33,12 @@ ROWS = {
 }
 
 
-class Mismatch(Exception):
-    pass
-
-
 def f(x):
     return 3 * x + 1
 
 
 def square(x):
     return x * x
-
-
-def checksum(values, h=0xCBF29CE484222325):
-    """FNV-1a over 64-bit words, as in the C++ program."""
-    for v in values:
-        h = ((h ^ (v & MASK)) * 0x100000001B3) & MASK
-    return h
 
 
 def verify(what, results, base, fn):
@@ -99,21 +88,14 @@ def base_of(r, s):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", required=True, choices=sorted(ROWS))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iterations", type=int, default=None)
+    parser = bench_common.parser(__doc__, iterations=None, rows=ROWS)
     parser.add_argument("--slices", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None, help="tasks (items) of the untimed warm-up session")
     parser.add_argument("--start-round", type=int, default=0)
     parser.add_argument("--processes", type=int, default=None, help="pool workers (default: os.cpu_count())")
     args = parser.parse_args()
     metric, iterations, warmup, slices = ROWS[args.row]
-    args.iterations = iterations if args.iterations is None else args.iterations
-    args.warmup = warmup if args.warmup is None else args.warmup
-    args.slices = slices if args.slices is None else args.slices
-    args.processes = os.cpu_count() if args.processes is None else args.processes
+    bench_common.fill_defaults(args, iterations=iterations, warmup=warmup, slices=slices, processes=os.cpu_count())
     if args.rounds < 1 or args.slices < 1 or args.iterations < 1 or args.processes < 1:
         parser.error("--rounds, --slices, --iterations and --processes must be >= 1")
     if args.warmup < 0 or args.start_round < 0:
@@ -122,24 +104,18 @@ def main():
     session = SESSIONS[args.row]
 
     ctx = multiprocessing.get_context("fork")
-    try:
-        with ctx.Pool(args.processes) as pool:
-            if args.warmup > 0:
-                session(pool, args.warmup, 1)
-            print(f"round,contender,{metric}", flush=True)
-            for r in range(args.start_round, args.start_round + args.rounds):
-                seconds = units = 0
-                for s in range(args.slices):
-                    n = args.iterations // args.slices + (1 if s < args.iterations % args.slices else 0)
-                    t, u = session(pool, n, base_of(r, s))
-                    seconds += t
-                    units += u
-                value = seconds * 1e6 / units if metric == "per_op_us" else units / seconds
-                print(f"{r},{CONTENDER},{value:.6g}", flush=True)
-    except Mismatch as e:
-        print(f"pool_bench.py: {e}", file=sys.stderr)
-        sys.exit(2)
+    with ctx.Pool(args.processes) as pool:
+        if args.warmup > 0:
+            session(pool, args.warmup, 1)
+        print(f"round,contender,{metric}", flush=True)
+        for r in range(args.start_round, args.start_round + args.rounds):
+            seconds = units = 0
+            for s in range(args.slices):
+                t, u = session(pool, bench_common.slice_size(args.iterations, args.slices, s), base_of(r, s))
+                seconds += t
+                units += u
+            print(f"{r},{CONTENDER},{bench_common.figure(metric, seconds, units):.6g}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    bench_common.run(main, "pool_bench.py")

@@ -20,13 +20,15 @@ and a checksum, as the C++ program does; a child that finds a mismatch exits wit
 any failure exits with 2.
 """
 
-import argparse
 import multiprocessing
 import sys
 import time
 from array import array
 
-MASK = (1 << 64) - 1
+# Module globals, as they were when defined here: the timed loops look them up.
+from bench_common import MASK, Mismatch, checksum, start_child
+import bench_common
+
 GOLDEN = 0x9E3779B97F4A7C15
 LARGE = 1 << 20
 STRIDE = 4096  # one stamp per page
@@ -40,31 +42,14 @@ ROWS = {
 }
 
 
-class Mismatch(Exception):
-    pass
-
-
 def value_of(seed, i):
     return (seed + i * GOLDEN) & MASK
-
-
-def checksum(values, h=0xCBF29CE484222325):
-    """FNV-1a over 64-bit words, as in the C++ program."""
-    for v in values:
-        h = ((h ^ v) * 0x100000001B3) & MASK
-    return h
 
 
 def join_child(p, what):
     p.join()
     if p.exitcode != 0:
         raise Mismatch(f"{what}: child exited with {p.exitcode}")
-
-
-def start_child(ctx, target, *args):
-    p = ctx.Process(target=target, args=args, daemon=True)
-    p.start()
-    return p
 
 
 # ---- queue-small -------------------------------------------------------------------------
@@ -209,18 +194,8 @@ def session(row, contender, ctx, n, seed, args):
     return SESSIONS[row, contender](ctx, n, seed, args.maxsize)
 
 
-def figure(metric, seconds, units):
-    if metric == "per_op_us":
-        return seconds * 1e6 / units
-    return units / seconds  # msgs_per_s, or gb_per_s (units in GB)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", required=True, choices=sorted(ROWS))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iterations", type=int, default=None)
+    parser = bench_common.parser(__doc__, iterations=None, rows=ROWS)
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=None,
                         help="messages of the untimed warm-up session (ping-pong: untimed round "
@@ -230,9 +205,7 @@ def main():
     parser.add_argument("--only", default=None, help="run one contender")
     args = parser.parse_args()
     metric, iterations, warmup, maxsize, contenders = ROWS[args.row]
-    args.iterations = iterations if args.iterations is None else args.iterations
-    args.warmup = warmup if args.warmup is None else args.warmup
-    args.maxsize = maxsize if args.maxsize is None else args.maxsize
+    bench_common.fill_defaults(args, iterations=iterations, warmup=warmup, maxsize=maxsize)
     if args.only is not None:
         if args.only not in contenders:
             parser.error(f"row {args.row} has no contender {args.only}; it has {', '.join(contenders)}")
@@ -245,27 +218,23 @@ def main():
     args.slices = max(1, min(args.slices, args.iterations // 2))
 
     ctx = multiprocessing.get_context("fork")
-    try:
-        if args.row != "ping-pong" and args.warmup >= 2:
-            for c in contenders:
-                session(args.row, c, ctx, args.warmup, 1, args)
-        print(f"round,contender,{metric}", flush=True)
-        for r in range(args.start_round, args.start_round + args.rounds):
-            spent = {c: [0.0, 0.0] for c in contenders}
-            for s in range(args.slices):
-                n = args.iterations // args.slices + (1 if s < args.iterations % args.slices else 0)
-                order = contenders if (r + s) % 2 == 0 else contenders[::-1]
-                for c in order:
-                    seed = (r << 40 ^ s << 20 ^ contenders.index(c) << 8 ^ 0x5EED000000000001) & MASK
-                    seconds, units = session(args.row, c, ctx, n, seed, args)
-                    spent[c][0] += seconds
-                    spent[c][1] += units
-            for c in contenders:
-                print(f"{r},{c},{figure(metric, *spent[c]):.6g}", flush=True)
-    except Mismatch as e:
-        print(f"queue_bench.py: {e}", file=sys.stderr)
-        sys.exit(2)
+    if args.row != "ping-pong" and args.warmup >= 2:
+        for c in contenders:
+            session(args.row, c, ctx, args.warmup, 1, args)
+    print(f"round,contender,{metric}", flush=True)
+    for r in range(args.start_round, args.start_round + args.rounds):
+        spent = {c: [0.0, 0.0] for c in contenders}
+        for s in range(args.slices):
+            n = bench_common.slice_size(args.iterations, args.slices, s)
+            order = contenders if (r + s) % 2 == 0 else contenders[::-1]
+            for c in order:
+                seed = (r << 40 ^ s << 20 ^ contenders.index(c) << 8 ^ 0x5EED000000000001) & MASK
+                seconds, units = session(args.row, c, ctx, n, seed, args)
+                spent[c][0] += seconds
+                spent[c][1] += units
+        for c in contenders:
+            print(f"{r},{c},{bench_common.figure(metric, *spent[c]):.6g}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    bench_common.run(main, "queue_bench.py")

@@ -8,10 +8,11 @@ per_op_us is the mean over --iterations back-to-back start+join operations, afte
 --warmup untimed ones. Rounds are numbered from --start-round.
 """
 
-import argparse
 import multiprocessing
 import sys
 import time
+
+import bench_common
 
 CONTENDER = "python_mp_fork"
 
@@ -29,10 +30,7 @@ def start_join(ctx):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iterations", type=int, default=200)
+    parser = bench_common.parser(__doc__, iterations=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--start-round", type=int, default=0)
     args = parser.parse_args()

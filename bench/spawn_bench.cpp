@@ -23,18 +23,29 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <iterator>
+#include <string>
 #include <string_view>
 
+#include "bench_support.hpp"
 #include "mproc/process.hpp"
 
 namespace {
+
+using bench::clock_type;
+
+constexpr bench::program program{
+    "spawn_bench",
+    "usage: mproc_spawn_bench [--rounds R] [--iterations N] [--chunk C] [--warmup W]\n"
+    "                         [--start-round K] [--only raw_fork_waitpid|mproc]\n"
+    "  R rounds (default 7); per round each contender runs N times (default 200), in\n"
+    "  slices of C (default 50) that alternate between the contenders, after W untimed\n"
+    "  warm-up runs each per invocation (default 20). Rounds are numbered from K\n"
+    "  (default 0); even rounds start with raw fork+waitpid, odd ones with mproc.\n"
+    "  --only runs one contender (for profiling it alone with perf or strace).\n"
+    "Prints CSV: round,contender,per_op_us\n"};
 
 struct options {
   int rounds = 7;
@@ -45,78 +56,28 @@ struct options {
   std::string_view only;  // empty: every contender
 };
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "spawn_bench: %s\n", what);
-  std::exit(2);
-}
-
-[[noreturn]] void die_errno(const char* what) {
-  std::fprintf(stderr, "spawn_bench: %s: %s\n", what, std::strerror(errno));
-  std::exit(2);
-}
-
-[[noreturn]] void usage(int code) {
-  std::fprintf(code == 0 ? stdout : stderr,
-               "usage: mproc_spawn_bench [--rounds R] [--iterations N] [--chunk C] [--warmup W]\n"
-               "                         [--start-round K] [--only raw_fork_waitpid|mproc]\n"
-               "  R rounds (default 7); per round each contender runs N times (default 200), in\n"
-               "  slices of C (default 50) that alternate between the contenders, after W untimed\n"
-               "  warm-up runs each per invocation (default 20). Rounds are numbered from K\n"
-               "  (default 0); even rounds start with raw fork+waitpid, odd ones with mproc.\n"
-               "  --only runs one contender (for profiling it alone with perf or strace).\n"
-               "Prints CSV: round,contender,per_op_us\n");
-  std::exit(code);
-}
-
-int parse_int(std::string_view flag, const char* text, int min) {
-  int value = 0;
-  const std::string_view s(text);
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (ec != std::errc{} || end != s.data() + s.size() || value < min) {
-    std::fprintf(stderr, "spawn_bench: %.*s needs an integer >= %d, got '%s'\n", static_cast<int>(flag.size()),
-                 flag.data(), min, text);
-    usage(2);
-  }
-  return value;
-}
-
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg(argv[i]);
-    if (arg == "-h" || arg == "--help") usage(0);
-    if (i + 1 >= argc) usage(2);
-    const char* value = argv[++i];
-    if (arg == "--rounds") {
-      o.rounds = parse_int(arg, value, 1);
-    } else if (arg == "--iterations") {
-      o.iterations = parse_int(arg, value, 1);
-    } else if (arg == "--warmup") {
-      o.warmup = parse_int(arg, value, 0);
-    } else if (arg == "--start-round") {
-      o.start_round = parse_int(arg, value, 0);
-    } else if (arg == "--chunk") {
-      o.chunk = parse_int(arg, value, 1);
-    } else if (arg == "--only") {
-      o.only = value;
-    } else {
-      std::fprintf(stderr, "spawn_bench: unknown option '%s'\n", argv[i - 1]);
-      usage(2);
-    }
-  }
+  program.parse(argc, argv,
+                {{"--rounds", &o.rounds, 1},
+                 {"--iterations", &o.iterations, 1},
+                 {"--warmup", &o.warmup, 0},
+                 {"--start-round", &o.start_round, 0},
+                 {"--chunk", &o.chunk, 1},
+                 {"--only", &o.only}});
   return o;
 }
 
 // The peer: the least a program can do to start and reap a child.
 void raw_fork_waitpid() {
   const pid_t pid = ::fork();
-  if (pid < 0) die_errno("fork");
+  if (pid < 0) program.die_errno("fork");
   if (pid == 0) ::_exit(0);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) die_errno("waitpid");
+    if (errno != EINTR) program.die_errno("waitpid");
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("raw child did not exit with 0");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) program.die("raw child did not exit with 0");
 }
 
 void returns_at_once() {}
@@ -126,7 +87,7 @@ void mproc_start_join() {
   mproc::process p(returns_at_once);
   p.start();
   p.join();
-  if (p.exitcode() != 0) die("mproc child did not exit with 0");
+  if (p.exitcode() != 0) program.die("mproc child did not exit with 0");
 }
 
 struct contender {
@@ -139,26 +100,18 @@ constexpr contender contenders[] = {
     {"mproc", mproc_start_join},
 };
 
-using clock_type = std::chrono::steady_clock;
-
-bool selected(const contender& c, const options& o) { return o.only.empty() || o.only == c.name; }
-
-// One round: every contender runs `iterations` times, in slices of `chunk` that alternate
-// between the contenders (A B, B A, A B, ...), so that a burst of load elsewhere on the machine hits
-// them alike. Returns each contender's mean time per operation, in microseconds.
+// One round: every contender runs `iterations` times, in slices of `chunk` that take turns
+// (bench::take_turns). Returns each contender's mean time per operation, in microseconds.
 std::array<double, std::size(contenders)> run_round(int round, const options& o) {
   constexpr std::size_t count = std::size(contenders);
   std::array<clock_type::duration, count> spent{};
   for (int done = 0, slice = 0; done < o.iterations; done += o.chunk, ++slice) {
     const int n = std::min(o.chunk, o.iterations - done);
-    for (std::size_t k = 0; k < count; ++k) {
-      // Even slices (of even rounds) run the contenders in table order, odd ones in reverse.
-      const std::size_t i = (round + slice) % 2 == 0 ? k : count - 1 - k;
-      if (!selected(contenders[i], o)) continue;
+    bench::take_turns(contenders, o.only, round, slice, [&](std::size_t i) {
       const auto t0 = clock_type::now();
       for (int j = 0; j < n; ++j) contenders[i].op();
       spent[i] += clock_type::now() - t0;
-    }
+    });
   }
   std::array<double, count> us{};
   for (std::size_t i = 0; i < count; ++i) {
@@ -171,29 +124,20 @@ std::array<double, std::size(contenders)> run_round(int round, const options& o)
 
 int main(int argc, char** argv) {
   const options opts = parse(argc, argv);
-  if (std::none_of(std::begin(contenders), std::end(contenders),
-                   [&](const contender& c) { return selected(c, opts); })) {
-    std::fprintf(stderr, "spawn_bench: no contender named '%.*s'\n", static_cast<int>(opts.only.size()),
-                 opts.only.data());
-    usage(2);
+  if (!bench::any_selected(contenders, opts.only)) {
+    program.misuse("no contender named '" + std::string(opts.only) + "'");
   }
   try {
-    for (const contender& c : contenders) {
-      if (!selected(c, opts)) continue;
-      for (int i = 0; i < opts.warmup; ++i) c.op();
-    }
-    std::printf("round,contender,per_op_us\n");
-    std::fflush(stdout);
+    bench::for_each_selected(contenders, opts.only, [&](std::size_t i) {
+      for (int j = 0; j < opts.warmup; ++j) contenders[i].op();
+    });
+    bench::print_header("per_op_us");
     for (int r = opts.start_round; r < opts.start_round + opts.rounds; ++r) {
       const auto us = run_round(r, opts);
-      for (std::size_t i = 0; i < std::size(contenders); ++i) {
-        if (selected(contenders[i], opts)) std::printf("%d,%s,%.3f\n", r, contenders[i].name, us[i]);
-      }
-      std::fflush(stdout);  // the driver may read rounds as they come
+      bench::print_round(contenders, opts.only, r, "%.3f", [&](std::size_t i) { return us[i]; });
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "spawn_bench: %s\n", e.what());
-    return 2;
+    program.die(e.what());
   }
   return 0;
 }
