@@ -55,14 +55,7 @@ struct checked_message {
   }
 };
 
-std::set<std::string> dev_shm_entries() {
-  std::set<std::string> out;
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (const dirent* e = ::readdir(d)) out.insert(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
+using mproc_test::dev_shm_entries;
 
 TEST(Queue, TheTutorialsWalkThrough) {
   mproc::queue<std::string> q(3);

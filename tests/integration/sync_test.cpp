@@ -28,14 +28,7 @@ namespace {
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
-std::set<std::string> dev_shm_entries() {
-  std::set<std::string> out;
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (const dirent* e = ::readdir(d)) out.insert(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
+using mproc_test::dev_shm_entries;
 
 // In a child: a failed check ends it with exit code 1 and says why on stderr.
 void require(bool ok, const char* what) {

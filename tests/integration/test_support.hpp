@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -139,6 +140,16 @@ inline int count_zombie_children() {
   int n = 0;
   for (const auto& [pid, state] : children_of_self()) n += state == 'Z';
   return n;
+}
+
+// The names in /dev/shm, to show that nothing was left there.
+inline std::set<std::string> dev_shm_entries() {
+  std::set<std::string> out;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d)) out.insert(e->d_name);
+    ::closedir(d);
+  }
+  return out;
 }
 
 inline int count_open_fds() {

@@ -15,6 +15,8 @@
 #include "mproc/serialize.hpp"
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
+// Header-only helpers shared with the integration tests; nothing in them forks.
+#include "../integration/test_support.hpp"
 
 namespace {
 
@@ -39,23 +41,8 @@ bool eventually(C condition, std::chrono::milliseconds limit = 10s) {
   return true;
 }
 
-int count_open_fds() {
-  int n = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  while (const dirent* e = ::readdir(dir)) n += e->d_name[0] != '.';
-  ::closedir(dir);
-  return n - 1;
-}
-
-std::set<std::string> dev_shm_entries() {
-  std::set<std::string> out;
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (const dirent* e = ::readdir(d)) out.insert(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
+using mproc_test::count_open_fds;
+using mproc_test::dev_shm_entries;
 
 // --- mutex -----------------------------------------------------------------------------
 
