@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/deps.sh
-mproc_install_deps
+mproc_install_deps gnuplot-nox  # the plots of the curves
 
 build=build-release
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
