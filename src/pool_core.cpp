@@ -66,8 +66,11 @@ struct task_header {
   std::uint32_t function;
   std::uint32_t sentinel;  // 1: no task, the worker retires (close)
 };
+static_assert(sizeof(task_header) == pool_core::task_header_bytes);
 
-enum class result_kind : std::uint32_t { ok, exception, lost, timed_out, wake, stop };
+// wake: makes the result thread return from its read (to run posted work, to stop, or to
+// step aside for a caller that reads the results itself).
+enum class result_kind : std::uint32_t { ok, exception, lost, timed_out, wake };
 
 struct result_header {
   std::uint64_t task;
@@ -189,8 +192,17 @@ struct pool_core::impl {
   std::deque<std::function<void()>> posted;
   std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
   std::condition_variable settled;  // in_flight or retired changed
+  std::condition_variable result_thread_cv;  // posted work, helpers gone, or stop
   bool monitor_stop = false;
+  bool result_stop = false;
+  std::atomic<bool> result_thread_gone{false};  // posted work then runs on the posting thread
   bool shut_down = false;
+
+  // Whoever reads the results channel and dispatches what it reads holds `reader`: the
+  // result thread, or a caller blocked in get() (pump_results), which saves the hop
+  // through the result thread. Dispatching under it keeps completions in channel order.
+  std::mutex reader;
+  std::atomic<unsigned> helpers{0};  // callers in pump_results; the result thread steps aside
 
   std::thread result_thread;
   std::thread monitor_thread;
@@ -205,42 +217,36 @@ struct pool_core::impl {
     results->put(message, {&end, 1}, nullptr);
   }
 
-  void finish(std::uint64_t id, const result_header& header, std::span<const std::byte> payload) {
-    std::shared_ptr<task_state> state;
-    {
-      std::lock_guard lock(mutex);
-      auto it = pending.find(id);
-      if (it == pending.end()) return;  // already failed (its worker was declared lost)
-      state = std::move(it->second);
-      pending.erase(it);
-    }
+  // Completes or fails `state` as its result says.
+  static void deliver(task_state& state, const result_header& header, std::span<const std::byte> payload) {
     switch (header.kind) {
       case result_kind::ok:
-        state->complete(payload);
+        state.complete(payload);
         break;
       case result_kind::exception:
-        state->fail(decode_exception(payload));
+        state.fail(decode_exception(payload));
         break;
       case result_kind::timed_out:
-        state->fail(std::make_exception_ptr(
+        state.fail(std::make_exception_ptr(
             timeout_error("the task ran longer than the pool's task_timeout; its worker was killed and replaced")));
         break;
       default:
-        state->fail(std::make_exception_ptr(worker_lost(
+        state.fail(std::make_exception_ptr(worker_lost(
             header.exitcode < 0 ? "the worker running the task was killed by signal " + std::to_string(-header.exitcode)
                                 : "the worker running the task exited with code " + std::to_string(header.exitcode),
             header.exitcode)));
         break;
     }
-    settle_one();
   }
 
-  void settle_one() {
+  void settle(std::size_t count) {
     std::lock_guard lock(mutex);
-    --in_flight;
+    in_flight -= count;
     settled.notify_all();
   }
+  void settle_one() { settle(1); }
 
+  // Runs the posted work in order; the caller holds `reader` (work may dispatch failures).
   void run_posted() {
     for (;;) {
       std::function<void()> work;
@@ -257,29 +263,120 @@ struct pool_core::impl {
     }
   }
 
-  void result_loop() {
-    std::vector<std::vector<std::byte>> batch;
-    for (;;) {
-      batch.clear();
-      results->get(
-          [](void* out, std::span<const std::byte> bytes) {
-            static_cast<std::vector<std::vector<std::byte>>*>(out)->emplace_back(bytes.begin(), bytes.end());
-          },
-          &batch, 64, nullptr);
-      for (const auto& message : batch) {
-        if (message.size() < sizeof(result_header)) continue;
+  // The result thread: the only thread that runs posted work and callbacks.
+  static bool& on_result_thread() {
+    thread_local bool is = false;
+    return is;
+  }
+
+  // Reads up to 64 results (waiting until `deadline`, null: forever) and dispatches them;
+  // the caller holds `reader`. Returns whether it read anything.
+  bool read_results(const deadline_t* deadline) {
+    struct batch {
+      std::vector<std::byte> bytes;
+      std::vector<std::size_t> ends;
+    };
+    thread_local batch b;
+    b.bytes.clear();
+    b.ends.clear();
+    const std::size_t n = results->get(
+        [](void* out, std::span<const std::byte> message) {
+          auto& into = *static_cast<batch*>(out);
+          into.bytes.insert(into.bytes.end(), message.begin(), message.end());
+          into.ends.push_back(into.bytes.size());
+        },
+        &b, 64, deadline);
+    // One lock for the whole batch: the submitting threads contend for the same mutex.
+    thread_local std::vector<std::shared_ptr<task_state>> states;
+    states.assign(b.ends.size(), nullptr);
+    {
+      std::lock_guard lock(mutex);
+      std::size_t begin = 0;
+      for (std::size_t i = 0; i < b.ends.size(); begin = b.ends[i++]) {
+        if (b.ends[i] - begin < sizeof(result_header)) continue;
         result_header header;
-        std::memcpy(&header, message.data(), sizeof header);
-        const std::span<const std::byte> payload(message.data() + sizeof header, message.size() - sizeof header);
-        if (header.kind == result_kind::wake) {
-          run_posted();
-        } else if (header.kind == result_kind::stop) {
-          run_posted();
-          return;
-        } else {
-          finish(header.task, header, payload);
+        std::memcpy(&header, b.bytes.data() + begin, sizeof header);
+        if (header.kind == result_kind::wake) continue;
+        // Not pending: already failed (its worker was declared lost, or the pool terminated).
+        if (auto it = pending.find(header.task); it != pending.end()) {
+          states[i] = std::move(it->second);
+          pending.erase(it);
         }
       }
+    }
+    std::size_t delivered = 0;
+    std::size_t begin = 0;
+    for (std::size_t i = 0; i < b.ends.size(); begin = b.ends[i++]) {
+      const std::span<const std::byte> message(b.bytes.data() + begin, b.ends[i] - begin);
+      if (message.size() < sizeof(result_header)) continue;
+      result_header header;
+      std::memcpy(&header, message.data(), sizeof header);
+      if (header.kind == result_kind::wake) {
+        if (on_result_thread()) run_posted();
+      } else if (states[i]) {
+        deliver(*states[i], header, message.subspan(sizeof header));
+        states[i].reset();
+        ++delivered;
+      }
+    }
+    if (delivered != 0) settle(delivered);
+    return n != 0;
+  }
+
+  void result_loop() {
+    on_result_thread() = true;
+    for (;;) {
+      {
+        // Step aside while callers read the results themselves, running what they post.
+        // Their leaving is not signalled (a blocking apply() loop would wake this thread
+        // every call): it is seen within a millisecond.
+        std::unique_lock lock(mutex);
+        while (!result_stop && helpers.load(std::memory_order_acquire) != 0) {
+          if (!posted.empty()) {
+            lock.unlock();
+            {
+              std::lock_guard read_lock(reader);  // posted work may fail tasks: dispatching
+              run_posted();
+            }
+            lock.lock();
+            continue;
+          }
+          result_thread_cv.wait_for(lock, std::chrono::milliseconds(1));
+        }
+      }
+      std::lock_guard read_lock(reader);
+      run_posted();  // work posted by a caller that read results comes before what follows
+      {
+        std::lock_guard lock(mutex);
+        if (result_stop) return;
+      }
+      read_results(nullptr);
+    }
+  }
+
+  // A caller blocked on one of this pool's results reads the results channel itself until
+  // `done` or `budget` passes, instead of waiting for the result thread to hand them over.
+  void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
+    // A callback blocking on a result waits, as documented; after shut-down nothing comes.
+    if (on_result_thread() || result_thread_gone.load(std::memory_order_acquire)) return;
+    const deadline_t deadline = std::chrono::steady_clock::now() + budget;
+    helpers.fetch_add(1, std::memory_order_acq_rel);
+    bool kicked = false;
+    while (!done.load(std::memory_order_acquire)) {
+      std::unique_lock read_lock(reader, std::try_to_lock);
+      if (read_lock) {
+        if (!read_results(&deadline) && std::chrono::steady_clock::now() >= deadline) break;
+        continue;
+      }
+      if (!kicked) {
+        put_result({0, result_kind::wake, 0});  // the result thread may be asleep in its read
+        kicked = true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::yield();
+    }
+    if (helpers.fetch_sub(1, std::memory_order_acq_rel) == 1 && !done.load(std::memory_order_acquire)) {
+      result_thread_cv.notify_one();  // a long task: hand reading back at once
     }
   }
 
@@ -411,9 +508,15 @@ struct pool_core::impl {
 
   void post_work(std::function<void()> work) {
     {
-      std::lock_guard lock(mutex);
+      std::unique_lock lock(mutex);
+      if (result_thread_gone) {  // the pool has shut down: nobody else would run it
+        lock.unlock();
+        work();
+        return;
+      }
       posted.push_back(std::move(work));
     }
+    result_thread_cv.notify_one();  // when it stands aside for a caller reading results
     put_result({0, result_kind::wake, 0});
   }
 
@@ -432,8 +535,16 @@ struct pool_core::impl {
     }
     wake_monitor();
     if (monitor_thread.joinable()) monitor_thread.join();
-    put_result({0, result_kind::stop, 0});
+    {
+      std::lock_guard lock(mutex);
+      result_stop = true;
+    }
+    result_thread_cv.notify_one();
+    put_result({0, result_kind::wake, 0});
     if (result_thread.joinable()) result_thread.join();
+    result_thread_gone.store(true);
+    std::lock_guard read_lock(reader);
+    run_posted();  // what was posted after the result thread's last look
     // The zygote ends once its socket closes (it kills what is left of its workers).
     zygote_socket.reset();
     siginfo_t info{};
@@ -696,9 +807,9 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
   return id;
 }
 
-void pool_core::submit(std::uint32_t function_id, std::span<const std::byte> arguments,
-                       std::shared_ptr<task_state> state) {
+void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state) {
   impl& p = *impl_;
+  if (message.size() < sizeof(task_header)) throw error("pool_core::submit: no room for the task header");
   std::uint64_t id;
   {
     std::lock_guard lock(p.mutex);
@@ -710,11 +821,8 @@ void pool_core::submit(std::uint32_t function_id, std::span<const std::byte> arg
     p.pending.emplace(id, std::move(state));
     ++p.in_flight;
   }
-  thread_local std::vector<std::byte> message;
   const task_header h{id, function_id, 0};
-  message.resize(sizeof h + arguments.size());
   std::memcpy(message.data(), &h, sizeof h);
-  if (!arguments.empty()) std::memcpy(message.data() + sizeof h, arguments.data(), arguments.size());
   const std::size_t end = message.size();
   try {
     p.tasks->put(message, {&end, 1}, nullptr);
@@ -726,6 +834,12 @@ void pool_core::submit(std::uint32_t function_id, std::span<const std::byte> arg
 }
 
 void pool_core::post(std::function<void()> work) { impl_->post_work(std::move(work)); }
+
+void pool_core::pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
+  impl_->pump_results(done, budget);
+}
+
+bool pool_core::on_result_thread() noexcept { return impl::on_result_thread(); }
 
 void pool_core::close() {
   impl& p = *impl_;

@@ -37,6 +37,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -156,6 +158,54 @@ void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector
   to_bytes(results, out);
 }
 
+// Vectors of numbers, which map moves in bulk, encode as the version byte, a u64 count and
+// the raw elements (<mproc/serialize.hpp>). These two produce and read exactly those bytes
+// without building a std::vector in between.
+template <class T>
+inline constexpr bool is_raw_vector_element_v = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
+
+// Writes pool_core::task_header_bytes of room, then what to_bytes(std::vector<T>(items))
+// writes, at the start of `out` (grown, never shrunk: its old tail is not part of the
+// message); returns the message size.
+template <class T>
+std::size_t encode_vector_after_header(std::span<const T> items, std::vector<std::byte>& out) {
+  constexpr std::size_t header = pool_core::task_header_bytes;
+  if constexpr (is_raw_vector_element_v<T>) {
+    const std::uint64_t n = items.size();
+    const std::size_t size = header + 1 + sizeof n + items.size_bytes();
+    if (out.size() < size) out.resize(size);
+    out[header] = static_cast<std::byte>(serialization_format_version);
+    std::memcpy(out.data() + header + 1, &n, sizeof n);
+    if (!items.empty()) std::memcpy(out.data() + header + 1 + sizeof n, items.data(), items.size_bytes());
+    return size;
+  } else {
+    out.assign(header, std::byte{0});
+    to_bytes(std::vector<T>(items.begin(), items.end()), out);
+    return out.size();
+  }
+}
+
+// Decodes what to_bytes(std::vector<T>) wrote straight into `into`, whose size the count
+// must equal (else serialization_error). False for element types without that layout.
+template <class T>
+bool decode_vector_into(std::span<const std::byte> bytes, std::span<T> into) {
+  if constexpr (is_raw_vector_element_v<T>) {
+    std::uint64_t n = 0;
+    if (bytes.size() < 1 + sizeof n || bytes[0] != static_cast<std::byte>(serialization_format_version)) {
+      throw serialization_error("pool::map: a chunk's results are not a valid message");
+    }
+    std::memcpy(&n, bytes.data() + 1, sizeof n);
+    if (n != into.size() || bytes.size() - 1 - sizeof n != into.size_bytes()) {
+      throw serialization_error("pool::map: a chunk of " + std::to_string(into.size()) +
+                                " items came back with a different number of results");
+    }
+    if (!into.empty()) std::memcpy(into.data(), bytes.data() + 1 + sizeof n, into.size_bytes());
+    return true;
+  } else {
+    return false;
+  }
+}
+
 template <class R>
 struct callback_for {
   using type = std::function<void(const R&)>;
@@ -209,14 +259,11 @@ class async_state : public task_state {
   }
 
   void wait() {
-    // A blocking apply() usually gets its answer within microseconds: poll briefly before
-    // sleeping, since a condition-variable wake costs more than the whole round trip.
-    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
-    for (unsigned i = 1; !published_.load(std::memory_order_acquire); ++i) {
-      if (i % 16 == 0) {
-        if (std::chrono::steady_clock::now() >= spin_until) break;
-        std::this_thread::yield();
-      }
+    // A blocking apply() usually gets its answer within microseconds: read the results
+    // for a short while on this thread before sleeping, since a hand-off through the
+    // result thread and a condition-variable wake cost more than the whole round trip.
+    if (!published_.load(std::memory_order_acquire)) {
+      if (auto core = core_.lock()) core->pump_results(published_, std::chrono::microseconds(50));
     }
     std::unique_lock lock(mutex_);
     ready_cv_.wait(lock, [&] { return ready_; });
@@ -282,7 +329,9 @@ class async_state : public task_state {
     }
   }
 
-  // Runs the callbacks (those added meanwhile too), then wakes the waiters.
+  // Runs the callbacks (those added meanwhile too), then wakes the waiters. Callbacks run
+  // on the result thread: a thread that dispatched this result while pumping hands them
+  // over, with the rest of settling.
   void settle() noexcept {
     for (;;) {
       std::vector<std::pair<callback, error_callback>> now;
@@ -300,7 +349,31 @@ class async_state : public task_state {
         ready_cv_.notify_all();  // after unlocking: a woken waiter must not block on mutex_
         return;
       }
+      if (!pool_core::on_result_thread() && hand_to_result_thread(now)) return;
       for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
+    }
+  }
+
+  // Posts `callbacks` and the rest of settling to the result thread; false (and `callbacks`
+  // untouched) if the pool is gone.
+  bool hand_to_result_thread(std::vector<std::pair<callback, error_callback>>& callbacks) noexcept {
+    auto self = std::static_pointer_cast<async_state>(shared_from_this_hook_.lock());
+    auto core = core_.lock();
+    if (!self || !core) return false;
+    try {
+      auto owned = std::make_shared<std::vector<std::pair<callback, error_callback>>>(std::move(callbacks));
+      try {
+        core->post([self, owned] {
+          for (const auto& [on_value, on_error] : *owned) self->run_one(on_value, on_error);
+          self->settle();
+        });
+      } catch (...) {
+        callbacks = std::move(*owned);
+        return false;
+      }
+      return true;
+    } catch (...) {
+      return false;
     }
   }
 
@@ -322,12 +395,19 @@ class map_gather {
   map_gather(std::shared_ptr<async_state<std::vector<R>>> target, std::size_t total, std::size_t chunks)
       : target_(std::move(target)), results_(total), chunks_left_(chunks) {}
 
-  // On the result thread only.
-  void chunk_done(std::size_t offset, std::span<const std::byte> bytes) {
+  // Called by the thread dispatching results: one at a time.
+  void chunk_done(std::size_t offset, std::size_t count, std::span<const std::byte> bytes) {
     if (failed_) return;
     try {
-      auto part = from_bytes<std::vector<R>>(bytes);
-      std::move(part.begin(), part.end(), results_.begin() + static_cast<std::ptrdiff_t>(offset));
+      auto into = std::span(results_).subspan(offset, count);
+      if (!decode_vector_into(bytes, into)) {
+        auto part = from_bytes<std::vector<R>>(bytes);
+        if (part.size() != count) {
+          throw serialization_error("pool::map: a chunk of " + std::to_string(count) + " items came back with " +
+                                    std::to_string(part.size()) + " results");
+        }
+        std::move(part.begin(), part.end(), into.begin());
+      }
     } catch (...) {
       chunk_failed(std::current_exception());
       return;
@@ -350,14 +430,15 @@ class map_gather {
 template <class R>
 class map_chunk_state final : public task_state {
  public:
-  map_chunk_state(std::shared_ptr<map_gather<R>> gather, std::size_t offset)
-      : gather_(std::move(gather)), offset_(offset) {}
-  void complete(std::span<const std::byte> bytes) noexcept override { gather_->chunk_done(offset_, bytes); }
+  map_chunk_state(std::shared_ptr<map_gather<R>> gather, std::size_t offset, std::size_t count)
+      : gather_(std::move(gather)), offset_(offset), count_(count) {}
+  void complete(std::span<const std::byte> bytes) noexcept override { gather_->chunk_done(offset_, count_, bytes); }
   void fail(std::exception_ptr error) noexcept override { gather_->chunk_failed(std::move(error)); }
 
  private:
   std::shared_ptr<map_gather<R>> gather_;
   std::size_t offset_;
+  std::size_t count_;
 };
 
 // The chunks of an imap, handed to the iterating thread in input or completion order.
@@ -565,7 +646,7 @@ class pool {
     const std::uint32_t id =
         core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
     auto& buffer = encode_buffer();
-    buffer.clear();
+    buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
     to_bytes(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
     core_->submit(id, buffer, state);
     return async_result<R>(state);
@@ -636,13 +717,27 @@ class pool {
     return state;
   }
 
+  // The items of a map, as one contiguous span: the caller's own memory when the range is
+  // contiguous (map submits every chunk before returning, so it needs them no longer),
+  // else a copy.
+  template <class T>
+  struct item_view {
+    std::vector<T> copy;
+    std::span<const T> items;
+  };
   template <class Range>
-  static auto collect(Range&& items) {
+  static auto view_items(Range&& items) {
     using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
-    std::vector<T> all;
-    if constexpr (std::ranges::sized_range<Range>) all.reserve(std::ranges::size(items));
-    for (auto&& item : items) all.emplace_back(std::forward<decltype(item)>(item));
-    return all;
+    item_view<T> view;
+    if constexpr (std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
+                  std::is_same_v<std::remove_cvref_t<std::ranges::range_reference_t<Range>>, T>) {
+      view.items = std::span<const T>(std::ranges::data(items), std::ranges::size(items));
+    } else {
+      if constexpr (std::ranges::sized_range<Range>) view.copy.reserve(std::ranges::size(items));
+      for (auto&& item : items) view.copy.emplace_back(std::forward<decltype(item)>(item));
+      view.items = view.copy;
+    }
+    return view;
   }
 
   std::size_t auto_chunksize(std::size_t n) const {
@@ -659,25 +754,24 @@ class pool {
     }
   }
 
-  // Submits items in chunks; `make_chunk_state(index, offset)` gives each chunk's state.
+  // Submits items in chunks; `make_chunk_state(index, offset, count)` gives each chunk's
+  // state.
   template <bool star, class F, class T, class MakeState>
-  void submit_chunks(F f, const std::vector<T>& all, std::size_t chunksize, MakeState make_chunk_state) {
+  void submit_chunks(F f, std::span<const T> all, std::size_t chunksize, MakeState make_chunk_state) {
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
     auto& buffer = encode_buffer();
-    std::vector<T> chunk;
     for (std::size_t offset = 0, index = 0; offset < all.size(); offset += chunksize, ++index) {
-      const std::size_t end = std::min(all.size(), offset + chunksize);
-      chunk.assign(all.begin() + static_cast<std::ptrdiff_t>(offset), all.begin() + static_cast<std::ptrdiff_t>(end));
-      buffer.clear();
-      to_bytes(chunk, buffer);
-      core_->submit(id, buffer, make_chunk_state(index, offset));
+      const auto chunk = all.subspan(offset, std::min(chunksize, all.size() - offset));
+      const std::size_t size = detail::encode_vector_after_header(chunk, buffer);
+      core_->submit(id, std::span(buffer.data(), size), make_chunk_state(index, offset, chunk.size()));
     }
   }
 
   template <bool star, class F, class Range>
   auto map_impl(F f, Range&& items, std::size_t chunksize) {
     MPROC_CHECK_TASK_FUNCTION(F);
-    auto all = collect(std::forward<Range>(items));
+    const auto view = view_items(std::forward<Range>(items));
+    const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, star>())::type;
     static_assert(!std::is_void_v<R>, "pool::map needs a function that returns a value; use apply_async for void tasks");
@@ -689,8 +783,8 @@ class pool {
     if (chunksize == 0) chunksize = auto_chunksize(all.size());
     const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
     auto gather = std::make_shared<detail::map_gather<R>>(state, all.size(), chunks);
-    submit_chunks<star>(f, all, chunksize, [&](std::size_t, std::size_t offset) {
-      return std::make_shared<detail::map_chunk_state<R>>(gather, offset);
+    submit_chunks<star>(f, all, chunksize, [&](std::size_t, std::size_t offset, std::size_t count) {
+      return std::make_shared<detail::map_chunk_state<R>>(gather, offset, count);
     });
     return async_result<std::vector<R>>(state);
   }
@@ -698,14 +792,15 @@ class pool {
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
     MPROC_CHECK_TASK_FUNCTION(F);
-    auto all = collect(std::forward<Range>(items));
+    const auto view = view_items(std::forward<Range>(items));
+    const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, false>())::type;
     static_assert(!std::is_void_v<R>, "pool::imap needs a function that returns a value");
     if (chunksize == 0) chunksize = 1;
     const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
     auto state = std::make_shared<detail::imap_state<R>>(chunks, ordered);
-    submit_chunks<false>(f, all, chunksize, [&](std::size_t index, std::size_t) {
+    submit_chunks<false>(f, all, chunksize, [&](std::size_t index, std::size_t, std::size_t) {
       return std::make_shared<detail::imap_chunk_state<R>>(state, index);
     });
     return imap_result<R>(state);

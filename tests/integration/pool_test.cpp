@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -20,6 +22,7 @@
 
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
+#include "mproc/sync.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -352,6 +355,63 @@ TEST(Pool, CallbacksRunOnceEachInCompletionOrderOnOneThread) {
   EXPECT_EQ(threads.size(), 1U);
   EXPECT_EQ(threads.count(std::this_thread::get_id()), 0U) << "callbacks ran on the caller's thread";
   EXPECT_EQ(errors, 1);
+}
+
+// get() reads results itself for a while (pump_results); callbacks must still run on the
+// result thread, and before get() returns, as in Python.
+TEST(Pool, CallbacksOfAResultThatGetReadsStillRunOnTheResultThreadFirst) {
+  mproc::pool p(1);
+  mproc::event registered;  // the task finishes only once its callback is registered
+  const auto caller = std::this_thread::get_id();
+  int on_caller = 0;
+  int missing = 0;
+  for (int i = 0; i < 300; ++i) {
+    std::thread::id where;
+    bool ran = false;
+    auto r = p.apply_async(
+        [](mproc::event registered, int x) {
+          registered.wait();
+          return x * x;
+        },
+        registered, i);
+    r.then([&, i](const int& v) {
+      where = std::this_thread::get_id();
+      ran = v == i * i;
+    });
+    registered.set();
+    ASSERT_EQ(r.get(), i * i);
+    registered.clear();
+    if (!ran) ++missing;  // get() returned before its callback ran
+    if (where == caller) ++on_caller;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_EQ(on_caller, 0);
+}
+
+// A thread blocked on a long task must not hold back other results or their callbacks.
+TEST(Pool, AThreadBlockedOnALongTaskDoesNotDelayOtherCallbacks) {
+  mproc::pool p(2);
+  auto slow = p.apply_async(sleep_ms, 3000);
+  std::mutex m;
+  std::condition_variable cv;
+  int done = 0;
+  std::thread other([&] {
+    for (int i = 0; i < 20; ++i) {
+      p.apply_async(square, i).then([&](const int&) {
+        std::lock_guard lock(m);
+        ++done;
+        cv.notify_all();
+      });
+    }
+  });
+  std::thread blocked([&] { EXPECT_EQ(slow.get(), 3000); });
+  {
+    std::unique_lock lock(m);
+    EXPECT_TRUE(cv.wait_for(lock, 2s, [&] { return done == 20; })) << done << " of 20 callbacks ran";
+  }
+  EXPECT_FALSE(slow.ready());
+  other.join();
+  blocked.join();
 }
 
 TEST(Pool, AThrowingCallbackIsReportedAndTheResultThreadGoesOn) {

@@ -15,9 +15,13 @@
 // - A task names its function by an index into a table that only the parent writes (in
 //   shared memory, read by the workers): a forged or corrupted message can name a wrong
 //   index, which the worker rejects, never an address.
-// - Completions, failures and callbacks all run on one result thread, in completion order.
+// - Completions, failures and callbacks run in completion order: dispatching results is
+//   serialised, and callbacks run only on the pool's result thread. A thread blocked on a
+//   result may read and dispatch results itself for a short while (pump_results): a
+//   blocking round trip then makes two hand-offs, not three.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +43,8 @@ using task_invoker = void (*)(generic_function function, std::span<const std::by
                               std::vector<std::byte>& result);
 
 // The parent's side of one submitted task (or one chunk of a map). Exactly one of the two
-// is called, once, on the pool's result thread.
+// is called, once, by whichever thread dispatches results (the pool's result thread, or a
+// thread in pump_results): never two at once, always in completion order.
 class task_state {
  public:
   virtual ~task_state() = default;
@@ -66,11 +71,25 @@ class pool_core {
   // The table index for (invoker, function), registering it on first use.
   std::uint32_t function_id(task_invoker invoker, generic_function function);
 
-  // Queues a task. closed_error after close() or terminate().
-  void submit(std::uint32_t function_id, std::span<const std::byte> arguments, std::shared_ptr<task_state> state);
+  // The first bytes of every task message, which submit() fills in.
+  static constexpr std::size_t task_header_bytes = 16;
 
-  // Runs `work` on the result thread, after what it is already doing.
+  // Queues a task: `message` is task_header_bytes of room, then the encoded arguments (so
+  // they are copied once, into the channel). closed_error after close() or terminate().
+  void submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state);
+
+  // Runs `work` on the result thread, after what it is already doing (on the calling
+  // thread once the pool has shut down).
   void post(std::function<void()> work);
+
+  // For a thread blocked on a result: reads and dispatches results itself until `done` is
+  // set or `budget` has passed, sparing the hand-off through the result thread. Returns at
+  // once on the result thread. Results it dispatches complete on the calling thread;
+  // callbacks still run on the result thread (task_state implementations post them).
+  void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
+
+  // Whether the calling thread is a pool's result thread.
+  static bool on_result_thread() noexcept;
 
   void close();
   void terminate();
