@@ -1,22 +1,30 @@
 // The queue rows of DESIGN.md's performance contract, one row per run (--row):
 //   queue-small  1 producer process -> 1 consumer process, 8-byte messages
 //                (mproc::queue<std::uint64_t>): put/get one at a time ("mproc") and in
-//                batches of --batch with put_many/get_many ("mproc_batch"). msgs_per_s.
+//                batches of --batch with put_many/get_many ("mproc_batch"), beside the
+//                physical ceiling: a hand-written single-producer single-consumer ring of
+//                uint64_t in shared memory that spins and yields but never sleeps
+//                ("hand_ring"). msgs_per_s.
 //   queue-large  the same with 1 MiB messages (mproc::queue<std::vector<std::uint8_t>>,
 //                "mproc"), beside the physical limit: one memcpy of 1 MiB per message from
 //                a pool of sources larger than the last-level cache ("memcpy"). gb_per_s
 //                (10^9 bytes of payload per second).
 //   ping-pong    a round trip between two processes through two queue<std::uint64_t>:
-//                the parent puts on one, the child answers on the other. per_op_us.
-// Python's multiprocessing peers are in bench/queue_bench.py.
+//                the parent puts on one, the child answers on the other ("mproc"),
+//                beside the floor of mproc's design: two processes taking turns on one
+//                futex word in shared memory, spinning as mproc's queues do, then
+//                sleeping with FUTEX_WAIT ("futex_pingpong"). per_op_us.
+// Python's multiprocessing peers are in bench/queue_bench.py, Boost.Interprocess's
+// message_queue in bench/boost_queue_bench.cpp.
 //
 // Output (stdout), CSV, one line per contender per round after a header:
 //   round,contender,<metric>
 // Each round runs every contender over --iterations messages (round trips; the fast
-// mproc_batch and memcpy over 8 times as many, so that they run long enough to time),
-// split into --slices sessions that alternate between the contenders (A B, B A, ...), and
-// rounds alternate which one starts, as in bench/spawn_bench.cpp. A session forks a fresh
-// child (a daemon mproc::process), and the fork is not timed:
+// mproc_batch and memcpy over 8 times as many, hand_ring over 32 times, so that they run
+// long enough to time), split into --slices sessions that alternate between the
+// contenders (A B, B A, ...), and rounds alternate which one starts, as in
+// bench/spawn_bench.cpp. A session forks a fresh child (a daemon mproc::process), and the
+// fork is not timed:
 // - queue rows: the child produces, the parent consumes. The clock starts when the parent
 //   has received the first message (or batch) and stops at the last one; the rate counts
 //   the messages in between. That is the end-to-end throughput, whichever side is slower.
@@ -30,12 +38,20 @@
 // finds a mismatch throws (exit code 1), which the parent reports; any failure exits 2.
 //
 // --only runs one contender (for profiling it alone with perf or strace).
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -67,13 +83,15 @@ constexpr bench::program program{
     "         [--iterations N] [--slices S] [--warmup W] [--start-round K]\n"
     "         [--batch B] [--maxsize M] [--only CONTENDER]\n"
     "  R rounds (default 7). Per round each contender moves N messages (ping-pong:\n"
-    "  round trips; defaults 2000000, 1000, 100000; mproc_batch and memcpy move 8 N)\n"
+    "  round trips; defaults 2000000, 1000, 100000; mproc_batch and memcpy move 8 N,\n"
+    "  hand_ring 32 N)\n"
     "  in S sessions (default 2) that alternate between the contenders, after one\n"
     "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
     "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
     "  batch size of mproc_batch (default 256). M: the queues' maxsize (0: unbounded;\n"
-    "  default 0, queue-large 16). Contenders: queue-small mproc, mproc_batch;\n"
-    "  queue-large memcpy, mproc; ping-pong mproc. --only runs one (to profile it).\n"
+    "  default 0, queue-large 16). Contenders: queue-small mproc, mproc_batch,\n"
+    "  hand_ring; queue-large memcpy, mproc; ping-pong mproc, futex_pingpong.\n"
+    "  --only runs one (to profile it).\n"
     "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
 
 struct options : bench::round_options {
@@ -277,6 +295,175 @@ measured ping_pong(const options& o, long n, u64 seed) {
   return {t1 - t0, static_cast<double>(n)};
 }
 
+// ---- raw peers: a hand-written ring and a futex ping-pong ----------------------------
+
+// A T in anonymous MAP_SHARED memory, which a child forked after its construction shares
+// with the parent (at the same address); unmapped with the owner. No name anywhere: nothing
+// is left behind in /dev/shm, whatever way the program ends.
+template <class T>
+class shared_object {
+ public:
+  shared_object() {
+    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) program.die_errno("mmap");
+    object_ = ::new (p) T();
+  }
+  shared_object(const shared_object&) = delete;
+  shared_object& operator=(const shared_object&) = delete;
+  ~shared_object() {
+    object_->~T();
+    ::munmap(object_, sizeof(T));
+  }
+  T* get() const { return object_; }
+
+ private:
+  T* object_;
+};
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins until ready() holds, with the budget of mproc's queues (wait_for_condition in
+// src/futex.hpp): 255 pauses, then sched_yield, for 20 µs. Returns whether ready() held;
+// `forever` keeps yielding past the budget instead of giving up.
+template <class Ready>
+bool spin_until(Ready ready, bool forever) {
+  if (ready()) return true;
+  const auto give_up = clock_type::now() + std::chrono::microseconds(20);
+  for (unsigned i = 1;; ++i) {
+    if (i < 256) {
+      cpu_relax();
+    } else {
+      ::sched_yield();
+    }
+    if (ready()) return true;
+    if (!forever && i % 32 == 0 && clock_type::now() >= give_up) return false;
+  }
+}
+
+// hand_ring: the ceiling of queue-small, what moving 8-byte messages through shared memory
+// one at a time costs with nothing else: a single-producer single-consumer ring of u64,
+// each side publishing its index with one release store and reading the other's only when
+// its cached copy runs out. Neither side ever sleeps: a side waits spinning, then yielding
+// (spin_until forever), which spares it the store-load fence per message that a ring able
+// to sleep needs (see futex_pingpong). 16384 slots (128 KiB): the producer can run far
+// ahead before it finds the ring full, and the ring stays in the L2 cache (1 MiB per core
+// on the 2-core development VM).
+constexpr std::size_t ring_slots = 16384;
+
+struct hand_ring {
+  alignas(64) std::atomic<u64> head{0};  // messages published, by the producer
+  alignas(64) std::atomic<u64> tail{0};  // messages taken, by the consumer
+  alignas(64) u64 slots[ring_slots];
+};
+
+measured small_ring(const options&, long n, u64 seed) {
+  const shared_object<hand_ring> shared;
+  hand_ring* ring = shared.get();
+  auto producer = start_child([ring, n, seed] {
+    u64 tail = 0;  // the consumer's index, as last read
+    for (u64 i = 0; i < static_cast<u64>(n); ++i) {
+      if (i - tail == ring_slots) {
+        spin_until([&] { return i - (tail = ring->tail.load(std::memory_order_acquire)) < ring_slots; }, true);
+      }
+      ring->slots[i % ring_slots] = value_of(seed, i);
+      ring->head.store(i + 1, std::memory_order_release);
+    }
+  });
+  checksum sum;
+  u64 head = 0;  // the producer's index, as last read
+  const auto take = [&](u64 i) {
+    if (i == head) spin_until([&] { return (head = ring->head.load(std::memory_order_acquire)) != i; }, true);
+    const u64 v = ring->slots[i % ring_slots];
+    ring->tail.store(i + 1, std::memory_order_release);
+    if (v != value_of(seed, i)) mismatch(nth("consumer", i), v, value_of(seed, i));
+    sum.add(v);
+  };
+  take(0);
+  const auto t0 = clock_type::now();
+  for (long i = 1; i < n; ++i) take(static_cast<u64>(i));
+  const auto t1 = clock_type::now();
+  join_child(producer, "queue-small hand_ring producer");
+  if (sum.h != expected_checksum(seed, static_cast<u64>(n))) program.die("queue-small hand_ring: checksum mismatch");
+  return {t1 - t0, static_cast<double>(n - 1)};
+}
+
+// futex_pingpong: the floor of a queue round trip with mproc's waiting policy. Parent and
+// child take turns on one futex word, `turn` (2i + 1: request i posted, 2i + 2: answered),
+// the value beside it on the same cache line. A side waits spinning as mproc's queues do,
+// then sleeps with FUTEX_WAIT; the other makes the FUTEX_WAKE syscall only when `sleepers`
+// says a side is asleep or about to be (a seq_cst store and load on each side: either the
+// poster sees the sleeper, or the sleeper sees the new turn).
+struct pingpong_line {
+  alignas(64) std::atomic<std::uint32_t> turn{0};
+  std::atomic<std::uint32_t> sleepers{0};
+  u64 value = 0;  // request i, then its answer: written before `turn` moves on
+};
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
+
+void wait_turn(pingpong_line& line, std::uint32_t want) {
+  if (spin_until([&] { return line.turn.load(std::memory_order_acquire) == want; }, false)) return;
+  for (;;) {
+    line.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seen = line.turn.load(std::memory_order_seq_cst);
+    if (seen != want) {
+      // Not FUTEX_PRIVATE_FLAG: the word is shared between processes. Returns at once
+      // (EAGAIN) if `turn` moved on since `seen`; EINTR and spurious wake-ups loop.
+      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&line.turn), FUTEX_WAIT, seen, nullptr, nullptr, 0);
+    }
+    line.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    if (line.turn.load(std::memory_order_acquire) == want) return;
+  }
+}
+
+void pass_turn(pingpong_line& line, std::uint32_t next) {
+  line.turn.store(next, std::memory_order_seq_cst);
+  if (line.sleepers.load(std::memory_order_seq_cst) != 0) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&line.turn), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  }
+}
+
+measured futex_ping_pong(const options& o, long n, u64 seed) {
+  const shared_object<pingpong_line> shared;
+  pingpong_line* line = shared.get();
+  const long total = n + o.warmup;
+  auto echo = start_child([line, total, seed] {
+    for (long i = 0; i < total; ++i) {
+      const auto turn = static_cast<std::uint32_t>(2 * i);
+      wait_turn(*line, turn + 1);
+      const u64 v = line->value;
+      const u64 want = value_of(seed, static_cast<u64>(i));
+      if (v != want) mismatch(nth("echo", static_cast<u64>(i)), v, want);
+      line->value = ~v;
+      pass_turn(*line, turn + 2);
+    }
+  });
+  checksum sum;
+  const auto round_trip = [&](long i) {
+    const auto turn = static_cast<std::uint32_t>(2 * i);
+    const u64 v = value_of(seed, static_cast<u64>(i));
+    line->value = v;
+    pass_turn(*line, turn + 1);
+    wait_turn(*line, turn + 2);
+    const u64 answer = line->value;
+    if (answer != ~v) mismatch(nth("ping-pong parent", static_cast<u64>(i)) + "'s answer", answer, ~v);
+    sum.add(~answer);
+  };
+  for (long i = 0; i < o.warmup; ++i) round_trip(i);
+  const auto t0 = clock_type::now();
+  for (long i = o.warmup; i < total; ++i) round_trip(i);
+  const auto t1 = clock_type::now();
+  join_child(echo, "ping-pong futex_pingpong echo");
+  if (sum.h != expected_checksum(seed, static_cast<u64>(total))) {
+    program.die("ping-pong futex_pingpong: checksum mismatch");
+  }
+  return {t1 - t0, static_cast<double>(n)};
+}
+
 // ---- rows -----------------------------------------------------------------------------
 
 struct contender {
@@ -297,9 +484,10 @@ struct row {
 
 const std::array rows = {
     row{"queue-small", "msgs_per_s", metric::rate, 2'000'000, 100'000, 0,
-        {{"mproc", small_single}, {"mproc_batch", small_batch, 8}}},
+        {{"mproc", small_single}, {"mproc_batch", small_batch, 8}, {"hand_ring", small_ring, 32}}},
     row{"queue-large", "gb_per_s", metric::bandwidth, 1000, 50, 16, {{"memcpy", large_memcpy, 8}, {"mproc", large_queue}}},
-    row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0, {{"mproc", ping_pong}}},
+    row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0,
+        {{"mproc", ping_pong}, {"futex_pingpong", futex_ping_pong}}},
 };
 
 // Session seeds: distinct for every session of every round and contender.
