@@ -1,16 +1,8 @@
 #include "child_record.hpp"
 
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "mproc/error.hpp"
 #include "runtime.hpp"
 #include "syscall.hpp"
-
-#ifndef P_PIDFD
-#define P_PIDFD 3  // Linux 5.4; older glibc headers lack the name
-#endif
 
 namespace mproc::detail {
 
@@ -21,29 +13,27 @@ child_record::child_record(std::string name, bool daemon)
 
 child_record::~child_record() {
   runtime::instance().unregister_record(this);
-  if (pidfd_ >= 0 && owner_ == current_pid()) ::close(pidfd_);
+  if (owner_ != current_pid()) (void)handle_.release();  // not ours to close
 }
 
-void child_record::set_started(pid_t pid, int pidfd) noexcept {
-  pid_ = pid;
-  pidfd_ = pidfd;
+void child_record::set_started(child_handle handle) noexcept {
+  pid_ = handle.pid();
+  handle_ = std::move(handle);
 }
 
 bool child_record::try_reap() {
   {
     std::lock_guard lock(mutex_);
     if (reaped_) return true;
-    siginfo_t info{};
-    const int r = retry_on_eintr(
-        [&] { return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info,
-                              WEXITED | WNOHANG); });
-    if (r < 0) {
-      if (errno != ECHILD) throw_system_error(last_error(), "waitid");
+    std::error_code ec;
+    const std::optional<int> code = handle_.try_reap(ec);
+    if (ec) {
+      if (ec != std::errc::no_child_process) throw_system_error(ec, "waitid");
       status_lost_ = true;  // someone else reaped it: it has ended, its status is gone
-    } else if (info.si_pid == 0) {
+    } else if (!code) {
       return false;  // still running
     } else {
-      exitcode_ = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+      exitcode_ = *code;
     }
     reaped_ = true;
   }
@@ -58,7 +48,7 @@ bool child_record::wait(const std::chrono::steady_clock::time_point* deadline) {
   }
   // Sleep first: a waitid probe before sleeping finds a just-started child running.
   for (;;) {
-    if (!wait_readable(pidfd_, deadline)) return try_reap();
+    if (!wait_readable(handle_.fd(), deadline)) return try_reap();
     if (try_reap()) return true;
   }
 }
@@ -75,9 +65,9 @@ std::optional<int> child_record::exitcode() {
 }
 
 std::error_code child_record::signal(int sig) {
-  std::lock_guard lock(mutex_);  // a reaped child's pid may be reused; its pidfd never is
+  std::lock_guard lock(mutex_);  // a reaped child's pid may be reused: never signal after reaping
   if (reaped_) return {};
-  const std::error_code ec = pidfd_send_signal(pidfd_, sig);
+  const std::error_code ec = handle_.signal(sig);
   if (ec == std::errc::no_such_process) return {};  // ended meanwhile
   return ec;
 }

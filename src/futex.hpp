@@ -1,6 +1,7 @@
 // Process-shared futex waits and wakes, and the spin-then-sleep wait built on them.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -33,17 +34,36 @@ struct wakeup {
   }
 };
 
-// Waits until `ready()` holds: spins briefly (a hand-off between two running processes
-// takes well under a microsecond, a futex sleep and wake ~10 µs), then sleeps on `w`.
+// How long a sleeper trusts that a wakeup will come. A wakeup can be lost to a death: the
+// waker killed after making the condition true but before announcing it, or the one
+// sleeper that announce(1) woke killed before it could act (say, a consumer SIGKILLed
+// between its wakeup and its take: the message stays, and the other consumers would sleep
+// on beside it until the next put). So a sleeper re-checks its condition at least this
+// often: a lost wakeup costs a delay of at most this long, never a hang, for the price of
+// a few idle wakeups a second per sleeping thread.
+inline constexpr std::chrono::milliseconds recheck_period{100};
+
+// How long a thread spins before it sleeps, adapted to what its recent waits took: doubled
+// (up to max_spin) when a wait ended within the spin or soon after, halved (down to
+// min_spin) when it had to sleep longer. Two running processes handing off keep spinning
+// (0.2 µs round trips, where a futex sleep and wake costs ~10 µs each way); on an
+// oversubscribed machine, where the peer is not running and spinning only delays it, the
+// thread soon sleeps at once.
+inline constexpr std::chrono::nanoseconds max_spin{20'000};
+inline constexpr std::chrono::nanoseconds min_spin{1'000};
+inline thread_local std::chrono::nanoseconds spin_budget = max_spin;
+
+// Waits until `ready()` holds: spins for spin_budget, then sleeps on `w`, re-checking
+// `ready()` every recheck_period even if nobody announces.
 // Returns false if the deadline passed first (after a last check of ready()).
 template <class Ready>
 bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
   if (ready()) return true;
-  if (deadline != nullptr && *deadline <= std::chrono::steady_clock::now()) return false;
+  const auto start = std::chrono::steady_clock::now();
+  if (deadline != nullptr && *deadline <= start) return false;
   // Busy-wait a little, then yield while waiting: when the peer shares our CPU, yielding
   // lets it run instead of burning the spin budget against it.
-  constexpr auto spin_for = std::chrono::microseconds(20);
-  const auto spin_until = std::chrono::steady_clock::now() + spin_for;
+  const auto spin_until = start + spin_budget;
   for (unsigned i = 1;; ++i) {
     if (i < 256) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -52,18 +72,30 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
     } else {
       yield_cpu();
     }
-    if (ready()) return true;
+    if (ready()) {
+      spin_budget = std::min(max_spin, spin_budget * 2);
+      return true;
+    }
     if (i % 32 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
   }
+  struct adapt_on_return {  // however the sleep below ends
+    std::chrono::steady_clock::time_point start;
+    ~adapt_on_return() {
+      const auto waited = std::chrono::steady_clock::now() - start;
+      spin_budget = waited <= max_spin ? std::min(max_spin, spin_budget * 2) : std::max(min_spin, spin_budget / 2);
+    }
+  } adapt{start};
   for (;;) {
     const std::uint32_t seen = w.event.load(std::memory_order_seq_cst);
     if (ready()) return true;
+    const deadline_t recheck = std::chrono::steady_clock::now() + recheck_period;
+    const bool final_slice = deadline != nullptr && *deadline <= recheck;
     w.sleepers.fetch_add(1, std::memory_order_seq_cst);
     bool in_time = true;
-    if (!ready()) in_time = futex_wait(w.event, seen, deadline);
+    if (!ready()) in_time = futex_wait(w.event, seen, final_slice ? deadline : &recheck);
     w.sleepers.fetch_sub(1, std::memory_order_seq_cst);
     if (ready()) return true;
-    if (!in_time) return false;
+    if (!in_time && final_slice) return false;
   }
 }
 

@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <system_error>
 #include <unordered_map>
 #include <utility>
 
@@ -84,12 +85,12 @@ struct command {
   command_kind kind;
   std::uint32_t slot;
 };
-enum class report_kind : std::uint32_t { spawned, exited };
+enum class report_kind : std::uint32_t { spawned, exited, spawn_failed };
 struct report {
   report_kind kind;
   std::uint32_t slot;
   std::int32_t pid;
-  std::int32_t exitcode;  // exited: n, or -N for signal N
+  std::int32_t exitcode;  // exited: n, or -N for signal N; spawn_failed: the errno
 };
 
 std::int64_t now_ns() {
@@ -399,6 +400,10 @@ struct pool_core::impl {
       if (state == phase::terminated) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
       return;
     }
+    if (r.kind == report_kind::spawn_failed) {
+      on_spawn_failed(r.slot, r.exitcode);
+      return;
+    }
     // exited
     std::uint64_t task;
     bool timed_out;
@@ -423,6 +428,75 @@ struct pool_core::impl {
       put_result({task, timed_out ? result_kind::timed_out : result_kind::lost, r.exitcode});
     }
     if (respawn) request(command_kind::spawn, r.slot);
+  }
+
+  // The zygote could not start a worker for `slot` (fork or pidfd_open failed with `err`:
+  // RLIMIT_NPROC, no memory, no descriptor). While the pool runs it retries (the zygote
+  // paused before reporting); after close() the slot counts as retired, so join() ends. With
+  // no worker alive, the queued tasks could only wait: they fail now with the error, and
+  // the tasks submitted later are served again once a worker can start.
+  void on_spawn_failed(std::uint32_t slot, int err) {
+    bool respawn;
+    bool none_alive;
+    {
+      std::lock_guard lock(mutex);
+      if (workers[slot].pid != 0) return;
+      respawn = state == phase::running;
+      if (state == phase::closed) {
+        ++retired;
+        settled.notify_all();
+      }
+      none_alive = std::none_of(workers.begin(), workers.end(), [](const worker_info& w) { return w.pid != 0; });
+    }
+    if (none_alive) {
+      fail_queued_tasks(std::make_exception_ptr(std::system_error(
+          err, std::system_category(), "mproc pool: no worker process could be started to run the task")));
+    }
+    if (respawn) request(command_kind::spawn, slot);
+  }
+
+  // Takes every task still queued out of the task channel and fails it with `error`
+  // (close()'s sentinels go back in).
+  void fail_queued_tasks(std::exception_ptr error) {
+    std::vector<std::uint64_t> ids;
+    unsigned sentinels = 0;
+    struct taken {
+      std::vector<std::uint64_t>* ids;
+      unsigned* sentinels;
+    } into{&ids, &sentinels};
+    const deadline_t now{};  // in the past: never wait
+    while (tasks->get(
+               [](void* c, std::span<const std::byte> bytes) {
+                 auto& t = *static_cast<taken*>(c);
+                 if (bytes.size() < sizeof(task_header)) return;
+                 task_header h;
+                 std::memcpy(&h, bytes.data(), sizeof h);
+                 if (h.sentinel != 0) {
+                   ++*t.sentinels;
+                 } else {
+                   t.ids->push_back(h.task);
+                 }
+               },
+               &into, 64, &now) != 0) {
+    }
+    for (unsigned k = 0; k < sentinels; ++k) put_sentinel();
+    std::vector<std::shared_ptr<task_state>> failed;
+    {
+      std::lock_guard lock(mutex);
+      for (const std::uint64_t id : ids) {
+        if (auto it = pending.find(id); it != pending.end()) {
+          failed.push_back(std::move(it->second));
+          pending.erase(it);
+        }
+      }
+    }
+    fail_all(std::move(failed), std::move(error));
+  }
+
+  void put_sentinel() {
+    const task_header h{0, 0, 1};
+    const std::size_t end = sizeof h;
+    tasks->put({reinterpret_cast<const std::byte*>(&h), sizeof h}, {&end, 1}, nullptr);
   }
 
   // Kills workers whose task ran past task_timeout; returns ms until the next deadline.
@@ -497,10 +571,13 @@ struct pool_core::impl {
 
   // Fails tasks with closed_error, on the result thread.
   void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::string why) {
+    fail_all(std::move(failed), std::make_exception_ptr(closed_error(std::move(why))));
+  }
+  void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::exception_ptr error) {
     if (failed.empty()) return;
-    post_work([this, failed = std::move(failed), why = std::move(why)] {
+    post_work([this, failed = std::move(failed), error = std::move(error)] {
       for (const auto& s : failed) {
-        s->fail(std::make_exception_ptr(closed_error(why)));
+        s->fail(error);
         settle_one();
       }
     });
@@ -643,6 +720,11 @@ namespace {
 
 [[noreturn]] void zygote_main(pool_core::impl& p, int sock, pid_t parent) noexcept {
   ::signal(SIGINT, SIG_IGN);  // workers inherit it: Ctrl-C is for the parent
+  // The zygote reaps its workers itself: SIGCHLD ignored (or SA_NOCLDWAIT) inherited from
+  // the program would make the kernel reap them first, and their ends go unnoticed.
+  struct sigaction default_chld {};
+  default_chld.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &default_chld, nullptr);
   std::error_code ec;
   const int parent_fd = pidfd_open(parent, ec);
   if (parent_fd < 0 || ::getppid() != parent) ::_exit(1);
@@ -703,15 +785,25 @@ namespace {
           for (const child& c : children) ::close(c.pidfd);
           worker_main(p, cmd.slot, self);
         }
-        if (pid < 0) {
-          // Out of processes (RLIMIT_NPROC, memory): report it, after a pause, so that
-          // the parent's retry does not spin.
+        // Out of processes (RLIMIT_NPROC, memory) or descriptors: report it, after a
+        // pause, so that the parent's retry does not spin.
+        auto spawn_failed = [&](int err) {
           ::usleep(100'000);
-          const report r{report_kind::exited, cmd.slot, 0, 1};
+          const report r{report_kind::spawn_failed, cmd.slot, 0, err};
           send_all(sock, &r, sizeof r);
+        };
+        if (pid < 0) {
+          spawn_failed(errno);
           break;
         }
         const int pidfd = pidfd_open(pid, ec);
+        if (pidfd < 0) {  // a worker we could not watch would never be reported
+          ::kill(pid, SIGKILL);
+          int status;
+          retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
+          spawn_failed(ec.value());
+          break;
+        }
         children.push_back({cmd.slot, pid, pidfd});
         const report r{report_kind::spawned, cmd.slot, pid, 0};
         send_all(sock, &r, sizeof r, pidfd);
@@ -849,11 +941,7 @@ void pool_core::close() {
     p.state = impl::phase::closed;
   }
   // One sentinel per worker, behind every task: each worker retires when it reaches one.
-  for (unsigned k = 0; k < p.processes; ++k) {
-    const task_header h{0, 0, 1};
-    const std::size_t end = sizeof h;
-    p.tasks->put({reinterpret_cast<const std::byte*>(&h), sizeof h}, {&end, 1}, nullptr);
-  }
+  for (unsigned k = 0; k < p.processes; ++k) p.put_sentinel();
 }
 
 void pool_core::terminate() {

@@ -105,16 +105,26 @@ void process::start() {
   if (pid == 0) run_in_child(parent);
 
   std::error_code ec;
-  const int pidfd = detail::pidfd_open(pid, ec);
-  if (pidfd < 0) {
-    // Without a pidfd the child cannot be managed: end it now rather than leak it. Its pid
-    // is still ours (unreaped), so kill(2) cannot hit another process.
+  detail::child_handle handle = detail::child_handle::open(pid, ec);
+  if (!handle && ec == std::errc::no_such_process) {
+    // A child not yet reaped has a pidfd, zombie or not: this one has already ended and
+    // been reaped by someone else (SIGCHLD ignored, SA_NOCLDWAIT, or a SIGCHLD handler that
+    // reaps every child). It did start and run, so start() succeeds; its exit code is
+    // lost, as for any child reaped outside mproc. No kill(2): the pid is no longer ours.
+    child->set_reaped_elsewhere(pid);
+    s.child = std::move(child);
+    s.target.reset();
+    return;
+  }
+  if (!handle) {
+    // Without a handle the child cannot be managed: end it now rather than leak it. Its
+    // pid is still ours (unreaped), so kill(2) cannot hit another process.
     ::kill(pid, SIGKILL);
     int status;
     detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
     detail::throw_system_error(ec, "pidfd_open");
   }
-  child->set_started(pid, pidfd);
+  child->set_started(std::move(handle));
   try {
     rt.track(child);
   } catch (...) {
@@ -206,7 +216,16 @@ void process::set_daemon(bool daemon) {
   s.daemon = daemon;
 }
 
-int process::sentinel() const { return state().own_child("get the sentinel of").pidfd(); }
+int process::sentinel() const {
+  const impl& s = state();
+  const int fd = s.own_child("get the sentinel of").sentinel();
+  if (fd < 0) {
+    throw error("process " + s.name +
+                " ended and was reaped outside mproc (SIGCHLD set to SIG_IGN, or a handler that reaps) "
+                "before start() returned: it has no sentinel");
+  }
+  return fd;
+}
 
 process_info current_process() { return detail::runtime::instance().current(); }
 

@@ -80,13 +80,11 @@ runtime::runtime() : pid_(::getpid()) {
 
 void runtime::after_fork_in_child() noexcept {
   pid_ = ::getpid();
-  // The parent's children are not ours: drop their pidfds without touching their mutexes
-  // (another parent thread may have held one at the fork). Touch only what is set: each
-  // page first written in a fresh child costs a page fault.
+  // The parent's children are not ours: drop their handles without touching their
+  // mutexes (another parent thread may have held one at the fork). Touch only what is
+  // set: each page first written in a fresh child costs a page fault.
   for (child_record* record : records_) {
-    if (record->pidfd() < 0) continue;
-    ::close(record->pidfd());
-    record->forget_in_fork_child();
+    if (record->sentinel() >= 0) record->forget_in_fork_child();
   }
   if (reaper_wake_fd_ >= 0) {
     ::close(reaper_wake_fd_);
@@ -174,7 +172,7 @@ void runtime::reaper_loop() noexcept {
       wake_fd = reaper_wake_fd_;
     }
     fds.assign(1, pollfd{wake_fd, POLLIN, 0});
-    for (const auto& c : watched) fds.push_back(pollfd{c->pidfd(), POLLIN, 0});
+    for (const auto& c : watched) fds.push_back(pollfd{c->sentinel(), POLLIN, 0});
     if (::poll(fds.data(), fds.size(), -1) < 0) continue;  // EINTR
     if (fds[0].revents != 0) {
       std::uint64_t count;
@@ -184,7 +182,7 @@ void runtime::reaper_loop() noexcept {
       if (fds[i].revents == 0) continue;
       try {
         watched[i - 1]->try_reap();
-      } catch (...) {  // waitid cannot fail on our own pidfd; never let the thread die
+      } catch (...) {  // waitid cannot fail on our own child; never let the thread die
       }
     }
     watched.clear();

@@ -1,11 +1,15 @@
 #include "shared_memory.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <ctime>
 #include <memory>
 #include <string>
 
@@ -37,11 +41,27 @@ std::size_t file_size(int fd) {
   return static_cast<std::size_t>(st.st_size);
 }
 
+// fallocate(2) past RLIMIT_FSIZE fails with EFBIG and also raises SIGXFSZ, whose default
+// action ends the process (Python ignores SIGXFSZ at start-up for this reason; a library
+// must not change the program's dispositions). So SIGXFSZ is blocked in this thread around
+// the call, and the one a refused call raised is taken back before the mask is restored:
+// the caller gets std::system_error (EFBIG) and nothing else happens. A program that blocks
+// SIGXFSZ itself finds it pending afterwards, as the kernel would leave it.
 void allocate(int fd, std::size_t offset, std::size_t length) {
+  sigset_t xfsz, old;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  ::pthread_sigmask(SIG_BLOCK, &xfsz, &old);
   const int r = retry_on_eintr([&] {
     return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
   });
-  if (r != 0) throw_system_error(last_error(), "fallocate (shared memory)");
+  const std::error_code ec = r != 0 ? last_error() : std::error_code{};
+  if (ec.value() == EFBIG && sigismember(&old, SIGXFSZ) == 0) {
+    const timespec now{};
+    ::sigtimedwait(&xfsz, nullptr, &now);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (ec) throw_system_error(ec, "fallocate (shared memory)");
 }
 
 }  // namespace

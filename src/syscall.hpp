@@ -25,9 +25,27 @@ auto retry_on_eintr(Call call) noexcept {
   return result;
 }
 
-// A pidfd for child `pid`, O_CLOEXEC (pidfds always are).
+// Whether this process can use pidfds. False once pidfd_open(2) has failed with ENOSYS
+// (Linux < 5.3, or valgrind, which does not know the call), and from the start when the
+// environment variable MPROC_FORCE_NO_PIDFD is "1" when mproc first asks (a test hook:
+// it makes the pid-based fallback testable on a kernel that has pidfds). Cheap: a load.
+bool pidfds_supported() noexcept;
+
+// A pidfd for process `pid`, O_CLOEXEC (pidfds always are). Without pidfd support
+// (above) it fails with ENOSYS (std::errc::function_not_supported) and does not ask the
+// kernel again. For children of the calling process use child_handle (child_handle.hpp),
+// which falls back to the pid.
 int pidfd_open(pid_t pid, std::error_code& ec) noexcept;
 std::error_code pidfd_send_signal(int pidfd, int signal) noexcept;
+// A duplicate (O_CLOEXEC) of descriptor `fd` of the process behind `pidfd`.
+int pidfd_getfd(int pidfd, int fd, std::error_code& ec) noexcept;
+
+// Sends `signal` to process `pid`: through `pidfd` when it is one (>= 0), else by
+// kill(2). Through a pidfd a recycled pid is never hit. kill(2) is safe only while `pid`
+// is an unreaped child of the caller (its pid cannot be reused before it is reaped); for
+// any other process a pid reused since the process ended would be hit: callers that use
+// it without a pidfd say why that is acceptable.
+std::error_code send_signal(pid_t pid, int pidfd, int signal) noexcept;
 
 // Blocks until `fd` is readable or the absolute CLOCK_MONOTONIC `deadline` passes (no
 // deadline: forever). EINTR never stretches the wait. Returns true when readable.

@@ -31,6 +31,11 @@
 // - mproc needs SIGCHLD left at its default (or a handler that does not reap mproc's
 //   children). With SIGCHLD set to SIG_IGN the kernel reaps children itself and their
 //   exit codes are lost: exitcode() then throws mproc::error.
+// - Children are managed through pidfds. Where pidfd_open(2) is missing (Linux < 5.3,
+//   valgrind) mproc falls back to the pid, with the same behaviour, except that a child
+//   reaped outside mproc (above) may have its pid reused before a later terminate() or
+//   kill() sends to it. MPROC_FORCE_NO_PIDFD=1 in the environment forces the fallback
+//   (a test hook).
 #pragma once
 
 #include <chrono>
@@ -118,7 +123,8 @@ class process {
   // Never blocks; reaps the child if it has ended. False before start().
   bool is_alive();
 
-  // SIGTERM / SIGKILL. No effect once the child has ended; never hits a recycled pid.
+  // SIGTERM / SIGKILL. No effect once the child has ended; never hits a recycled pid
+  // (without pidfds: unless the child was reaped outside mproc, see the contract above).
   void terminate();
   void kill();
 
@@ -138,8 +144,9 @@ class process {
   bool daemon() const;
   void set_daemon(bool daemon);
 
-  // A file descriptor (pidfd) that becomes readable when the child ends, for poll/select.
-  // Owned by the object: do not close it. Before start(): mproc::error.
+  // A file descriptor that becomes readable when the child ends, for poll/select: its
+  // pidfd, or where the kernel (or valgrind) has no pidfds, a pipe that reaches end of
+  // file then. Owned by the object: do not close it. Before start(): mproc::error.
   int sentinel() const;
 
  private:

@@ -32,10 +32,12 @@
 //   empty-value marker; nesting deeper than `serialization_max_depth`; a bad std::variant
 //   index, an unknown or mistyped shared_ptr id, or any other cereal::Exception;
 //   std::bad_alloc, std::length_error and any other exception thrown by a user's load
-//   function. Never a crash, an out-of-bounds read or undefined behaviour, provided user
-//   functions are themselves safe: cereal::binary_data in a user's serialize copies raw
-//   bytes into whatever it is given (use it only where every bit pattern is valid), and a
-//   user function that recurses without going through the archive escapes the depth limit.
+//   function. One error propagates unchanged: std::system_error, an OS failure while
+//   decoding (no free descriptor for a received mproc handle: EMFILE). Never a crash, an
+//   out-of-bounds read or undefined behaviour, provided user functions are themselves
+//   safe: cereal::binary_data in a user's serialize copies raw bytes into whatever it is
+//   given (use it only where every bit pattern is valid), and a user function that
+//   recurses without going through the archive escapes the depth limit.
 // - to_bytes: any exception thrown while encoding (a user's save, a valueless variant,
 //   nesting deeper than `serialization_max_depth`, two shared_ptrs of different types to one
 //   address) becomes a serialization_error wrapping its message, except std::bad_alloc,
@@ -107,6 +109,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -260,6 +263,8 @@ template <class T>
     throw;
   } catch (const serialization_error& e) {
     throw serialization_error(serial_prefix<T>("from_bytes") + e.what());
+  } catch (const std::system_error&) {
+    throw;  // the OS refused what decoding needed (a descriptor for a received handle)
 #if defined(__GLIBCXX__)
   } catch (const abi::__forced_unwind&) {
     throw;

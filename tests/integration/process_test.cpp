@@ -216,6 +216,27 @@ TEST(Process, SentinelBecomesReadableWhenTheChildEnds) {
   p.join();
 }
 
+// The ctest registrations prefixed nopidfd. run this file with MPROC_FORCE_NO_PIDFD=1:
+// mproc must then manage children by pid, as on a kernel or under a tool (valgrind)
+// without pidfds, and the sentinel is its notice pipe instead of a pidfd.
+TEST(Process, SentinelIsAPidfdUnlessTheFallbackIsForced) {
+  gate g;
+  mproc::process p([&g] { g.wait(); });
+  p.start();
+  char target[64] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(p.sentinel());
+  ASSERT_GT(::readlink(link.c_str(), target, sizeof target - 1), 0);
+  const char* forced = std::getenv("MPROC_FORCE_NO_PIDFD");
+  if (forced != nullptr && std::string(forced) == "1") {
+    EXPECT_EQ(std::string(target).rfind("pipe:", 0), 0U) << target;
+  } else {
+    EXPECT_STREQ(target, "anon_inode:[pidfd]");
+  }
+  g.release();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 class writer_process : public mproc::process {
  public:
   explicit writer_process(int fd) : fd_(fd) {}

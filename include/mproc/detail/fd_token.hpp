@@ -6,7 +6,9 @@
 // - The token names the sender's pid and descriptor number, plus the identity of the file
 //   (device and inode) so that a descriptor number reused meanwhile is detected.
 // - claim_fd_token() duplicates the sender's descriptor with pidfd_getfd(2), falling back
-//   to reopening /proc/<pid>/fd/<n> (for memfds, when pidfd_getfd is refused). The sender
+//   to reopening /proc/<pid>/fd/<n> when pidfd_getfd is refused (Yama) or missing (no
+//   pidfds: Linux < 5.6, valgrind). That reopening works for memfds and pipes, not for
+//   sockets: without pidfd_getfd a connection cannot be passed to a running process. The sender
 //   must therefore still be alive and still hold the handle when the token is claimed;
 //   otherwise claim_fd_token() throws mproc::error saying so. A token claimed in the
 //   sender itself is a plain dup.

@@ -1,0 +1,192 @@
+// The record stream inside a channel's shared memory, apart from the memory that holds it,
+// so that its framing can be tested on its own (tests/fuzz/channel_record_fuzz.cpp).
+//
+// Format: a chain of fixed-size blocks. Each block starts with a block_header; its data
+// runs from block_data_begin to its end. Messages are records, [u64 length][payload]
+// padded to 8 bytes, one after another, running on into the next block of the chain when
+// one is full, so a record may span any number of blocks. A place in the stream is a
+// position: block index and byte offset in the block.
+//
+// Trust: every byte a reader sees (positions, links, lengths) was written by another
+// process, which may have died or be hostile. The reader checks each against the store's
+// bounds and the published end, and throws mproc::error ("memory is corrupted") rather
+// than touch memory outside a block's data or read past the end; so does the writer for
+// the position and links it finds in the memory.
+//
+// Store: the memory, a type with
+//   static constexpr std::size_t block_bytes;  // a multiple of 8, > block_data_begin
+//   std::byte* block(std::uint32_t index);     // for index < block_count()
+//   std::uint32_t block_count() const;         // blocks that exist
+//   std::uint32_t allocate_block();            // writer only: a block whose next is no_block
+// Not thread-safe: a writer holds the producers' lock, a reader the consumers'.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mproc/error.hpp"
+
+namespace mproc::detail::channel_stream {
+
+inline constexpr std::size_t block_data_begin = 64;
+inline constexpr std::uint32_t no_block = UINT32_MAX;
+
+struct block_header {
+  std::atomic<std::uint32_t> next;       // the chain: set by the producer that filled this block
+  std::atomic<std::uint32_t> next_free;  // the free or released stack (channel.cpp)
+};
+static_assert(sizeof(block_header) <= block_data_begin);
+
+// A place in the stream, packed in one word so that it is published with a single atomic
+// store.
+struct position {
+  std::uint32_t block;
+  std::uint32_t offset;
+  friend bool operator==(position, position) = default;
+};
+inline std::uint64_t pack(position p) { return std::uint64_t{p.block} << 32 | p.offset; }
+inline position unpack(std::uint64_t v) {
+  return {static_cast<std::uint32_t>(v >> 32), static_cast<std::uint32_t>(v)};
+}
+
+inline std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+
+[[noreturn]] inline void corrupted(const std::string& what) {
+  throw error("mproc queue memory is corrupted (" + what + "); the unread messages were dropped");
+}
+
+template <class Store>
+block_header& meta(Store& s, std::uint32_t index) {
+  return *reinterpret_cast<block_header*>(s.block(index));
+}
+
+// A position a writer can leave behind: in a block that exists, 8-aligned, within the
+// block's data (at its very end when a record filled it exactly).
+template <class Store>
+bool valid_position(position p, std::uint32_t block_count) {
+  return p.block < block_count && p.offset >= block_data_begin && p.offset <= Store::block_bytes &&
+         p.offset % 8 == 0;
+}
+
+// Appends records at a position, linking in blocks as it goes.
+template <class Store>
+struct stream_writer {
+  Store& s;
+  position pos;
+
+  // Throws error if `start` is not a valid position.
+  stream_writer(Store& store, position start) : s(store), pos(start) {
+    if (!valid_position<Store>(start, s.block_count())) corrupted("bad tail position");
+  }
+
+  void write_record(std::span<const std::byte> payload) {
+    const std::uint64_t length = payload.size();
+    write(&length, sizeof length);
+    write(payload.data(), payload.size());
+    align();
+  }
+
+  void write(const void* source, std::size_t n) {
+    auto from = static_cast<const std::byte*>(source);
+    while (n > 0) {
+      if (pos.offset == Store::block_bytes) next_block();
+      const std::size_t k = std::min(n, Store::block_bytes - pos.offset);
+      std::memcpy(s.block(pos.block) + pos.offset, from, k);
+      pos.offset += static_cast<std::uint32_t>(k);
+      from += k;
+      n -= k;
+    }
+  }
+  void next_block() {
+    block_header& b = meta(s, pos.block);
+    // A producer that died after linking a block but before publishing left it here: reuse it.
+    std::uint32_t next = b.next.load(std::memory_order_acquire);
+    if (next == no_block) {
+      next = s.allocate_block();
+      b.next.store(next, std::memory_order_release);
+    } else if (next >= s.block_count()) {
+      corrupted("bad block link");
+    }
+    pos = {next, block_data_begin};
+  }
+  void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
+};
+
+// Reads the published records between `pos` and `end`.
+template <class Store>
+struct stream_reader {
+  Store& s;
+  position pos;
+  position end;
+
+  // Throws error unless `start` and `end` are valid positions.
+  stream_reader(Store& store, position start, position stop) : s(store), pos(start), end(stop) {
+    const std::uint32_t count = s.block_count();
+    if (!valid_position<Store>(start, count) || !valid_position<Store>(stop, count)) {
+      corrupted("bad head or tail position");
+    }
+  }
+
+  bool at_end() const { return pos == end; }
+
+  // The next record's payload: in place when it lies in one block (no copy), else copied
+  // into `gathered`. Valid until `gathered` changes or the blocks are reused. Throws error
+  // when the record's length or links do not fit the store or run past `end`.
+  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) {
+    std::uint64_t length;
+    read(&length, sizeof length);
+    if (length > std::size_t{s.block_count()} * Store::block_bytes) corrupted("bad message length");
+    const std::byte* bytes = contiguous(length);
+    if (bytes == nullptr) {
+      gathered.resize(length);
+      read(gathered.data(), length);
+      bytes = gathered.data();
+    }
+    align();
+    return {bytes, static_cast<std::size_t>(length)};
+  }
+
+  void enter_next_block_if_full() {
+    if (pos.offset != Store::block_bytes) return;
+    if (pos.block == end.block) corrupted("message runs past the published end");
+    const std::uint32_t next = meta(s, pos.block).next.load(std::memory_order_acquire);
+    if (next >= s.block_count()) corrupted("bad block link");
+    pos = {next, block_data_begin};
+  }
+  std::size_t available_here() const {
+    const std::size_t limit = pos.block == end.block ? end.offset : Store::block_bytes;
+    if (pos.offset > limit) corrupted("message runs past the published end");
+    return limit - pos.offset;
+  }
+  void read(void* target, std::size_t n) {
+    auto to = static_cast<std::byte*>(target);
+    while (n > 0) {
+      enter_next_block_if_full();
+      const std::size_t here = available_here();
+      if (here == 0) corrupted("message runs past the published end");
+      const std::size_t k = std::min(n, here);
+      std::memcpy(to, s.block(pos.block) + pos.offset, k);
+      pos.offset += static_cast<std::uint32_t>(k);
+      to += k;
+      n -= k;
+    }
+  }
+  // The next n bytes when they lie in one block (read in place, no copy); else null.
+  const std::byte* contiguous(std::size_t n) {
+    if (n == 0) return s.block(pos.block) + pos.offset;
+    enter_next_block_if_full();
+    if (available_here() < n) return nullptr;
+    const std::byte* p = s.block(pos.block) + pos.offset;
+    pos.offset += static_cast<std::uint32_t>(n);
+    return p;
+  }
+  void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
+};
+
+}  // namespace mproc::detail::channel_stream
