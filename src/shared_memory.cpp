@@ -75,6 +75,9 @@ std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size
   size = round_up(size, page);
   unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd) throw_system_error(last_error(), "memfd_create");
+  // A memfd has no name in any directory, but /proc/<pid>/fd/<n> opens it for whoever may
+  // inspect this process; it is created 0777, so narrow it to its owner.
+  if (::fchmod(fd.get(), 0600) != 0) throw_system_error(last_error(), "fchmod (shared memory)");
   allocate(fd.get(), 0, size);
   const auto [base, reserved] = reserve(size, reservation);
   std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));

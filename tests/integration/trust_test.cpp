@@ -1,0 +1,93 @@
+// Trust boundaries: what another program or process can reach of mproc's objects.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "mproc/mproc.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+// The descriptors a program exec'd by a forked child starts with: what mproc would leak
+// into a subprocess (the child's stdout is the pipe; `ls` lists its own directory fd too).
+std::set<std::string> descriptors_an_exec_sees() {
+  mproc_test::test_pipe out;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out.write_fd(), STDOUT_FILENO);
+    ::execl("/bin/ls", "ls", "-1", "/proc/self/fd", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  out.close_write();
+  const std::string listing = out.read_all();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << listing;
+  std::set<std::string> fds;
+  std::istringstream lines(listing);
+  for (std::string line; std::getline(lines, line);) fds.insert(line);
+  return fds;
+}
+
+int twice(int x) { return 2 * x; }
+
+// Every descriptor mproc opens is O_CLOEXEC: a program exec'd from a process that holds
+// queues, locks, pipes, a pool and running children inherits none of them.
+TEST(Trust, AnExecdProgramInheritsNoMprocDescriptor) {
+  const auto before = descriptors_an_exec_sees();
+  mproc::queue<int> q;
+  mproc::joinable_queue<std::string> jq;
+  mproc::mutex m;
+  mproc::condition c;
+  mproc::semaphore s(2);
+  mproc::event e;
+  mproc::barrier b(2);
+  mproc::shared_array<double> a(16);
+  auto [left, right] = mproc::pipe();
+  mproc::pool pool(2);
+  ASSERT_EQ(pool.apply(twice, 21), 42);
+  mproc::process child([](mproc::event e) { e.wait(); }, e);
+  child.start();
+  q.put(1);
+  const auto after = descriptors_an_exec_sees();
+  EXPECT_EQ(after, before) << "mproc descriptors leak into exec'd programs";
+  e.set();
+  child.join();
+  pool.close();
+  pool.join();
+}
+
+// Shared memory is a memfd, never a name another user could open, and its mode is 0600.
+TEST(Trust, SharedMemoryIsAnUnnamedPrivateMemfd) {
+  const auto shm_before = mproc_test::dev_shm_entries();
+  const int fds_before = mproc_test::count_open_fds();
+  mproc::queue<int> q;
+  mproc::mutex m;
+  EXPECT_EQ(mproc_test::dev_shm_entries(), shm_before);
+  int memfds = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64];
+    char target[256];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    const ssize_t n = ::readlink(link, target, sizeof target - 1);
+    if (n <= 0) continue;
+    target[n] = '\0';
+    if (std::string(target).rfind("/memfd:mproc", 0) != 0) continue;
+    ++memfds;
+    struct stat st {};
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600U) << target;
+    EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0) << target;
+  }
+  EXPECT_GE(memfds, 2);
+  EXPECT_GE(mproc_test::count_open_fds(), fds_before + 2);
+}
+
+}  // namespace
