@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -56,11 +57,12 @@ struct control_block {
   std::atomic<std::uint32_t> function_count;
   function_entry functions[max_functions];
 };
-static_assert(sizeof(control_block) % alignof(worker_slot) == 0);
+// The workers' slots start on the page after the table, so that workers can map the
+// table read-only: a worker gone rogue cannot point the others at its own code.
+constexpr std::size_t table_bytes = (sizeof(control_block) + 4095) / 4096 * 4096;
+static_assert(table_bytes % alignof(worker_slot) == 0);
 
-std::size_t control_bytes(unsigned processes) {
-  return sizeof(control_block) + sizeof(worker_slot) * processes;
-}
+std::size_t control_bytes(unsigned processes) { return table_bytes + sizeof(worker_slot) * processes; }
 
 struct task_header {
   std::uint64_t task;
@@ -638,6 +640,8 @@ namespace {
 [[noreturn]] void worker_main(pool_core::impl& p, unsigned slot, pid_t zygote) noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != zygote) ::_exit(1);
+  // Only the parent writes the function table; this worker only reads it.
+  if (::mprotect(p.control, table_bytes, PROT_READ) != 0) ::_exit(1);
   if (p.config.initializer) {
     try {
       p.config.initializer();
@@ -690,7 +694,8 @@ namespace {
     result_header rh{h.task, result_kind::ok, 0};
     result.resize(sizeof rh);
     try {
-      if (h.function >= p.control->function_count.load(std::memory_order_acquire)) {
+      const std::uint32_t known = p.control->function_count.load(std::memory_order_acquire);
+      if (h.function >= std::min<std::uint32_t>(known, max_functions)) {
         throw error("task names function " + std::to_string(h.function) + ", which the pool does not know");
       }
       const function_entry& f = p.control->functions[h.function];
@@ -831,7 +836,7 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   p.workers.resize(p.processes);
   p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes));
   p.control = new (p.control_memory->base()) control_block{};
-  p.slots = new (p.control_memory->base() + sizeof(control_block)) worker_slot[p.processes]{};
+  p.slots = new (p.control_memory->base() + table_bytes) worker_slot[p.processes]{};
   p.tasks = std::make_unique<channel>(0);
   p.results = std::make_unique<channel>(0);
   p.monitor_wake.reset(::eventfd(0, EFD_CLOEXEC));

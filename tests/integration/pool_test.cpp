@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -469,6 +470,24 @@ TEST(Pool, FourThreadsSubmitAtOnce) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong, 0);
+}
+
+// The table of task functions is written by the parent only: workers map it read-only, so
+// a worker gone rogue cannot redirect the others.
+TEST(Pool, WorkersMapTheFunctionTableReadOnly) {
+  mproc::pool p(1);
+  const auto table_mapping = [](int) {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    std::string found;
+    while (std::getline(maps, line)) {
+      if (line.find("memfd:mproc-pool") != std::string::npos) found += line.substr(line.find(' ') + 1, 4) + ";";
+    }
+    return found;
+  };
+  const std::string perms = p.apply(table_mapping, 0);
+  EXPECT_EQ(perms.rfind("r--s;", 0), 0U) << perms;            // the table first, read-only
+  EXPECT_NE(perms.find("rw-s;"), std::string::npos) << perms;  // then the workers' slots
 }
 
 TEST(Pool, WorkersIgnoreSigint) {
