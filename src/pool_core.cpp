@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "child_handle.hpp"
 #include "fd.hpp"
 #include "mproc/detail/channel.hpp"
 #include "mproc/error.hpp"
@@ -28,10 +29,6 @@
 #include "runtime.hpp"
 #include "shared_memory.hpp"
 #include "syscall.hpp"
-
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 
 namespace mproc::detail {
 namespace {
@@ -100,7 +97,6 @@ std::int64_t now_ns() {
       .count();
 }
 
-int exitcode_of(const siginfo_t& info) { return info.si_code == CLD_EXITED ? info.si_status : -info.si_status; }
 
 void send_all(int fd, const void* data, std::size_t size, int pass_fd = -1) {
   iovec iov{const_cast<void*>(data), size};
@@ -175,13 +171,13 @@ struct pool_core::impl {
   std::unique_ptr<channel> results;
 
   pid_t zygote_pid = 0;
-  unique_fd zygote_pidfd;
+  child_handle zygote;
   unique_fd zygote_socket;
   unique_fd monitor_wake;  // eventfd
 
   struct worker_info {
     pid_t pid = 0;
-    unique_fd pidfd;
+    unique_fd pidfd;  // passed by the zygote; empty without pidfd support (see kill_worker)
     std::uint64_t timed_out_task = 0;  // the task the parent killed it for
   };
 
@@ -399,7 +395,7 @@ struct pool_core::impl {
       w.pid = r.pid;
       w.pidfd = std::move(pidfd);
       w.timed_out_task = 0;
-      if (state == phase::terminated) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+      if (state == phase::terminated) kill_worker(w);
       return;
     }
     if (r.kind == report_kind::spawn_failed) {
@@ -516,9 +512,9 @@ struct pool_core::impl {
       worker_info& w = workers[k];
       const std::int64_t left = started + limit - now;
       if (left <= 0) {
-        if (w.timed_out_task != task && w.pidfd) {
+        if (w.timed_out_task != task && w.pid != 0) {
           w.timed_out_task = task;
-          (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
+          kill_worker(w);
         }
       } else {
         next = std::min(next, left);
@@ -564,9 +560,7 @@ struct pool_core::impl {
       if (state != phase::terminated) state = phase::terminated;
       for (auto& [id, s] : pending) failed.push_back(std::move(s));
       pending.clear();
-      for (auto& w : workers) {
-        if (w.pidfd) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
-      }
+      for (auto& w : workers) kill_worker(w);
     }
     fail_all(std::move(failed), "the pool's zygote process died; the pool cannot run tasks any more");
   }
@@ -626,10 +620,17 @@ struct pool_core::impl {
     run_posted();  // what was posted after the result thread's last look
     // The zygote ends once its socket closes (it kills what is left of its workers).
     zygote_socket.reset();
-    siginfo_t info{};
-    retry_on_eintr([&] {
-      return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(zygote_pidfd.get()), &info, WEXITED);
-    });
+    std::error_code ec;
+    (void)zygote.reap(ec);
+  }
+
+  // SIGKILL to worker `w` (mutex held), if it runs: through the pidfd the zygote passed.
+  // Without pidfd support there is none, and the pid is used: the zygote may have reaped
+  // the worker, and the kernel reused its pid, just before its report of the exit reached
+  // the monitor thread (a window of one socket message), which is accepted on systems
+  // without pidfds (see child_handle.hpp).
+  static void kill_worker(const worker_info& w) {
+    if (w.pid != 0) (void)send_signal(w.pid, w.pidfd.get(), SIGKILL);
   }
 };
 
@@ -730,50 +731,44 @@ namespace {
   struct sigaction default_chld {};
   default_chld.sa_handler = SIG_DFL;
   ::sigaction(SIGCHLD, &default_chld, nullptr);
+  // The parent's pidfd becomes readable when it dies. Without pidfd support (valgrind,
+  // Linux < 5.3) getppid() changes instead (the zygote is re-parented): checked every
+  // 100 ms.
   std::error_code ec;
   const int parent_fd = pidfd_open(parent, ec);
-  if (parent_fd < 0 || ::getppid() != parent) ::_exit(1);
+  if ((parent_fd < 0 && ec != std::errc::function_not_supported) || ::getppid() != parent) ::_exit(1);
+  const int parent_check_ms = parent_fd < 0 ? 100 : -1;
   struct child {
     std::uint32_t slot;
-    pid_t pid;
-    int pidfd;
+    child_handle handle;  // an unreaped child of the zygote: signals never hit a reused pid
   };
   std::vector<child> children;
   bool quitting = false;
   auto kill_all = [&] {
-    for (const child& c : children) (void)pidfd_send_signal(c.pidfd, SIGKILL);
+    for (const child& c : children) (void)c.handle.signal(SIGKILL);
   };
   auto reap_all_and_exit = [&] {
     kill_all();
-    for (const child& c : children) {
-      siginfo_t info{};
-      retry_on_eintr([&] {
-        return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED);
-      });
-    }
+    for (child& c : children) (void)c.handle.reap(ec);
     ::_exit(0);
   };
   std::vector<pollfd> fds;
   for (;;) {
     if (quitting && children.empty()) ::_exit(0);
     fds.assign({{sock, POLLIN, 0}, {parent_fd, POLLIN, 0}});
-    for (const child& c : children) fds.push_back({c.pidfd, POLLIN, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
-    if (fds[1].revents != 0) reap_all_and_exit();  // the parent died
+    for (const child& c : children) fds.push_back({c.handle.fd(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), parent_check_ms) < 0) continue;
+    if (fds[1].revents != 0 || (parent_fd < 0 && ::getppid() != parent)) reap_all_and_exit();  // the parent died
     for (std::size_t i = 2; i < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
       child& c = children[i - 2];
-      siginfo_t info{};
-      if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED | WNOHANG) != 0 ||
-          info.si_pid == 0) {
-        continue;
-      }
-      const report r{report_kind::exited, c.slot, c.pid, exitcode_of(info)};
+      const std::optional<int> code = c.handle.try_reap(ec);
+      if (!code) continue;
+      const report r{report_kind::exited, c.slot, c.handle.pid(), *code};
       send_all(sock, &r, sizeof r);
-      ::close(c.pidfd);
-      c.pidfd = -1;
+      c.handle.reset();
     }
-    std::erase_if(children, [](const child& c) { return c.pidfd < 0; });
+    std::erase_if(children, [](const child& c) { return !c.handle; });
     if (fds[0].revents == 0) continue;
     command cmd{};
     const ssize_t got = receive(sock, &cmd, sizeof cmd, nullptr);
@@ -787,7 +782,7 @@ namespace {
         if (pid == 0) {
           ::close(sock);
           ::close(parent_fd);
-          for (const child& c : children) ::close(c.pidfd);
+          for (child& c : children) c.handle.reset();
           worker_main(p, cmd.slot, self);
         }
         // Out of processes (RLIMIT_NPROC, memory) or descriptors: report it, after a
@@ -801,17 +796,17 @@ namespace {
           spawn_failed(errno);
           break;
         }
-        const int pidfd = pidfd_open(pid, ec);
-        if (pidfd < 0) {  // a worker we could not watch would never be reported
+        child_handle handle = child_handle::open(pid, ec);
+        if (!handle) {  // a worker we could not watch would never be reported
           ::kill(pid, SIGKILL);
           int status;
           retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
           spawn_failed(ec.value());
           break;
         }
-        children.push_back({cmd.slot, pid, pidfd});
         const report r{report_kind::spawned, cmd.slot, pid, 0};
-        send_all(sock, &r, sizeof r, pidfd);
+        send_all(sock, &r, sizeof r, handle.pidfd());  // -1 without pidfds: no fd passed
+        children.push_back({cmd.slot, std::move(handle)});
         break;
       }
       case command_kind::kill_all:
@@ -861,9 +856,9 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   zygote_end.reset();
   p.zygote_pid = pid;
   std::error_code ec;
-  p.zygote_pidfd.reset(pidfd_open(pid, ec));
+  p.zygote = child_handle::open(pid, ec);
   p.zygote_socket = std::move(parent_end);
-  if (!p.zygote_pidfd) {
+  if (!p.zygote) {
     ::kill(pid, SIGKILL);
     int status;
     retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
@@ -958,9 +953,7 @@ void pool_core::terminate() {
     p.state = impl::phase::terminated;
     for (auto& [id, s] : p.pending) failed.push_back(std::move(s));
     p.pending.clear();
-    for (auto& w : p.workers) {
-      if (w.pidfd) (void)pidfd_send_signal(w.pidfd.get(), SIGKILL);
-    }
+    for (auto& w : p.workers) p.kill_worker(w);
   }
   try {
     p.request(command_kind::kill_all);
@@ -971,6 +964,7 @@ void pool_core::terminate() {
 
 void pool_core::join() {
   impl& p = *impl_;
+  bool closed;  // read under the lock: the monitor thread sets `terminated` if the zygote dies
   {
     std::unique_lock lock(p.mutex);
     if (p.state == impl::phase::running) throw error("pool::join() needs close() or terminate() first");
@@ -979,8 +973,9 @@ void pool_core::join() {
         return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes);
       });
     }
+    closed = p.state == impl::phase::closed;
   }
-  if (p.state == impl::phase::closed) {
+  if (closed) {
     try {
       p.request(command_kind::quit);
     } catch (...) {

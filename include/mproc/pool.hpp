@@ -139,25 +139,6 @@ void invoke_apply(generic_function g, std::span<const std::byte> in, std::vector
   }
 }
 
-// The worker side of a map chunk: items in, results out, in order.
-template <class F, class T, bool star>
-void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
-  auto items = from_bytes<std::vector<T>>(in);
-  F f = from_generic<F>(g);
-  auto call = [&](T& item) -> decltype(auto) {
-    if constexpr (star) {
-      return std::apply(f, std::move(item));
-    } else {
-      return std::invoke(f, std::move(item));
-    }
-  };
-  using R = std::remove_cvref_t<decltype(call(items.front()))>;
-  std::vector<R> results;
-  results.reserve(items.size());
-  for (T& item : items) results.push_back(call(item));
-  to_bytes(results, out);
-}
-
 // Vectors of numbers, which map moves in bulk, encode as the version byte, a u64 count and
 // the raw elements (<mproc/serialize.hpp>). These two produce and read exactly those bytes
 // without building a std::vector in between.
@@ -185,24 +166,83 @@ std::size_t encode_vector_after_header(std::span<const T> items, std::vector<std
   }
 }
 
+// The elements of what to_bytes(std::vector<T>) wrote, in place: their count and bytes.
+// serialization_error if `bytes` is not such a message.
+template <class T>
+std::pair<std::size_t, const std::byte*> raw_vector_elements(std::span<const std::byte> bytes) {
+  static_assert(is_raw_vector_element_v<T>);
+  std::uint64_t n = 0;
+  if (bytes.size() < 1 + sizeof n || bytes[0] != static_cast<std::byte>(serialization_format_version)) {
+    throw serialization_error("pool::map: a chunk is not a valid message");
+  }
+  std::memcpy(&n, bytes.data() + 1, sizeof n);
+  if (n != (bytes.size() - 1 - sizeof n) / sizeof(T) || (bytes.size() - 1 - sizeof n) % sizeof(T) != 0) {
+    throw serialization_error("pool::map: a chunk's element count does not match its length");
+  }
+  return {static_cast<std::size_t>(n), bytes.data() + 1 + sizeof n};
+}
+
 // Decodes what to_bytes(std::vector<T>) wrote straight into `into`, whose size the count
 // must equal (else serialization_error). False for element types without that layout.
 template <class T>
 bool decode_vector_into(std::span<const std::byte> bytes, std::span<T> into) {
   if constexpr (is_raw_vector_element_v<T>) {
-    std::uint64_t n = 0;
-    if (bytes.size() < 1 + sizeof n || bytes[0] != static_cast<std::byte>(serialization_format_version)) {
-      throw serialization_error("pool::map: a chunk's results are not a valid message");
-    }
-    std::memcpy(&n, bytes.data() + 1, sizeof n);
-    if (n != into.size() || bytes.size() - 1 - sizeof n != into.size_bytes()) {
+    const auto [n, data] = raw_vector_elements<T>(bytes);
+    if (n != into.size()) {
       throw serialization_error("pool::map: a chunk of " + std::to_string(into.size()) +
                                 " items came back with a different number of results");
     }
-    if (!into.empty()) std::memcpy(into.data(), bytes.data() + 1 + sizeof n, into.size_bytes());
+    if (n != 0) std::memcpy(into.data(), data, into.size_bytes());
     return true;
   } else {
     return false;
+  }
+}
+
+// Whether a map chunk maps numbers to numbers.
+template <class F, class T, bool star>
+constexpr bool is_raw_chunk() {
+  if constexpr (star || !is_raw_vector_element_v<T>) {
+    return false;
+  } else {
+    return is_raw_vector_element_v<std::remove_cvref_t<std::invoke_result_t<F&, T>>>;
+  }
+}
+
+// The worker side of a map chunk: items in, results out, in order. Numbers to numbers go
+// from the message to the result message without a vector on either side.
+template <class F, class T, bool star>
+void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
+  F f = from_generic<F>(g);
+  if constexpr (is_raw_chunk<F, T, star>()) {
+    using R = std::remove_cvref_t<std::invoke_result_t<F&, T>>;
+    const auto [n, data] = raw_vector_elements<T>(in);
+    const std::uint64_t count = n;
+    const std::size_t at = out.size();
+    out.resize(at + 1 + sizeof count + n * sizeof(R));
+    out[at] = static_cast<std::byte>(serialization_format_version);
+    std::memcpy(out.data() + at + 1, &count, sizeof count);
+    std::byte* results = out.data() + at + 1 + sizeof count;
+    for (std::size_t i = 0; i < n; ++i) {
+      T item;
+      std::memcpy(&item, data + i * sizeof(T), sizeof item);
+      const R result = std::invoke(f, std::move(item));
+      std::memcpy(results + i * sizeof(R), &result, sizeof result);
+    }
+  } else {
+    auto items = from_bytes<std::vector<T>>(in);
+    auto call = [&](T& item) -> decltype(auto) {
+      if constexpr (star) {
+        return std::apply(f, std::move(item));
+      } else {
+        return std::invoke(f, std::move(item));
+      }
+    };
+    using R = std::remove_cvref_t<decltype(call(items.front()))>;
+    std::vector<R> results;
+    results.reserve(items.size());
+    for (T& item : items) results.push_back(call(item));
+    to_bytes(results, out);
   }
 }
 
