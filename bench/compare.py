@@ -184,8 +184,7 @@ ROWS: list[Row] = [
          Contender("python_queue", "Python mp.Queue (fork)"),
          Contender("python_simplequeue", "Python mp.SimpleQueue (fork)")],
         # mproc_batch moves 8× the iterations, hand_ring 32× (bench/queue_bench.cpp).
-        row_programs("queue-small", "mproc_queue_bench", 2_000_000, "queue_bench.py", 100_000)
-        + [cpp("mproc_boost_queue_bench", 2_000_000, "--row", "queue-small")],
+        row_programs("queue-small", "mproc_queue_bench", 2_000_000, "queue_bench.py", 100_000),
         goals=[Goal("mproc put/get ≥ 30M msg/s-class", "mproc", at_least=30e6),
                Goal("mproc batched ≥ 30M msg/s-class", "mproc_batch", at_least=30e6),
                Goal("mproc ≥ 5× Boost", "mproc", "boost", min_speedup=5)],
@@ -199,9 +198,8 @@ ROWS: list[Row] = [
          Contender("mproc", "mproc put/get"),
          Contender("boost", "Boost.Interprocess message_queue, 16 slots"),
          Contender("python_queue", "Python mp.Queue (fork), bytes")],
-        # memcpy moves 8× the iterations (bench/queue_bench.cpp).
-        row_programs("queue-large", "mproc_queue_bench", 1000, "queue_bench.py", 400)
-        + [cpp("mproc_boost_queue_bench", 2000, "--row", "queue-large")],
+        # memcpy moves 8× the iterations, boost 2× (bench/queue_bench.cpp).
+        row_programs("queue-large", "mproc_queue_bench", 1000, "queue_bench.py", 400),
         baseline="memcpy",
         goals=[Goal("mproc ≥ 2× Boost", "mproc", "boost", min_speedup=2)],
         speedups=[("mproc", "boost"), ("mproc", "python_queue")]),
@@ -210,8 +208,8 @@ ROWS: list[Row] = [
          Contender("mproc", "mproc two queues"),
          Contender("boost", "Boost.Interprocess two message_queues"),
          Contender("python_queue", "Python two mp.Queues (fork)")],
-        row_programs("ping-pong", "mproc_queue_bench", 100_000, "queue_bench.py", 10_000)
-        + [cpp("mproc_boost_queue_bench", 20_000, "--row", "ping-pong")],
+        # boost makes a fifth of the round trips (bench/queue_bench.cpp).
+        row_programs("ping-pong", "mproc_queue_bench", 100_000, "queue_bench.py", 10_000),
         goals=[Goal("mproc ≤ 1 µs when a core is idle", "mproc", at_most=1.0),
                Goal("mproc ≤ cpp-ipc's", "mproc", "cpp_ipc",
                     not_measured="cpp-ipc is not packaged in Debian, and mproc's dependencies come from "

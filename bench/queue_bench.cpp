@@ -14,17 +14,19 @@
 //                beside the floor of mproc's design: two processes taking turns on one
 //                futex word in shared memory, spinning as mproc's queues do, then
 //                sleeping with FUTEX_WAIT ("futex_pingpong"). per_op_us.
-// Python's multiprocessing peers are in bench/queue_bench.py, Boost.Interprocess's
-// message_queue in bench/boost_queue_bench.cpp.
+// Each row also runs Boost.Interprocess 1.74's message_queue, the peer DESIGN.md's
+// performance contract names ("boost"), through the very sessions mproc's queues run
+// (boost_queue below). Python's multiprocessing peers are in bench/queue_bench.py.
 //
 // Output (stdout), CSV, one line per contender per round after a header:
 //   round,contender,<metric>
 // Each round runs every contender over --iterations messages (round trips; the fast
 // mproc_batch and memcpy over 8 times as many, hand_ring over 32 times, so that they run
-// long enough to time), split into --slices sessions that alternate between the
-// contenders (A B, B A, ...), and rounds alternate which one starts, as in
-// bench/spawn_bench.cpp. A session forks a fresh child (a daemon mproc::process), and the
-// fork is not timed:
+// long enough to time; boost over twice as many in queue-large and a fifth as many in
+// ping-pong, where a round trip costs it several times mproc's), split into --slices
+// sessions that alternate between the contenders (A B, B A, ...), and rounds alternate
+// which one starts, as in bench/spawn_bench.cpp. A session forks a fresh child (a daemon
+// mproc::process), and the fork is not timed:
 // - queue rows: the child produces, the parent consumes. The clock starts when the parent
 //   has received the first message (or batch) and stops at the last one; the rate counts
 //   the messages in between. That is the end-to-end throughput, whichever side is slower.
@@ -38,6 +40,17 @@
 // finds a mismatch throws (exit code 1), which the parent reports; any failure exits 2.
 //
 // --only runs one contender (for profiling it alone with perf or strace).
+//
+// Boost's queues are bounded: --maxsize M slots, or where M is 0 (unbounded, mproc's
+// default in queue-small and ping-pong) the row's boost_slots. In queue-small that is 65536:
+// Boost preallocates its slots (32 bytes each for 8-byte messages: a header, the payload,
+// an index entry), and a Boost queue that runs full or empty costs a condition-variable
+// sleep and wake-up, so too few slots hold Boost back: on the 2-core development VM, in its
+// faster runs, 64 slots gave 1.5-5.6M msg/s, 256 12M, 1024 15M, 65536 18-19M and 262144
+// 14-16M (in its slower runs every capacity from 256 up, and mproc too, gave 6.5-9M).
+// 65536 slots (2 MiB) are Boost's best, so that its bound cannot be what it loses on;
+// `--maxsize C --only boost` lets anyone check. In ping-pong, where each queue holds at
+// most one message, 16 as in queue-large.
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -48,16 +61,20 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench_support.hpp"
+#include "boost_queue.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 
@@ -84,20 +101,23 @@ constexpr bench::program program{
     "         [--batch B] [--maxsize M] [--only CONTENDER]\n"
     "  R rounds (default 7). Per round each contender moves N messages (ping-pong:\n"
     "  round trips; defaults 2000000, 1000, 100000; mproc_batch and memcpy move 8 N,\n"
-    "  hand_ring 32 N)\n"
+    "  hand_ring 32 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
     "  in S sessions (default 2) that alternate between the contenders, after one\n"
     "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
     "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
     "  batch size of mproc_batch (default 256). M: the queues' maxsize (0: unbounded;\n"
-    "  default 0, queue-large 16). Contenders: queue-small mproc, mproc_batch,\n"
-    "  hand_ring; queue-large memcpy, mproc; ping-pong mproc, futex_pingpong.\n"
+    "  default 0, queue-large 16); Boost's queues, which must be bounded, hold M\n"
+    "  messages, or where M is 0 65536 (queue-small) or 16 (ping-pong).\n"
+    "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-large\n"
+    "  memcpy, mproc, boost; ping-pong mproc, futex_pingpong, boost.\n"
     "  --only runs one (to profile it).\n"
     "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
 
 struct options : bench::round_options {
   long warmup = -1;  // -1: the row's default
   long batch = 256;
-  long maxsize = -1;  // -1: the row's default
+  long maxsize = -1;     // -1: the row's default
+  long boost_slots = 0;  // Boost's max_num_msg: maxsize, or the row's boost_slots if that is 0
 };
 
 options parse(int argc, char** argv) {
@@ -124,16 +144,78 @@ u64 expected_checksum(u64 seed, u64 count) {
 
 std::string nth(const char* who, u64 i) { return std::string(who) + ": message " + std::to_string(i); }
 
-void join_child(mproc::process& p, const char* what) {
+void join_child(mproc::process& p, const std::string& what) {
   p.join();
   const auto code = p.exitcode();
-  if (code != 0) program.die(std::string(what) + ": child exited with " + (code ? std::to_string(*code) : "?"));
+  if (code != 0) program.die(what + ": child exited with " + (code ? std::to_string(*code) : "?"));
 }
+
+// A 1 MiB message filled with bytes as a producer's real data would be.
+std::vector<std::uint8_t> filled_message() {
+  std::vector<std::uint8_t> m(large_bytes);
+  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<std::uint8_t>(i * 131 + 7);
+  return m;
+}
+
+// ---- the queues ---------------------------------------------------------------------------
+
+// The sessions of the "mproc" and "boost" contenders are templates over the queue, Queue<T>,
+// made from the options, with mproc::queue's put(const T&) and get(). A copy shares the
+// queue: the sessions capture it by value in the child they fork.
+
+// mproc's queue, bounded by --maxsize (0: unbounded).
+template <class T>
+struct mproc_queue : mproc::queue<T> {
+  static constexpr const char* name = "mproc";
+  explicit mproc_queue(const options& o) : mproc::queue<T>(static_cast<std::size_t>(o.maxsize)) {}
+};
+
+// Boost's message_queue of o.boost_slots messages of a T (u64), or of 1 MiB (a vector of
+// bytes). Its get() of a vector receives into a buffer of this copy's own, allocated and
+// touched in the first get() (untimed in every session), and returns a view of it, where
+// mproc's get() returns a fresh vector: Boost receives into the caller's buffer, and that
+// is what a user of Boost would do.
+template <class T>
+class boost_queue {
+ public:
+  static constexpr const char* name = "boost";
+  static constexpr bool bytes = std::is_same_v<T, std::vector<std::uint8_t>>;
+  static_assert(bytes || std::is_same_v<T, u64>);
+
+  explicit boost_queue(const options& o)
+      : q_(bench::make_boost_queue(static_cast<std::size_t>(o.boost_slots), bytes ? large_bytes : sizeof(u64))) {}
+
+  void put(const T& v) {
+    if constexpr (bytes) {
+      q_->send(v.data(), v.size(), 0);
+    } else {
+      q_->send(&v, sizeof v, 0);
+    }
+  }
+
+  auto get() {
+    if constexpr (bytes) {
+      if (buffer_.empty()) buffer_ = filled_message();
+      return std::span<const std::uint8_t>(buffer_.data(), bench::receive(*q_, buffer_.data(), buffer_.size()));
+    } else {
+      u64 v = 0;
+      const std::size_t got = bench::receive(*q_, &v, sizeof v);
+      if (got != sizeof v) mismatch("boost: a message's size", got, sizeof v);
+      return v;
+    }
+  }
+
+ private:
+  std::shared_ptr<boost::interprocess::message_queue> q_;
+  std::vector<std::uint8_t> buffer_;
+};
 
 // ---- queue-small ----------------------------------------------------------------------
 
+template <template <class> class Queue>
 measured small_single(const options& o, long n, u64 seed) {
-  mproc::queue<u64> q(static_cast<std::size_t>(o.maxsize));
+  const std::string what = std::string("queue-small ") + Queue<u64>::name;
+  Queue<u64> q(o);
   auto producer = start_child([q, n, seed]() mutable {
     for (long i = 0; i < n; ++i) q.put(value_of(seed, static_cast<u64>(i)));
   });
@@ -146,8 +228,8 @@ measured small_single(const options& o, long n, u64 seed) {
   const auto t0 = clock_type::now();
   for (long i = 1; i < n; ++i) check(static_cast<u64>(i), q.get());
   const auto t1 = clock_type::now();
-  join_child(producer, "queue-small mproc producer");
-  if (sum.h != expected_checksum(seed, static_cast<u64>(n))) program.die("queue-small mproc: checksum mismatch");
+  join_child(producer, what + " producer");
+  if (sum.h != expected_checksum(seed, static_cast<u64>(n))) program.die(what + ": checksum mismatch");
   return {t1 - t0, static_cast<double>(n - 1)};
 }
 
@@ -206,12 +288,6 @@ void verify(const std::uint8_t* message, u64 seed, u64 i, checksum& sum) {
   }
 }
 
-std::vector<std::uint8_t> filled_message() {
-  std::vector<std::uint8_t> m(large_bytes);
-  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<std::uint8_t>(i * 131 + 7);
-  return m;
-}
-
 measured large_memcpy(const options&, long n, u64 seed) {
   // Allocated and touched once per program: the copies read memory, not page faults.
   static std::vector<std::vector<std::uint8_t>> sources = [] {
@@ -235,8 +311,10 @@ measured large_memcpy(const options&, long n, u64 seed) {
   return {t1 - t0, static_cast<double>(n) * large_bytes};
 }
 
+template <template <class> class Queue>
 measured large_queue(const options& o, long n, u64 seed) {
-  mproc::queue<std::vector<std::uint8_t>> q(static_cast<std::size_t>(o.maxsize));
+  const std::string what = std::string("queue-large ") + Queue<std::vector<std::uint8_t>>::name;
+  Queue<std::vector<std::uint8_t>> q(o);
   auto producer = start_child([q, n, seed]() mutable {
     std::vector<std::uint8_t> message = filled_message();
     for (long i = 0; i < n; ++i) {
@@ -246,10 +324,9 @@ measured large_queue(const options& o, long n, u64 seed) {
   });
   checksum sum;
   const auto take = [&](long i) {
-    const std::vector<std::uint8_t> message = q.get();
+    const auto message = q.get();
     if (message.size() != large_bytes) {
-      program.die("queue-large mproc: message " + std::to_string(i) + " has " + std::to_string(message.size()) +
-                  " bytes");
+      program.die(what + ": message " + std::to_string(i) + " has " + std::to_string(message.size()) + " bytes");
     }
     verify(message.data(), seed, static_cast<u64>(i), sum);
   };
@@ -257,18 +334,20 @@ measured large_queue(const options& o, long n, u64 seed) {
   const auto t0 = clock_type::now();
   for (long i = 1; i < n; ++i) take(i);
   const auto t1 = clock_type::now();
-  join_child(producer, "queue-large mproc producer");
+  join_child(producer, what + " producer");
   if (sum.h != expected_checksum(seed, static_cast<u64>(n) * stamps_per_message)) {
-    program.die("queue-large mproc: checksum mismatch");
+    program.die(what + ": checksum mismatch");
   }
   return {t1 - t0, static_cast<double>(n - 1) * large_bytes};
 }
 
 // ---- ping-pong ------------------------------------------------------------------------
 
+template <template <class> class Queue>
 measured ping_pong(const options& o, long n, u64 seed) {
-  mproc::queue<u64> requests(static_cast<std::size_t>(o.maxsize));
-  mproc::queue<u64> answers(static_cast<std::size_t>(o.maxsize));
+  const std::string what = std::string("ping-pong ") + Queue<u64>::name;
+  Queue<u64> requests(o);
+  Queue<u64> answers(o);
   const long total = n + o.warmup;
   auto echo = start_child([requests, answers, total, seed]() mutable {
     for (long i = 0; i < total; ++i) {
@@ -290,8 +369,8 @@ measured ping_pong(const options& o, long n, u64 seed) {
   const auto t0 = clock_type::now();
   for (long i = o.warmup; i < total; ++i) round_trip(i);
   const auto t1 = clock_type::now();
-  join_child(echo, "ping-pong echo");
-  if (sum.h != expected_checksum(seed, static_cast<u64>(total))) program.die("ping-pong: checksum mismatch");
+  join_child(echo, what + " echo");
+  if (sum.h != expected_checksum(seed, static_cast<u64>(total))) program.die(what + ": checksum mismatch");
   return {t1 - t0, static_cast<double>(n)};
 }
 
@@ -469,7 +548,9 @@ measured futex_ping_pong(const options& o, long n, u64 seed) {
 struct contender {
   const char* name;
   measured (*session)(const options&, long n, u64 seed);
-  long scale = 1;  // moves scale x --iterations messages: the fast ones need more to time
+  // Moves scale x --iterations messages (at least 2 per session): the fast ones need more
+  // to time, and a slow one (boost in ping-pong) fewer to keep the round short.
+  double scale = 1;
 };
 
 struct row {
@@ -479,15 +560,22 @@ struct row {
   long iterations;
   long warmup;
   long maxsize;
+  long boost_slots;  // Boost's queues' bound when maxsize is 0 (see the top of this file)
   std::vector<contender> contenders;
 };
 
 const std::array rows = {
-    row{"queue-small", "msgs_per_s", metric::rate, 2'000'000, 100'000, 0,
-        {{"mproc", small_single}, {"mproc_batch", small_batch, 8}, {"hand_ring", small_ring, 32}}},
-    row{"queue-large", "gb_per_s", metric::bandwidth, 1000, 50, 16, {{"memcpy", large_memcpy, 8}, {"mproc", large_queue}}},
-    row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0,
-        {{"mproc", ping_pong}, {"futex_pingpong", futex_ping_pong}}},
+    row{"queue-small", "msgs_per_s", metric::rate, 2'000'000, 100'000, 0, 65536,
+        {{"mproc", small_single<mproc_queue>},
+         {"mproc_batch", small_batch, 8},
+         {"hand_ring", small_ring, 32},
+         {"boost", small_single<boost_queue>}}},
+    row{"queue-large", "gb_per_s", metric::bandwidth, 1000, 50, 16, 16,
+        {{"memcpy", large_memcpy, 8}, {"mproc", large_queue<mproc_queue>}, {"boost", large_queue<boost_queue>, 2}}},
+    row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0, 16,
+        {{"mproc", ping_pong<mproc_queue>},
+         {"futex_pingpong", futex_ping_pong},
+         {"boost", ping_pong<boost_queue>, 0.2}}},
 };
 
 // Session seeds: distinct for every session of every round and contender.
@@ -505,6 +593,7 @@ int main(int argc, char** argv) {
   if (opts.iterations == 0) opts.iterations = r.iterations;
   if (opts.warmup < 0) opts.warmup = r.warmup;
   if (opts.maxsize < 0) opts.maxsize = r.maxsize;
+  opts.boost_slots = opts.maxsize > 0 ? opts.maxsize : r.boost_slots;
   // Each session times all but its first message: at least two per session.
   opts.iterations = std::max(opts.iterations, 2L);
   opts.slices = static_cast<int>(std::clamp<long>(opts.iterations / 2, 1, opts.slices));
@@ -519,7 +608,7 @@ int main(int argc, char** argv) {
     }
     bench::print_rounds(r, opts, [&](std::size_t i, int round, int slice, long n) {
       const contender& c = r.contenders[i];
-      return c.session(opts, n * c.scale, seed_of(round, slice, i));
+      return c.session(opts, std::max(2L, std::lround(static_cast<double>(n) * c.scale)), seed_of(round, slice, i));
     });
   } catch (const std::exception& e) {
     program.die(e.what());

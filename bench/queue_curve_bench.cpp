@@ -9,9 +9,10 @@
 //                At other sizes it is left out.
 //   boost        boost::interprocess::message_queue with max_msg_size S, send() from one
 //                reused buffer and receive() into another (only when built with Boost:
-//                MPROC_BENCH_HAVE_BOOST). Its shared memory has a name in /dev/shm, which is
-//                removed as soon as the queue is made: the child inherits the mapping by
-//                fork, so nothing is left there even if the program is killed mid-session.
+//                MPROC_BENCH_HAVE_BOOST). Its shared memory has a name in /dev/shm, which
+//                bench/boost_queue.hpp removes as soon as the queue is made: the child
+//                inherits the mapping by fork, so nothing is left there even if the program
+//                is killed mid-session.
 // Python's multiprocessing.Queue peer (bytes) is bench/queue_curve_bench.py.
 //
 // Every contender is bounded by the same --maxsize messages (Boost's queue must be; the
@@ -43,20 +44,18 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bench_support.hpp"
-#include "mproc/os.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/shared.hpp"
 
 #ifdef MPROC_BENCH_HAVE_BOOST
-#include <boost/interprocess/ipc/message_queue.hpp>
+#include "boost_queue.hpp"
 #endif
 
 namespace {
@@ -235,22 +234,10 @@ measured mproc_array_of(const options& o, const layout& l, long n, u64 seed) {
 }
 
 #ifdef MPROC_BENCH_HAVE_BOOST
-namespace bip = boost::interprocess;
-
-// Removes the queue's name from /dev/shm however the session ends.
-struct unlink_name {
-  std::string name;
-  ~unlink_name() { bip::message_queue::remove(name.c_str()); }
-};
-
 measured boost_queue(const options& o, const layout& l, long n, u64 seed) {
-  const unlink_name guard{"mproc_queue_curve_bench." + std::to_string(mproc::os::getpid()) + "." +
-                          std::to_string(seed & 0xffff'ffff)};
-  bip::message_queue::remove(guard.name.c_str());
-  std::optional<bip::message_queue> mq;
-  mq.emplace(bip::create_only, guard.name.c_str(), static_cast<std::size_t>(o.maxsize), l.size);
-  bip::message_queue::remove(guard.name.c_str());  // the mapping outlives the name, and fork copies it
-  bip::message_queue* q = &*mq;
+  // Its name is gone from /dev/shm already: the mapping outlives it, and fork copies it.
+  const auto mq = bench::make_boost_queue(static_cast<std::size_t>(o.maxsize), l.size);
+  auto* q = mq.get();
   start_time start;
   auto producer = bench::start_child([q, &start, &l, n, seed] {
     start.mark();
@@ -264,9 +251,7 @@ measured boost_queue(const options& o, const layout& l, long n, u64 seed) {
   checksum sum;
   std::vector<std::uint8_t> m(l.size);
   for (long i = 0; i < n; ++i) {
-    bip::message_queue::size_type got = 0;
-    unsigned priority = 0;
-    q->receive(m.data(), m.size(), got, priority);
+    const std::size_t got = bench::receive(*q, m.data(), m.size());
     verify("boost", m.data(), got, l, seed, static_cast<u64>(i), sum);
   }
   return finish("boost", producer, start, now_ns(), sum, l, seed, n);
