@@ -599,6 +599,29 @@ TEST(Exhaustion, PoolTaskSettingRlimitAsItselfGetsBadAlloc) {
   pool.join();
 }
 
+std::size_t size_of(const std::vector<char>& v) { return v.size(); }
+
+// A task whose arguments do not fit in the worker's memory fails with bad_alloc; it must
+// not vanish (its caller would wait forever) nor jam the task channel for the tasks behind.
+// KNOWN BUG, disabled until fixed: the worker's channel get() throws bad_alloc while
+// gathering the multi-block message, before its sink has seen the task's header, leaves
+// the message queued, and the worker loop retries at once, forever (a busy loop): this
+// task and every task behind it hang. The fix needs the channel to let a consumer that
+// cannot hold a message still read its header and consume it (or the pool to fail the
+// head task); see the session note of 2026-11-27.
+TEST(Exhaustion, DISABLED_PoolTaskWhoseArgumentsDoNotFitInTheWorkerGetsBadAlloc) {
+  if (under_asan) GTEST_SKIP() << "AddressSanitizer's allocator does not return null under RLIMIT_AS";
+  mproc::pool pool({.processes = 1, .initializer = [] { limit_address_space(std::size_t{64} << 20); }});
+  const int worker = pool.apply(::getpid);
+  auto too_big = pool.apply_async(size_of, std::vector<char>(std::size_t{160} << 20, 'x'));
+  auto behind = pool.apply_async(square, 6);
+  EXPECT_THROW((void)too_big.get(20s), std::bad_alloc);
+  EXPECT_EQ(behind.get(10s), 36);
+  EXPECT_EQ(pool.apply(::getpid), worker) << "the worker was replaced: it should have survived bad_alloc";
+  pool.close();
+  pool.join();
+}
+
 TEST(Exhaustion, PoolWorkerKilledByItsAllocationFailureIsLostAndReplaced) {
   mproc::pool pool(1);
   mproc::shared_value<std::int64_t> progress(0);
