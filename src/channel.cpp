@@ -265,7 +265,8 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   return done;
 }
 
-std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline) {
+std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
+                         unreadable_sink on_unreadable) {
   state& s = *state_;
   header& h = *s.h;
   thread_local std::vector<std::byte> gathered;  // only for a message that spans blocks; reused
@@ -282,7 +283,24 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
       try {
         stream_reader r(s, start, end);
         while (taken < max_messages && !r.at_end()) {
-          const std::span<const std::byte> message = r.next_record(gathered);
+          const std::uint64_t length = r.next_length();
+          std::span<const std::byte> message;
+          try {
+            message = r.payload(length, gathered);
+          } catch (const std::bad_alloc&) {
+            if (taken != 0 || on_unreadable == nullptr) throw;  // left queued
+            std::byte prefix[unreadable_prefix_bytes];
+            const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
+            r.read(prefix, k);
+            r.skip_payload(length - k);
+            ++taken;
+            try {
+              on_unreadable(context, {prefix, k}, static_cast<std::size_t>(length));
+            } catch (...) {
+              failure = std::current_exception();
+            }
+            break;
+          }
           ++taken;
           try {
             sink(context, message);

@@ -139,9 +139,18 @@ struct stream_reader {
   // into `gathered`. Valid until `gathered` changes or the blocks are reused. Throws error
   // when the record's length or links do not fit the store or run past `end`.
   std::span<const std::byte> next_record(std::vector<std::byte>& gathered) {
+    return payload(next_length(), gathered);
+  }
+
+  // next_record in two steps: the record's length, then its payload (or, for a consumer
+  // that cannot hold it, skip_payload after reading a prefix with read()).
+  std::uint64_t next_length() {
     std::uint64_t length;
     read(&length, sizeof length);
     if (length > std::size_t{s.block_count()} * Store::block_bytes) corrupted("bad message length");
+    return length;
+  }
+  std::span<const std::byte> payload(std::uint64_t length, std::vector<std::byte>& gathered) {
     const std::byte* bytes = contiguous(length);
     if (bytes == nullptr) {
       gathered.resize(length);
@@ -150,6 +159,17 @@ struct stream_reader {
     }
     align();
     return {bytes, static_cast<std::size_t>(length)};
+  }
+  void skip_payload(std::size_t n) {
+    while (n > 0) {
+      enter_next_block_if_full();
+      const std::size_t here = available_here();
+      if (here == 0) corrupted("message runs past the published end");
+      const std::size_t k = std::min(n, here);
+      pos.offset += static_cast<std::uint32_t>(k);
+      n -= k;
+    }
+    align();
   }
 
   void enter_next_block_if_full() {

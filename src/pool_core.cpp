@@ -661,16 +661,31 @@ namespace {
   std::vector<std::byte> task;
   std::vector<std::byte> result;
   unsigned done = 0;
+  // A task this worker cannot hold in memory (its message, or the copy of it) is taken
+  // all the same and fails with bad_alloc: left queued, it would block every task behind.
   struct take_context {
     std::vector<std::byte>* task;
     worker_slot* slot;
+    std::uint64_t too_big = 0;  // such a task's id
   } context{&task, &my};
   for (;;) {
+    context.too_big = 0;
     try {
       p.tasks->get(
           [](void* c, std::span<const std::byte> bytes) {
             auto& ctx = *static_cast<take_context*>(c);
-            ctx.task->assign(bytes.begin(), bytes.end());
+            try {
+              ctx.task->assign(bytes.begin(), bytes.end());
+            } catch (const std::bad_alloc&) {
+              ctx.task->clear();
+              ctx.task->shrink_to_fit();
+              if (bytes.size() >= sizeof(task_header)) {
+                task_header h;
+                std::memcpy(&h, bytes.data(), sizeof h);
+                if (h.sentinel == 0) ctx.too_big = h.task;
+              }
+              return;
+            }
             if (bytes.size() < sizeof(task_header)) return;
             task_header h;
             std::memcpy(&h, bytes.data(), sizeof h);
@@ -681,9 +696,30 @@ namespace {
               ctx.slot->task.store(h.task, std::memory_order_release);
             }
           },
-          &context, 1, nullptr);
+          &context, 1, nullptr,
+          [](void* c, std::span<const std::byte> prefix, std::size_t) {
+            auto& ctx = *static_cast<take_context*>(c);
+            ctx.task->clear();
+            if (prefix.size() < sizeof(task_header)) return;
+            task_header h;
+            std::memcpy(&h, prefix.data(), sizeof h);
+            if (h.sentinel == 0) ctx.too_big = h.task;
+          });
     } catch (...) {
       continue;  // a corrupted channel dropped its content; take the next
+    }
+    if (context.too_big != 0) {
+      result.assign(sizeof(result_header), std::byte{0});
+      const result_header rh{context.too_big, result_kind::exception, 0};
+      std::memcpy(result.data(), &rh, sizeof rh);
+      try {
+        throw std::bad_alloc();
+      } catch (...) {
+        encode_current_exception(result);
+      }
+      const std::size_t end = result.size();
+      p.results->put(result, {&end, 1}, nullptr);
+      continue;
     }
     if (task.size() < sizeof(task_header)) continue;
     task_header h;

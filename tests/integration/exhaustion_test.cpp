@@ -603,13 +603,9 @@ std::size_t size_of(const std::vector<char>& v) { return v.size(); }
 
 // A task whose arguments do not fit in the worker's memory fails with bad_alloc; it must
 // not vanish (its caller would wait forever) nor jam the task channel for the tasks behind.
-// KNOWN BUG, disabled until fixed: the worker's channel get() throws bad_alloc while
-// gathering the multi-block message, before its sink has seen the task's header, leaves
-// the message queued, and the worker loop retries at once, forever (a busy loop): this
-// task and every task behind it hang. The fix needs the channel to let a consumer that
-// cannot hold a message still read its header and consume it (or the pool to fail the
-// head task); see the session note of 2026-11-27.
-TEST(Exhaustion, DISABLED_PoolTaskWhoseArgumentsDoNotFitInTheWorkerGetsBadAlloc) {
+// (It did both: the worker's get() threw while gathering the message, left it queued, and
+// retried at once, forever.)
+TEST(Exhaustion, PoolTaskWhoseArgumentsDoNotFitInTheWorkerGetsBadAlloc) {
   if (under_asan) GTEST_SKIP() << "AddressSanitizer's allocator does not return null under RLIMIT_AS";
   mproc::pool pool({.processes = 1, .initializer = [] { limit_address_space(std::size_t{64} << 20); }});
   const int worker = pool.apply(::getpid);

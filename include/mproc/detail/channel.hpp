@@ -34,6 +34,10 @@ using deadline_t = std::chrono::steady_clock::time_point;
 // consumed all the same (a message that cannot be decoded must not block the channel).
 using message_sink = void (*)(void* context, std::span<const std::byte> message);
 
+// Receives the first bytes and the full length of a message too large to gather (get).
+using unreadable_sink = void (*)(void* context, std::span<const std::byte> prefix, std::size_t length);
+inline constexpr std::size_t unreadable_prefix_bytes = 64;
+
 class channel {
  public:
   explicit channel(std::size_t maxsize);
@@ -49,8 +53,13 @@ class channel {
                   const deadline_t* deadline);
 
   // Takes at least one and at most `max_messages` messages, handing each to `sink`.
-  // Returns how many were taken: 0 when the deadline passed first.
-  std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline);
+  // Returns how many were taken: 0 when the deadline passed first. A message spanning
+  // blocks is gathered into one buffer first; when that allocation fails (std::bad_alloc),
+  // the message stays queued and get throws, unless it is the call's first message and
+  // `on_unreadable` is given: then that callback gets the message's first bytes (up to
+  // unreadable_prefix_bytes) and its length, and the message is taken.
+  std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
+                  unreadable_sink on_unreadable = nullptr);
 
   std::size_t size() const noexcept;  // messages put and not yet taken
   std::size_t maxsize() const noexcept;
