@@ -147,8 +147,8 @@ struct channel::state {
   void free_block(std::uint32_t index) {
     const std::uint32_t free_now = h->free.count.load(std::memory_order_relaxed);
     const std::uint32_t unused = free_now + h->released.count.load(std::memory_order_relaxed);
-    const std::uint32_t in_use = h->block_count.load(std::memory_order_relaxed) - std::min(
-        unused, h->block_count.load(std::memory_order_relaxed));
+    const std::uint32_t blocks = h->block_count.load(std::memory_order_relaxed);
+    const std::uint32_t in_use = blocks - std::min(unused, blocks);
     if (free_now >= std::max(keep_free_blocks, in_use)) {
       mem->release(data_offset(index), block_bytes - 4096);
       push(h->released, index);

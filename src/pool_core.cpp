@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <system_error>
 #include <unordered_map>
@@ -77,6 +78,15 @@ struct result_header {
   result_kind kind;
   std::int32_t exitcode;
 };
+
+// The header at the start of a frame; nullopt when the frame is too short to hold one.
+template <class Header>
+std::optional<Header> read_header(std::span<const std::byte> frame) {
+  if (frame.size() < sizeof(Header)) return std::nullopt;
+  Header h;
+  std::memcpy(&h, frame.data(), sizeof h);
+  return h;
+}
 
 // Parent <-> zygote, over a SOCK_SEQPACKET socket pair.
 enum class command_kind : std::uint32_t { spawn, quit, kill_all };
@@ -286,35 +296,37 @@ struct pool_core::impl {
         },
         &b, 64, deadline);
     // One lock for the whole batch: the submitting threads contend for the same mutex.
-    thread_local std::vector<std::shared_ptr<task_state>> states;
-    states.assign(b.ends.size(), nullptr);
+    struct result {
+      result_header header;
+      std::span<const std::byte> payload;
+      std::shared_ptr<task_state> state;  // null: a wake, or not pending any more
+    };
+    thread_local std::vector<result> batch_results;
+    batch_results.clear();
     {
       std::lock_guard lock(mutex);
       std::size_t begin = 0;
-      for (std::size_t i = 0; i < b.ends.size(); begin = b.ends[i++]) {
-        if (b.ends[i] - begin < sizeof(result_header)) continue;
-        result_header header;
-        std::memcpy(&header, b.bytes.data() + begin, sizeof header);
-        if (header.kind == result_kind::wake) continue;
+      for (const std::size_t end : b.ends) {
+        const std::span<const std::byte> message(b.bytes.data() + begin, end - begin);
+        begin = end;
+        const auto header = read_header<result_header>(message);
+        if (!header) continue;
+        result& r = batch_results.emplace_back(result{*header, message.subspan(sizeof(result_header)), nullptr});
+        if (header->kind == result_kind::wake) continue;
         // Not pending: already failed (its worker was declared lost, or the pool terminated).
-        if (auto it = pending.find(header.task); it != pending.end()) {
-          states[i] = std::move(it->second);
+        if (auto it = pending.find(header->task); it != pending.end()) {
+          r.state = std::move(it->second);
           pending.erase(it);
         }
       }
     }
     std::size_t delivered = 0;
-    std::size_t begin = 0;
-    for (std::size_t i = 0; i < b.ends.size(); begin = b.ends[i++]) {
-      const std::span<const std::byte> message(b.bytes.data() + begin, b.ends[i] - begin);
-      if (message.size() < sizeof(result_header)) continue;
-      result_header header;
-      std::memcpy(&header, message.data(), sizeof header);
-      if (header.kind == result_kind::wake) {
+    for (result& r : batch_results) {
+      if (r.header.kind == result_kind::wake) {
         if (on_result_thread()) run_posted();
-      } else if (states[i]) {
-        deliver(*states[i], header, message.subspan(sizeof header));
-        states[i].reset();
+      } else if (r.state) {
+        deliver(*r.state, r.header, r.payload);
+        r.state.reset();
         ++delivered;
       }
     }
@@ -466,13 +478,12 @@ struct pool_core::impl {
     while (tasks->get(
                [](void* c, std::span<const std::byte> bytes) {
                  auto& t = *static_cast<taken*>(c);
-                 if (bytes.size() < sizeof(task_header)) return;
-                 task_header h;
-                 std::memcpy(&h, bytes.data(), sizeof h);
-                 if (h.sentinel != 0) {
+                 const auto h = read_header<task_header>(bytes);
+                 if (!h) return;
+                 if (h->sentinel != 0) {
                    ++*t.sentinels;
                  } else {
-                   t.ids->push_back(h.task);
+                   t.ids->push_back(h->task);
                  }
                },
                &into, 64, &now) != 0) {
@@ -667,6 +678,12 @@ namespace {
     std::vector<std::byte>* task;
     worker_slot* slot;
     std::uint64_t too_big = 0;  // such a task's id
+
+    void note_too_big(std::span<const std::byte> frame_start) {
+      task->clear();
+      task->shrink_to_fit();
+      if (const auto h = read_header<task_header>(frame_start); h && h->sentinel == 0) too_big = h->task;
+    }
   } context{&task, &my};
   for (;;) {
     context.too_big = 0;
@@ -677,33 +694,20 @@ namespace {
             try {
               ctx.task->assign(bytes.begin(), bytes.end());
             } catch (const std::bad_alloc&) {
-              ctx.task->clear();
-              ctx.task->shrink_to_fit();
-              if (bytes.size() >= sizeof(task_header)) {
-                task_header h;
-                std::memcpy(&h, bytes.data(), sizeof h);
-                if (h.sentinel == 0) ctx.too_big = h.task;
-              }
+              ctx.note_too_big(bytes);
               return;
             }
-            if (bytes.size() < sizeof(task_header)) return;
-            task_header h;
-            std::memcpy(&h, bytes.data(), sizeof h);
+            const auto h = read_header<task_header>(bytes);
             // Published before the take commits: if this worker dies from here on, the
             // parent knows the task was its.
-            if (h.sentinel == 0) {
+            if (h && h->sentinel == 0) {
               ctx.slot->started_ns.store(now_ns(), std::memory_order_release);
-              ctx.slot->task.store(h.task, std::memory_order_release);
+              ctx.slot->task.store(h->task, std::memory_order_release);
             }
           },
           &context, 1, nullptr,
           [](void* c, std::span<const std::byte> prefix, std::size_t) {
-            auto& ctx = *static_cast<take_context*>(c);
-            ctx.task->clear();
-            if (prefix.size() < sizeof(task_header)) return;
-            task_header h;
-            std::memcpy(&h, prefix.data(), sizeof h);
-            if (h.sentinel == 0) ctx.too_big = h.task;
+            static_cast<take_context*>(c)->note_too_big(prefix);
           });
     } catch (...) {
       continue;  // a corrupted channel dropped its content; take the next
@@ -721,9 +725,9 @@ namespace {
       p.results->put(result, {&end, 1}, nullptr);
       continue;
     }
-    if (task.size() < sizeof(task_header)) continue;
-    task_header h;
-    std::memcpy(&h, task.data(), sizeof h);
+    const auto header = read_header<task_header>(task);
+    if (!header) continue;
+    const task_header& h = *header;
     if (h.sentinel != 0) {
       flush_std_streams();
       ::_exit(retire_exit_code);
