@@ -145,25 +145,31 @@ void invoke_apply(generic_function g, std::span<const std::byte> in, std::vector
 template <class T>
 inline constexpr bool is_raw_vector_element_v = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
 
+// Sizes `out` to end, from byte `at`, with what to_bytes writes for a vector of `n` T, and
+// writes its version byte and count; returns where the n raw elements go.
+template <class T>
+std::byte* raw_vector_at(std::vector<std::byte>& out, std::size_t at, std::size_t n) {
+  static_assert(is_raw_vector_element_v<T>);
+  const std::uint64_t count = n;
+  out.resize(at + 1 + sizeof count + n * sizeof(T));
+  out[at] = static_cast<std::byte>(serialization_format_version);
+  std::memcpy(out.data() + at + 1, &count, sizeof count);
+  return out.data() + at + 1 + sizeof count;
+}
+
 // Writes pool_core::task_header_bytes of room, then what to_bytes(std::vector<T>(items))
-// writes, at the start of `out` (grown, never shrunk: its old tail is not part of the
-// message); returns the message size.
+// writes, into `out`; returns the message size.
 template <class T>
 std::size_t encode_vector_after_header(std::span<const T> items, std::vector<std::byte>& out) {
   constexpr std::size_t header = pool_core::task_header_bytes;
   if constexpr (is_raw_vector_element_v<T>) {
-    const std::uint64_t n = items.size();
-    const std::size_t size = header + 1 + sizeof n + items.size_bytes();
-    if (out.size() < size) out.resize(size);
-    out[header] = static_cast<std::byte>(serialization_format_version);
-    std::memcpy(out.data() + header + 1, &n, sizeof n);
-    if (!items.empty()) std::memcpy(out.data() + header + 1 + sizeof n, items.data(), items.size_bytes());
-    return size;
+    std::byte* elements = raw_vector_at<T>(out, header, items.size());
+    if (!items.empty()) std::memcpy(elements, items.data(), items.size_bytes());
   } else {
     out.assign(header, std::byte{0});
     to_bytes(std::vector<T>(items.begin(), items.end()), out);
-    return out.size();
   }
+  return out.size();
 }
 
 // The elements of what to_bytes(std::vector<T>) wrote, in place: their count and bytes.
@@ -217,12 +223,7 @@ void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector
   if constexpr (is_raw_chunk<F, T, star>()) {
     using R = std::remove_cvref_t<std::invoke_result_t<F&, T>>;
     const auto [n, data] = raw_vector_elements<T>(in);
-    const std::uint64_t count = n;
-    const std::size_t at = out.size();
-    out.resize(at + 1 + sizeof count + n * sizeof(R));
-    out[at] = static_cast<std::byte>(serialization_format_version);
-    std::memcpy(out.data() + at + 1, &count, sizeof count);
-    std::byte* results = out.data() + at + 1 + sizeof count;
+    std::byte* results = raw_vector_at<R>(out, out.size(), n);
     for (std::size_t i = 0; i < n; ++i) {
       T item;
       std::memcpy(&item, data + i * sizeof(T), sizeof item);

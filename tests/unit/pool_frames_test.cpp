@@ -37,7 +37,7 @@ TEST(PoolFrames, ChunkEncodingIsToBytesOfTheVector) {
   expect_same_bytes_as_to_bytes<std::string>(strings);
 }
 
-TEST(PoolFrames, ALargerBufferIsReusedAndOnlyItsPrefixIsTheMessage) {
+TEST(PoolFrames, ABufferReusedForASmallerChunkHoldsJustThatMessage) {
   std::vector<std::byte> buffer;
   const std::vector<std::int64_t> big(1000, 7);
   const std::vector<std::int64_t> small{1, 2};
