@@ -229,7 +229,15 @@ channel::~channel() = default;
 std::size_t channel::size() const noexcept { return state_->size(); }
 std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(state_->h->maxsize); }
 std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
+std::uint64_t channel::taken() const noexcept { return state_->h->get_seq.load(std::memory_order_acquire); }
 fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
+
+void channel::hold_consumers(void (*action)(void* context), void* context) {
+  state& s = *state_;
+  robust_mutex_lock(s.h->get_lock, nullptr, [&] { s.recover_get(); });
+  robust_unlock_guard unlock(s.h->get_lock);
+  action(context);
+}
 
 std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
                          const deadline_t* deadline) {

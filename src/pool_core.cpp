@@ -30,6 +30,7 @@
 #include "runtime.hpp"
 #include "shared_memory.hpp"
 #include "syscall.hpp"
+#include "task_claim.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -37,30 +38,26 @@ namespace {
 constexpr std::size_t max_functions = 4096;
 constexpr int retire_exit_code = 0;    // a worker that took its sentinel after close()
 constexpr int recycle_exit_code = 98;  // a worker that ran max_tasks_per_child tasks
+// A worker's claim on a sentinel (task ids count up from 1 and never reach it).
+constexpr std::uint64_t retire_claim = UINT64_MAX;
 
 struct function_entry {
   std::atomic<std::uintptr_t> invoker;
   std::atomic<std::uintptr_t> function;
 };
 
-// What a worker publishes for the parent: the task it runs (0: none) and since when.
-struct worker_slot {
-  std::atomic<std::uint64_t> task;
-  std::atomic<std::int64_t> started_ns;
-};
-
 // Shared with every worker; only the parent writes the function table. The workers'
-// slots follow it in the same memory.
+// claims (task_claim.hpp) follow it in the same memory.
 struct control_block {
   std::atomic<std::uint32_t> function_count;
   function_entry functions[max_functions];
 };
-// The workers' slots start on the page after the table, so that workers can map the
+// The workers' claims start on the page after the table, so that workers can map the
 // table read-only: a worker gone rogue cannot point the others at its own code.
 constexpr std::size_t table_bytes = (sizeof(control_block) + 4095) / 4096 * 4096;
-static_assert(table_bytes % alignof(worker_slot) == 0);
+static_assert(table_bytes % alignof(task_claim_slot) == 0);
 
-std::size_t control_bytes(unsigned processes) { return table_bytes + sizeof(worker_slot) * processes; }
+std::size_t control_bytes(unsigned processes) { return table_bytes + sizeof(task_claim_slot) * processes; }
 
 struct task_header {
   std::uint64_t task;
@@ -176,9 +173,9 @@ struct pool_core::impl {
 
   std::unique_ptr<shared_memory> control_memory;
   control_block* control = nullptr;
-  worker_slot* slots = nullptr;  // `processes` of them, after the control block
   std::unique_ptr<channel> tasks;
   std::unique_ptr<channel> results;
+  std::optional<task_claims> claims;  // `processes` slots, after the control block
 
   pid_t zygote_pid = 0;
   child_handle zygote;
@@ -415,19 +412,24 @@ struct pool_core::impl {
       return;
     }
     // exited
-    std::uint64_t task;
+    {
+      std::lock_guard lock(mutex);
+      if (workers[r.slot].pid != r.pid) return;
+    }
+    // Outside `mutex`: it waits for the worker taking a task, if one is.
+    std::uint64_t task = claims->settle_dead(r.slot);
     bool timed_out;
     bool respawn;
     {
       std::lock_guard lock(mutex);
       worker_info& w = workers[r.slot];
-      if (w.pid != r.pid) return;
-      task = slots[r.slot].task.exchange(0);
+      // A worker killed once its take of a sentinel committed was retiring anyway.
+      const bool retires = task == retire_claim && state == phase::closed;
+      if (task == retire_claim) task = 0;
       timed_out = task != 0 && w.timed_out_task == task;
       w.pid = 0;
       w.pidfd.reset();
       w.timed_out_task = 0;
-      const bool retires = task == 0 && r.exitcode == retire_exit_code && state == phase::closed;
       if (retires) {
         ++retired;
         settled.notify_all();
@@ -473,11 +475,13 @@ struct pool_core::impl {
     struct taken {
       std::vector<std::uint64_t>* ids;
       unsigned* sentinels;
-    } into{&ids, &sentinels};
+      task_claims* claims;
+    } into{&ids, &sentinels, &*claims};
     const deadline_t now{};  // in the past: never wait
     while (tasks->get(
                [](void* c, std::span<const std::byte> bytes) {
                  auto& t = *static_cast<taken*>(c);
+                 t.claims->void_abandoned();  // a dead worker's claim on this task is void
                  const auto h = read_header<task_header>(bytes);
                  if (!h) return;
                  if (h->sentinel != 0) {
@@ -516,10 +520,10 @@ struct pool_core::impl {
     std::int64_t next = limit;
     std::lock_guard lock(mutex);
     for (unsigned k = 0; k < processes; ++k) {
-      const std::uint64_t task = slots[k].task.load(std::memory_order_acquire);
-      if (task == 0) continue;
-      const std::int64_t started = slots[k].started_ns.load(std::memory_order_acquire);
-      if (slots[k].task.load(std::memory_order_acquire) != task) continue;
+      const std::uint64_t task = claims->task(k);
+      if (task == 0 || task == retire_claim) continue;
+      const std::int64_t started = claims->started_ns(k);
+      if (claims->task(k) != task) continue;
       worker_info& w = workers[k];
       const std::int64_t left = started + limit - now;
       if (left <= 0) {
@@ -668,23 +672,31 @@ namespace {
       ::_exit(1);
     }
   }
-  worker_slot& my = p.slots[slot];
+  task_claims& claims = *p.claims;
   std::vector<std::byte> task;
   std::vector<std::byte> result;
   unsigned done = 0;
-  // A task this worker cannot hold in memory (its message, or the copy of it) is taken
-  // all the same and fails with bad_alloc: left queued, it would block every task behind.
   struct take_context {
     std::vector<std::byte>* task;
-    worker_slot* slot;
+    task_claims* claims;
+    unsigned slot;
     std::uint64_t too_big = 0;  // such a task's id
 
+    // Before the take commits: if this worker dies from here on, the parent can tell
+    // whether the task went with it (task_claim.hpp).
+    void claim(const std::optional<task_header>& h) {
+      if (h) claims->claim(slot, h->sentinel != 0 ? retire_claim : h->task, now_ns());
+    }
+    // A task this worker cannot hold in memory (its message, or the copy of it) is taken
+    // all the same and fails with bad_alloc: left queued, it would block every task behind.
     void note_too_big(std::span<const std::byte> frame_start) {
       task->clear();
       task->shrink_to_fit();
-      if (const auto h = read_header<task_header>(frame_start); h && h->sentinel == 0) too_big = h->task;
+      const auto h = read_header<task_header>(frame_start);
+      claim(h);
+      if (h && h->sentinel == 0) too_big = h->task;
     }
-  } context{&task, &my};
+  } context{&task, &claims, slot};
   for (;;) {
     context.too_big = 0;
     try {
@@ -697,13 +709,7 @@ namespace {
               ctx.note_too_big(bytes);
               return;
             }
-            const auto h = read_header<task_header>(bytes);
-            // Published before the take commits: if this worker dies from here on, the
-            // parent knows the task was its.
-            if (h && h->sentinel == 0) {
-              ctx.slot->started_ns.store(now_ns(), std::memory_order_release);
-              ctx.slot->task.store(h->task, std::memory_order_release);
-            }
+            ctx.claim(read_header<task_header>(bytes));
           },
           &context, 1, nullptr,
           [](void* c, std::span<const std::byte> prefix, std::size_t) {
@@ -723,6 +729,7 @@ namespace {
       }
       const std::size_t end = result.size();
       p.results->put(result, {&end, 1}, nullptr);
+      claims.release(slot);
       continue;
     }
     const auto header = read_header<task_header>(task);
@@ -757,7 +764,7 @@ namespace {
     flush_std_output();  // what the task printed appears now, not when the worker ends
     const std::size_t end = result.size();
     p.results->put(result, {&end, 1}, nullptr);
-    my.task.store(0, std::memory_order_release);
+    claims.release(slot);
     if (p.config.max_tasks_per_child != 0 && ++done >= p.config.max_tasks_per_child) {
       ::_exit(recycle_exit_code);
     }
@@ -871,9 +878,10 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   p.workers.resize(p.processes);
   p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes));
   p.control = new (p.control_memory->base()) control_block{};
-  p.slots = new (p.control_memory->base() + table_bytes) worker_slot[p.processes]{};
+  auto* slots = new (p.control_memory->base() + table_bytes) task_claim_slot[p.processes]{};
   p.tasks = std::make_unique<channel>(0);
   p.results = std::make_unique<channel>(0);
+  p.claims.emplace(slots, p.processes, *p.tasks);
   p.monitor_wake.reset(::eventfd(0, EFD_CLOEXEC));
   if (!p.monitor_wake) throw_system_error(last_error(), "eventfd");
 

@@ -71,6 +71,14 @@ class channel {
   // How many times a process was found dead holding one of the channel's locks.
   std::uint64_t owner_deaths() const noexcept;
 
+  // Messages taken so far. Inside the sink of a get(…, max_messages 1, …) it is the
+  // sequence number of the message handed (the first message put is 0).
+  std::uint64_t taken() const noexcept;
+
+  // Runs `action(context)` holding the consumers' lock, recovered first from a consumer
+  // that died holding it: no get commits meanwhile. Waits for a live consumer's get.
+  void hold_consumers(void (*action)(void* context), void* context);
+
   fd_token token() const;
 
   struct state;  // defined in src/channel.cpp

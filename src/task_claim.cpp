@@ -1,0 +1,50 @@
+#include "task_claim.hpp"
+
+#include "mproc/detail/channel.hpp"
+
+namespace mproc::detail {
+
+void task_claims::claim(unsigned self, std::uint64_t task, std::int64_t started_ns) noexcept {
+  const std::uint64_t deaths = tasks_->owner_deaths();
+  if (deaths != deaths_seen_) {
+    // A consumer died holding the lock since this worker last looked: its claim may be
+    // for the very message this worker is about to take.
+    void_abandoned();
+    deaths_seen_ = deaths;
+  }
+  task_claim_slot& s = slots_[self];
+  s.seq.store(tasks_->taken(), std::memory_order_relaxed);
+  s.started_ns.store(started_ns, std::memory_order_relaxed);
+  s.task.store(task, std::memory_order_release);
+}
+
+void task_claims::release(unsigned self) noexcept { slots_[self].task.store(0, std::memory_order_release); }
+
+void task_claims::void_abandoned() noexcept {
+  const std::uint64_t taken = tasks_->taken();
+  for (unsigned k = 0; k < count_; ++k) {
+    std::uint64_t task = slots_[k].task.load(std::memory_order_acquire);
+    if (task != 0 && slots_[k].seq.load(std::memory_order_relaxed) >= taken) {
+      // Its owner may be clearing it after a commit seen earlier: then it is 0 already.
+      slots_[k].task.compare_exchange_strong(task, 0, std::memory_order_acq_rel);
+    }
+  }
+}
+
+std::uint64_t task_claims::settle_dead(unsigned k) {
+  struct context {
+    task_claims* self;
+    unsigned k;
+    std::uint64_t task;
+  } c{this, k, 0};
+  tasks_->hold_consumers(
+      [](void* p) {
+        auto& c = *static_cast<context*>(p);
+        c.self->void_abandoned();
+        c.task = c.self->slots_[c.k].task.exchange(0, std::memory_order_acq_rel);
+      },
+      &c);
+  return c.task;
+}
+
+}  // namespace mproc::detail

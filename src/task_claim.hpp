@@ -1,0 +1,71 @@
+// Which task each pool worker has taken from the task channel, kept in shared memory so
+// that, when a worker dies, the parent can tell whether the task it was taking is really
+// gone with it (fail it: worker_lost) or still queued for another worker (say nothing).
+//
+// Why it is not simple: a take commits inside the channel, under the consumers' robust
+// lock, after the worker read the message. Published before the commit, a claim can be
+// stale (the worker died before committing; the message stays queued and another worker
+// runs it); published after, it can be missing (the worker died between the commit and
+// the claim; the task vanishes and its caller waits forever). So:
+// - A worker claims inside the get sink, under the consumers' lock, before the commit, and
+//   records the message's sequence number in the channel with it (channel::taken()).
+// - Under that lock, a claim whose sequence number is not yet taken is abandoned: a live
+//   claimer holds the lock until its take commits. Whoever next holds the lock after a
+//   consumer died in it voids such claims before any message is taken (void_abandoned):
+//   the parent when it settles a dead worker, a worker when it claims after the channel
+//   counted an owner death.
+// - So a claim that survives in a dead worker's slot, read under the lock, is a take that
+//   committed: its task is the worker's, and is lost with it.
+//
+// Thread safety: each slot is written by its own worker (claim, release), voided by the
+// holder of the consumers' lock, and settled by the parent once its worker is dead.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace mproc::detail {
+
+class channel;
+
+// One worker's claim; a cache line each, so that workers do not share one.
+struct alignas(64) task_claim_slot {
+  std::atomic<std::uint64_t> task;  // 0: none
+  std::atomic<std::uint64_t> seq;   // the message's sequence number in the task channel
+  std::atomic<std::int64_t> started_ns;
+};
+
+class task_claims {
+ public:
+  // `slots[0, count)` live in memory shared with the workers (zeroed: no claims).
+  task_claims(task_claim_slot* slots, unsigned count, channel& tasks) noexcept
+      : slots_(slots), count_(count), tasks_(&tasks) {}
+
+  // Worker `self`, inside the sink of a get of one message from the task channel: the
+  // message handed is `task`'s, taken at `started_ns`. Returns once the claim is visible.
+  void claim(unsigned self, std::uint64_t task, std::int64_t started_ns) noexcept;
+
+  // Worker `self` has reported its task's result: it holds no task.
+  void release(unsigned self) noexcept;
+
+  // The parent, once slot `k`'s worker is dead: the task whose take it committed (0 when
+  // none); the slot is left empty. Takes the consumers' lock: waits for a live taker.
+  std::uint64_t settle_dead(unsigned k);
+
+  // The holder of the consumers' lock: voids every claim whose take never committed.
+  void void_abandoned() noexcept;
+
+  // Slot `k`'s task (0: none) and since when, as the watchdog reads them.
+  std::uint64_t task(unsigned k) const noexcept { return slots_[k].task.load(std::memory_order_acquire); }
+  std::int64_t started_ns(unsigned k) const noexcept { return slots_[k].started_ns.load(std::memory_order_acquire); }
+
+ private:
+  task_claim_slot* slots_;
+  unsigned count_;
+  channel* tasks_;
+  // This process's view of the channel's owner deaths when it last voided claims: a
+  // worker voids again only when a consumer died since (a claim must not cost a scan).
+  std::uint64_t deaths_seen_ = UINT64_MAX;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,174 @@
+// The pool's task claims (src/task_claim.hpp) with real processes killed at each point of
+// a take: a worker killed before its take of a task commits must leave the task to
+// another worker (not fail it as lost, or it runs and is reported lost), and one killed
+// after must lose it (not leave it unreported, or its caller waits forever).
+#include "task_claim.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "mproc/detail/channel.hpp"
+
+namespace {
+
+using mproc::detail::channel;
+using mproc::detail::task_claim_slot;
+using mproc::detail::task_claims;
+
+constexpr unsigned workers = 3;
+
+// A channel of task messages (each the task id's 8 bytes) and the claims of `workers`
+// workers, in memory the forked children share.
+class TaskClaim : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    memory_ = ::mmap(nullptr, sizeof(task_claim_slot) * workers, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+    ASSERT_NE(memory_, MAP_FAILED);
+    slots_ = new (memory_) task_claim_slot[workers]{};
+    claims_.emplace(slots_, workers, tasks_);
+  }
+  void TearDown() override { ::munmap(memory_, sizeof(task_claim_slot) * workers); }
+
+  void put_task(std::uint64_t id) {
+    const std::size_t end = sizeof id;
+    tasks_.put({reinterpret_cast<const std::byte*>(&id), sizeof id}, {&end, 1}, nullptr);
+  }
+
+  enum class death { inside_take, after_take, after_release };
+
+  // Worker `slot`, in a child process, takes the next task as the pool's worker does and
+  // is SIGKILLed at `when`. Returns once the child is dead.
+  void worker_killed(unsigned slot, death when) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      struct context {
+        task_claims* claims;
+        unsigned slot;
+        death when;
+      } c{&*claims_, slot, when};
+      const std::size_t n = tasks_.get(
+          [](void* p, std::span<const std::byte> message) {
+            auto& c = *static_cast<context*>(p);
+            std::uint64_t id;
+            std::memcpy(&id, message.data(), sizeof id);
+            c.claims->claim(c.slot, id, 1);
+            if (c.when == death::inside_take) ::raise(SIGKILL);  // holds the consumers' lock
+          },
+          &c, 1, nullptr);
+      if (n == 1 && when == death::after_release) claims_->release(slot);
+      ::raise(SIGKILL);
+      ::_exit(1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  }
+
+  // The ids of the tasks still queued, taken in order.
+  std::vector<std::uint64_t> drain() {
+    std::vector<std::uint64_t> ids;
+    const mproc::detail::deadline_t now{};
+    while (tasks_.get(
+               [](void* p, std::span<const std::byte> message) {
+                 std::uint64_t id;
+                 std::memcpy(&id, message.data(), sizeof id);
+                 static_cast<std::vector<std::uint64_t>*>(p)->push_back(id);
+               },
+               &ids, 1, &now) != 0) {
+    }
+    return ids;
+  }
+
+  channel tasks_{0};
+  void* memory_ = nullptr;
+  task_claim_slot* slots_ = nullptr;
+  std::optional<task_claims> claims_;
+};
+
+TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskQueued) {
+  put_task(7);
+  put_task(8);
+  worker_killed(0, death::inside_take);
+  EXPECT_EQ(claims_->task(0), 7u);  // claimed, but the take never committed
+  EXPECT_EQ(claims_->settle_dead(0), 0u);
+  EXPECT_EQ(claims_->task(0), 0u);
+  EXPECT_EQ(tasks_.owner_deaths(), 1u);
+  EXPECT_EQ(drain(), (std::vector<std::uint64_t>{7, 8}));
+}
+
+TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskToTheNextWorkerEvenBeforeTheParentLooks) {
+  put_task(7);
+  worker_killed(0, death::inside_take);
+  worker_killed(1, death::after_take);  // takes 7 for good, voiding worker 0's claim first
+  EXPECT_EQ(claims_->settle_dead(0), 0u);
+  EXPECT_EQ(claims_->settle_dead(1), 7u);
+  EXPECT_TRUE(drain().empty());
+}
+
+TEST_F(TaskClaim, WorkersKilledOneAfterTheOtherInsideTheSameTakeLeaveItToTheOneThatCommits) {
+  put_task(7);
+  put_task(8);
+  worker_killed(0, death::inside_take);
+  worker_killed(1, death::inside_take);
+  worker_killed(2, death::after_take);
+  EXPECT_EQ(claims_->settle_dead(0), 0u);
+  EXPECT_EQ(claims_->settle_dead(1), 0u);
+  EXPECT_EQ(claims_->settle_dead(2), 7u);
+  EXPECT_EQ(drain(), (std::vector<std::uint64_t>{8}));
+}
+
+TEST_F(TaskClaim, AWorkerKilledAfterItsTakeCommittedLosesItsTask) {
+  put_task(7);
+  put_task(8);
+  worker_killed(0, death::after_take);
+  EXPECT_EQ(claims_->settle_dead(0), 7u);
+  EXPECT_EQ(claims_->settle_dead(0), 0u);  // settled once
+  EXPECT_EQ(drain(), (std::vector<std::uint64_t>{8}));
+}
+
+TEST_F(TaskClaim, AWorkerKilledAfterItsTakeCommittedStillLosesItWhenOthersTookAndDiedSince) {
+  put_task(7);
+  put_task(8);
+  put_task(9);
+  worker_killed(0, death::after_take);  // 7, for good
+  worker_killed(1, death::inside_take);  // 8, abandoned
+  worker_killed(2, death::after_take);  // 8, for good
+  EXPECT_EQ(claims_->settle_dead(0), 7u);
+  EXPECT_EQ(claims_->settle_dead(1), 0u);
+  EXPECT_EQ(claims_->settle_dead(2), 8u);
+  EXPECT_EQ(drain(), (std::vector<std::uint64_t>{9}));
+}
+
+TEST_F(TaskClaim, AWorkerKilledAfterReportingItsTaskHoldsNone) {
+  put_task(7);
+  worker_killed(0, death::after_release);
+  EXPECT_EQ(claims_->settle_dead(0), 0u);
+  EXPECT_TRUE(drain().empty());
+}
+
+TEST_F(TaskClaim, AClaimRecordsTheMessagesSequenceNumber) {
+  put_task(7);
+  put_task(8);
+  EXPECT_EQ(tasks_.taken(), 0u);
+  worker_killed(0, death::after_take);
+  EXPECT_EQ(tasks_.taken(), 1u);
+  EXPECT_EQ(slots_[0].seq.load(), 0u);
+  worker_killed(1, death::after_take);
+  EXPECT_EQ(slots_[1].seq.load(), 1u);
+  EXPECT_EQ(tasks_.taken(), 2u);
+}
+
+}  // namespace
