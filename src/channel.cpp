@@ -231,6 +231,7 @@ std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(
 std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
 std::uint64_t channel::taken() const noexcept { return state_->h->get_seq.load(std::memory_order_acquire); }
 fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
+void channel::forget_descriptor() noexcept { state_->mem->forget_descriptor(); }
 
 void channel::hold_consumers(void (*action)(void* context), void* context) {
   state& s = *state_;

@@ -8,11 +8,11 @@ namespace mproc::detail {
 
 child_record::child_record(std::string name, bool daemon)
     : owner_(current_pid()), name_(std::move(name)), daemon_(daemon) {
-  runtime::instance().register_record(this);
+  runtime::instance().register_fork_local(this);
 }
 
 child_record::~child_record() {
-  runtime::instance().unregister_record(this);
+  runtime::instance().unregister_fork_local(this);
   if (owner_ != current_pid()) (void)handle_.release();  // not ours to close
 }
 

@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "child_handle.hpp"
+#include "fork_local.hpp"
 #include "mproc/types.hpp"
 
 namespace mproc::detail {
@@ -17,7 +18,7 @@ namespace mproc::detail {
 // child (`owner`) may wait for or signal it: a forked copy of the record in another
 // process has no handle. Whether the handle is a pidfd or the pid fallback is the
 // child_handle's business alone.
-class child_record {
+class child_record final : public fork_local {
  public:
   child_record(std::string name, bool daemon);
   ~child_record();
@@ -54,8 +55,11 @@ class child_record {
   std::error_code signal(int signal);
 
   // In a forked child, the record belongs to the parent: close its handle's descriptor
-  // (async-signal-safe; the record's mutex is not touched).
-  void forget_in_fork_child() noexcept { handle_.reset(); }
+  // (async-signal-safe; the record's mutex is not touched). Touches only what is set:
+  // each page first written in a fresh child costs a page fault.
+  void forget_in_fork_child() noexcept override {
+    if (handle_.fd() >= 0) handle_.reset();
+  }
 
  private:
   const pid_t owner_;

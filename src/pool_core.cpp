@@ -24,6 +24,7 @@
 
 #include "child_handle.hpp"
 #include "fd.hpp"
+#include "fork_local.hpp"
 #include "mproc/detail/channel.hpp"
 #include "mproc/error.hpp"
 #include "mproc/process.hpp"
@@ -167,9 +168,15 @@ std::thread start_quiet_thread(Body body) {
 
 }  // namespace
 
-struct pool_core::impl {
+// A pool belongs to the process that made it (`owner`). A forked child's copy is inert:
+// its threads, zygote and workers are the parent's. Using it there would interleave its
+// task ids with the parent's in the shared channels (the parent would take the child's
+// results for its own) and wait for results no thread reads, so every call throws; its
+// descriptors are closed at the fork, so a `process` child holds none of them.
+struct pool_core::impl final : fork_local {
   pool_config config;
   unsigned processes;
+  pid_t owner = current_pid();
 
   std::unique_ptr<shared_memory> control_memory;
   control_block* control = nullptr;
@@ -212,6 +219,26 @@ struct pool_core::impl {
 
   std::thread result_thread;
   std::thread monitor_thread;
+
+  ~impl() { runtime::instance().unregister_fork_local(this); }
+
+  void check_owner(const char* call) const {
+    const pid_t self = current_pid();
+    if (self == owner) return;
+    throw error("mproc pool: " + std::string(call) + " in process " + std::to_string(self) +
+                ", but the pool belongs to process " + std::to_string(owner) +
+                ", which made it; a forked process cannot use its parent's pool (make a pool there)");
+  }
+
+  void forget_in_fork_child() noexcept override {
+    zygote.reset();
+    zygote_socket.reset();
+    monitor_wake.reset();
+    for (worker_info& w : workers) w.pidfd.reset();
+    control_memory->forget_descriptor();
+    tasks->forget_descriptor();
+    results->forget_descriptor();
+  }
 
   // --- parent: the result thread -------------------------------------------------------
 
@@ -773,6 +800,9 @@ namespace {
 
 [[noreturn]] void zygote_main(pool_core::impl& p, int sock, pid_t parent) noexcept {
   ::signal(SIGINT, SIG_IGN);  // workers inherit it: Ctrl-C is for the parent
+  // The parent's alone: workers keep only the channels' descriptors (to map them as they grow).
+  p.monitor_wake.reset();
+  p.control_memory->forget_descriptor();
   // The zygote reaps its workers itself: SIGCHLD ignored (or SA_NOCLDWAIT) inherited from
   // the program would make the kernel reap them first, and their ends go unnoticed.
   struct sigaction default_chld {};
@@ -902,6 +932,7 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
     zygote_main(p, zygote_end.get(), parent);
   }
   zygote_end.reset();
+  runtime::instance().register_fork_local(&p);  // after the zygote's fork: it needs them
   p.zygote_pid = pid;
   std::error_code ec;
   p.zygote = child_handle::open(pid, ec);
@@ -924,6 +955,14 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
 }
 
 pool_core::~pool_core() {
+  if (impl_->owner != current_pid()) {
+    // A forked copy: parent threads that do not exist here may have held its mutexes or
+    // waited on its condition variables, and destroying those could block forever
+    // (pthread_cond_destroy waits for its waiters). It is left as it is, its descriptors
+    // closed at the fork, and still registered with the runtime (so not a leak).
+    (void)impl_.release();
+    return;
+  }
   try {
     terminate();
     impl_->shut_down_threads();
@@ -935,6 +974,7 @@ unsigned pool_core::size() const noexcept { return impl_->processes; }
 
 std::uint32_t pool_core::function_id(task_invoker invoker, generic_function function) {
   impl& p = *impl_;
+  p.check_owner("submitting a task");
   const std::pair key{reinterpret_cast<std::uintptr_t>(invoker), reinterpret_cast<std::uintptr_t>(function)};
   std::lock_guard lock(p.mutex);
   if (auto it = p.function_ids.find(key); it != p.function_ids.end()) return it->second;
@@ -949,6 +989,7 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
 
 void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state) {
   impl& p = *impl_;
+  p.check_owner("submitting a task");
   if (message.size() < sizeof(task_header)) throw error("pool_core::submit: no room for the task header");
   std::uint64_t id;
   {
@@ -973,9 +1014,13 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
   }
 }
 
-void pool_core::post(std::function<void()> work) { impl_->post_work(std::move(work)); }
+void pool_core::post(std::function<void()> work) {
+  impl_->check_owner("a callback");
+  impl_->post_work(std::move(work));
+}
 
 void pool_core::pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
+  impl_->check_owner("waiting for a result");
   impl_->pump_results(done, budget);
 }
 
@@ -983,6 +1028,7 @@ bool pool_core::on_result_thread() noexcept { return impl::on_result_thread(); }
 
 void pool_core::close() {
   impl& p = *impl_;
+  p.check_owner("close()");
   {
     std::lock_guard lock(p.mutex);
     if (p.state != impl::phase::running) return;
@@ -994,6 +1040,7 @@ void pool_core::close() {
 
 void pool_core::terminate() {
   impl& p = *impl_;
+  p.check_owner("terminate()");
   std::vector<std::shared_ptr<task_state>> failed;
   {
     std::lock_guard lock(p.mutex);
@@ -1012,6 +1059,7 @@ void pool_core::terminate() {
 
 void pool_core::join() {
   impl& p = *impl_;
+  p.check_owner("join()");
   bool closed;  // read under the lock: the monitor thread sets `terminated` if the zygote dies
   {
     std::unique_lock lock(p.mutex);

@@ -29,6 +29,22 @@ int clocklock(pthread_mutex_t& m, const timespec& deadline) {
 #endif
 }
 
+// A locker sleeps at most this long before it tries again. An unlock wakes one sleeper;
+// if that one is SIGKILLed before it takes the lock, the wake dies with it and the others
+// would sleep beside a free lock until the next contended unlock, or forever (a pool
+// whose monitor thread waited so could no longer replace its dead workers).
+constexpr std::chrono::milliseconds recheck_interval{100};
+
+timespec to_timespec(deadline_t t) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  timespec ts{};
+  if (ns > 0) {
+    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  }
+  return ts;
+}
+
 }  // namespace
 
 void robust_mutex_init(pthread_mutex_t& m) {
@@ -42,20 +58,17 @@ void robust_mutex_init(pthread_mutex_t& m) {
 }
 
 int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline) {
-  int r;
-  if (deadline == nullptr || *deadline == deadline_t::max()) {
-    r = ::pthread_mutex_lock(&m);
-  } else {
-    r = ::pthread_mutex_trylock(&m);
-    if (r == EBUSY) {
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
-      timespec ts{};
-      if (ns > 0) {
-        ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-        ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-      }
-      r = clocklock(m, ts);
+  const bool forever = deadline == nullptr || *deadline == deadline_t::max();
+  int r = ::pthread_mutex_trylock(&m);
+  while (r == EBUSY) {
+    const deadline_t now = std::chrono::steady_clock::now();
+    if (!forever && now >= *deadline) {
+      r = ETIMEDOUT;
+      break;
     }
+    const deadline_t slice_end = forever ? now + recheck_interval : std::min(*deadline, now + recheck_interval);
+    r = clocklock(m, to_timespec(slice_end));
+    if (r == ETIMEDOUT) r = EBUSY;  // the slice passed: look again
   }
   switch (r) {
     case 0:

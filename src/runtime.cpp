@@ -80,12 +80,9 @@ runtime::runtime() : pid_(::getpid()) {
 
 void runtime::after_fork_in_child() noexcept {
   pid_ = ::getpid();
-  // The parent's children are not ours: drop their handles without touching their
-  // mutexes (another parent thread may have held one at the fork). Touch only what is
-  // set: each page first written in a fresh child costs a page fault.
-  for (child_record* record : records_) {
-    if (record->sentinel() >= 0) record->forget_in_fork_child();
-  }
+  // The parent's children and pools are not ours: drop their descriptors without
+  // touching their mutexes (another parent thread may have held one at the fork).
+  for (fork_local* local : fork_locals_) local->forget_in_fork_child();
   if (reaper_wake_fd_ >= 0) {
     ::close(reaper_wake_fd_);
     reaper_wake_fd_ = -1;
@@ -99,14 +96,14 @@ void runtime::after_fork_in_child() noexcept {
   // record's destructor takes mutex_.
 }
 
-void runtime::register_record(child_record* record) {
+void runtime::register_fork_local(fork_local* local) {
   std::lock_guard lock(mutex_);
-  records_.insert(record);
+  fork_locals_.insert(local);
 }
 
-void runtime::unregister_record(child_record* record) noexcept {
+void runtime::unregister_fork_local(fork_local* local) noexcept {
   std::lock_guard lock(mutex_);
-  records_.erase(record);
+  fork_locals_.erase(local);
 }
 
 void runtime::track(std::shared_ptr<child_record> child) {

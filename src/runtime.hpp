@@ -10,11 +10,11 @@
 #include <unordered_set>
 #include <vector>
 
+#include "fork_local.hpp"
 #include "mproc/process.hpp"
 
 namespace mproc::detail {
 
-class child_record;
 
 // Flushes C stdio and the standard C++ streams, so that fork(2) does not duplicate
 // buffered output and _exit(2) does not lose it.
@@ -26,6 +26,8 @@ void flush_std_output() noexcept;
 // getpid(2) of the calling process.
 pid_t current_pid() noexcept;
 
+class child_record;
+
 class runtime {
  public:
   // Never destroyed: children may outlive static destruction and the reaper thread may
@@ -35,9 +37,9 @@ class runtime {
   // getpid(2), cached: it is asked on every call that checks who owns a child.
   pid_t pid() const noexcept { return pid_; }
 
-  // Every live child_record, so that a forked child can drop the parent's pidfds.
-  void register_record(child_record* record);
-  void unregister_record(child_record* record) noexcept;
+  // Every live fork_local (child records, pools), so that a forked child drops them.
+  void register_fork_local(fork_local* local);
+  void unregister_fork_local(fork_local* local) noexcept;
 
   // A child has started: keep it until it is reaped.
   void track(std::shared_ptr<child_record> child);
@@ -66,7 +68,7 @@ class runtime {
 
   pid_t pid_;  // refreshed in a forked child
   mutable std::mutex mutex_;
-  std::unordered_set<child_record*> records_;              // guarded by mutex_
+  std::unordered_set<fork_local*> fork_locals_;            // guarded by mutex_
   std::vector<std::shared_ptr<child_record>> running_;     // guarded by mutex_
   std::vector<std::shared_ptr<child_record>> handed_off_;  // guarded by mutex_
   bool reaper_running_ = false;                            // guarded by mutex_

@@ -45,6 +45,10 @@ class shared_memory {
   void release(std::size_t offset, std::size_t length) noexcept;
   void reallocate(std::size_t offset, std::size_t length);
 
+  // For a copy in a forked process that will never use the memory (a pool's, in a child):
+  // closes the descriptor; what is mapped stays mapped until destruction.
+  void forget_descriptor() noexcept { fd_.reset(); }
+
  private:
   shared_memory(unique_fd fd, std::byte* base, std::size_t reserved);
   void map_more(std::size_t end);

@@ -30,6 +30,9 @@
 //   destructor closes and joins a running pool.
 // - Thread safety: several threads may submit at once; close/terminate/join may be
 //   called from any thread.
+// - A pool belongs to the process that made it. In a process forked from it (os::fork,
+//   a `process` child) every call on the copy throws mproc::error and destroying it does
+//   nothing to the parent's workers; a `process` child holds none of its descriptors.
 #pragma once
 
 #include <algorithm>

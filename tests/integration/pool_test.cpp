@@ -1,6 +1,7 @@
 // mproc::pool with real worker processes.
 #include "mproc/pool.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -12,6 +13,8 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -529,6 +532,56 @@ TEST(Pool, PoolInAChildThatIsSigkilledLeavesNoWorkerAlive) {
     return true;
   }, 2s);
   EXPECT_TRUE(gone) << "a worker outlived its pool's SIGKILLed owner";
+}
+
+// A pool belongs to the process that made it. A forked child's copy must neither work
+// (its task ids would mix with the parent's in the shared channels, and no thread of the
+// child reads results: Python's Pool hangs there) nor, destroyed, hang the child or touch
+// the parent's workers: it throws a clear error, and its destruction is a no-op.
+TEST(Pool, AForkedChildCannotUseItsParentsPoolAndLeavesItWhole) {
+  auto pool = std::make_unique<mproc::pool>(2);
+  std::set<int> workers;
+  while (workers.size() < 2) {
+    for (int pid : pool->map(my_pid, iota_vector(8), 1)) workers.insert(pid);
+  }
+  mproc_test::test_pipe out;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::string said;
+    for (const auto& attempt : std::vector<std::function<void()>>{
+             [&] { (void)pool->apply(square, 3); }, [&] { pool->close(); }, [&] { pool->terminate(); }}) {
+      try {
+        attempt();
+        said += "no error|";
+      } catch (const mproc::error& e) {
+        said += std::string(e.what()) + "|";
+      }
+    }
+    pool.reset();  // closes and joins a running pool, in the owner; nothing here
+    out.write(said + "\n");
+    ::_exit(0);
+  }
+  out.close_write();
+  const std::string said = out.read_line().value_or("");
+  int status = 0;
+  const bool ended = mproc_test::eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 10s);
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  ASSERT_TRUE(ended) << "destroying the copy of a pool hung the child";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_THAT(said, ::testing::HasSubstr("submitting a task in process " + std::to_string(child) +
+                                         ", but the pool belongs to process " + std::to_string(::getpid())));
+  EXPECT_THAT(said, ::testing::HasSubstr("close() in process"));
+  EXPECT_THAT(said, ::testing::HasSubstr("terminate() in process"));
+  EXPECT_THAT(said, ::testing::Not(::testing::HasSubstr("no error")));
+  // The parent's pool still serves, with the same workers (none was killed).
+  EXPECT_EQ(pool->apply(square, 7), 49);
+  std::set<int> after;
+  for (int pid : pool->map(my_pid, iota_vector(64), 1)) after.insert(pid);
+  for (int pid : after) EXPECT_EQ(workers.count(pid), 1U) << "worker " << pid << " was replaced";
 }
 
 TEST(Pool, NoZombiesAfterAPoolEnds) {

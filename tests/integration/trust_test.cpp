@@ -1,4 +1,5 @@
 // Trust boundaries: what another program or process can reach of mproc's objects.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -6,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -37,6 +40,64 @@ std::set<std::string> descriptors_an_exec_sees() {
 }
 
 int twice(int x) { return 2 * x; }
+
+// What each open descriptor of the calling process is, counted by kind: "memfd:mproc-queue",
+// "memfd:mproc-pool", "pidfd", "eventfd", "socket", ... (the directory being read left out).
+std::map<std::string, int> descriptor_kinds() {
+  std::map<std::string, int> kinds;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return kinds;
+  for (dirent* e; (e = ::readdir(dir)) != nullptr;) {
+    if (e->d_name[0] == '.' || std::atoi(e->d_name) == ::dirfd(dir)) continue;
+    char target[256];
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n < 0) continue;
+    std::string kind(target, static_cast<std::size_t>(n));
+    if (kind.rfind("/memfd:", 0) == 0) kind = kind.substr(1, kind.find(' ') - 1);
+    else if (kind.rfind("anon_inode:", 0) == 0) kind = kind.substr(11);
+    else if (kind.find(':') != std::string::npos) kind = kind.substr(0, kind.find(':'));
+    ++kinds[kind];
+  }
+  ::closedir(dir);
+  return kinds;
+}
+
+std::string describe(const std::map<std::string, int>& kinds) {
+  std::string out;
+  for (const auto& [kind, count] : kinds) out += kind + "=" + std::to_string(count) + " ";
+  return out;
+}
+
+// A `process` child inherits the handles it can use (queues, locks and shared memory made
+// before the fork work there: DESIGN), and nothing else of mproc: not the descriptors of
+// the parent's pool (its zygote's socket and pidfd, its workers' pidfds, its channels,
+// control memory and eventfd), nor the pidfds of the parent's other children.
+TEST(Trust, AProcessChildHoldsNoDescriptorOfThePoolsOrChildrenOfItsParent) {
+  mproc::queue<std::string> report;
+  mproc::mutex m;
+  mproc::pool pool(2);
+  ASSERT_EQ(pool.apply(twice, 21), 42);
+  mproc::event e;
+  mproc::process sibling([](mproc::event e) { e.wait(); }, e);
+  sibling.start();
+  mproc::process child([](mproc::queue<std::string> report) { report.put(describe(descriptor_kinds())); }, report);
+  child.start();
+  const std::string in_child = report.get(std::chrono::seconds(10));
+  child.join();
+  e.set();
+  sibling.join();
+  const auto parent_now = descriptor_kinds();
+  EXPECT_GT(parent_now.count("memfd:mproc-pool"), 0u) << describe(parent_now);
+  EXPECT_EQ(in_child.find("mproc-pool"), std::string::npos) << in_child;
+  EXPECT_EQ(in_child.find("pidfd"), std::string::npos) << in_child;
+  EXPECT_EQ(in_child.find("eventfd"), std::string::npos) << in_child;
+  EXPECT_EQ(in_child.find("socket"), std::string::npos) << in_child;
+  EXPECT_NE(in_child.find("memfd:mproc-queue=1 "), std::string::npos) << in_child;  // `report`
+  EXPECT_NE(in_child.find("memfd:mproc-lock=1 "), std::string::npos) << in_child;   // `m`
+  pool.close();
+  pool.join();
+}
 
 // Every descriptor mproc opens is O_CLOEXEC: a program exec'd from a process that holds
 // queues, locks, pipes, a pool and running children inherits none of them.

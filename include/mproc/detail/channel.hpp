@@ -81,6 +81,10 @@ class channel {
 
   fd_token token() const;
 
+  // For a copy in a forked process that will never use the channel (a pool's, in a
+  // child): closes its descriptor. Async-signal-safe.
+  void forget_descriptor() noexcept;
+
   struct state;  // defined in src/channel.cpp
 
  private:

@@ -9,9 +9,12 @@
 //   workers down when the parent dies, however it dies; workers die with the zygote
 //   (PR_SET_PDEATHSIG), and ignore SIGINT.
 // - Tasks go through one shared channel that idle workers take from; results come back
-//   through another. A worker records the task it runs in a shared slot before it commits
-//   taking it, so when it dies the parent knows exactly which task failed (worker_lost, or
-//   timeout_error when the parent killed it for task_timeout) and the zygote replaces it.
+//   through another. A worker claims the task it takes in a shared slot, settled under the
+//   channel's consumer lock (src/task_claim.hpp), so when it dies the parent knows exactly
+//   whether a task went with it (worker_lost, or timeout_error when the parent killed it
+//   for task_timeout) or is still queued for another worker; the zygote replaces it.
+// - A pool belongs to the process that made it: in a forked child its copy is inert (every
+//   call throws mproc::error, destruction does nothing) and holds no descriptor.
 // - A task names its function by an index into a table that only the parent writes (in
 //   shared memory, read by the workers): a forged or corrupted message can name a wrong
 //   index, which the worker rejects, never an address.
