@@ -475,6 +475,15 @@ struct pool_core::impl final : fork_local {
   // no worker alive, the queued tasks could only wait: they fail now with the error, and
   // the tasks submitted later are served again once a worker can start.
   void on_spawn_failed(std::uint32_t slot, int err) {
+    {
+      std::lock_guard lock(mutex);
+      if (workers[slot].pid != 0) return;
+    }
+    // A worker forked but not watchable was killed and reaped by the zygote at once; it may
+    // have taken a task already.
+    if (const std::uint64_t task = claims->settle_dead(slot); task != 0 && task != retire_claim) {
+      put_result({task, result_kind::lost, -SIGKILL});
+    }
     bool respawn;
     bool none_alive;
     {
