@@ -40,7 +40,7 @@ constexpr std::size_t max_functions = 4096;
 constexpr int retire_exit_code = 0;    // a worker that took its sentinel after close()
 constexpr int recycle_exit_code = 98;  // a worker that ran max_tasks_per_child tasks
 // A worker's claim on a sentinel (task ids count up from 1 and never reach it).
-constexpr std::uint64_t retire_claim = UINT64_MAX;
+constexpr std::uint64_t retire_claim = task_claims::condemned - 1;
 
 struct function_entry {
   std::atomic<std::uintptr_t> invoker;
@@ -192,7 +192,6 @@ struct pool_core::impl final : fork_local {
   struct worker_info {
     pid_t pid = 0;
     unique_fd pidfd;  // passed by the zygote; empty without pidfd support (see kill_worker)
-    std::uint64_t timed_out_task = 0;  // the task the parent killed it for
   };
 
   std::mutex mutex;  // guards everything below
@@ -430,7 +429,6 @@ struct pool_core::impl final : fork_local {
       worker_info& w = workers[r.slot];
       w.pid = r.pid;
       w.pidfd = std::move(pidfd);
-      w.timed_out_task = 0;
       if (state == phase::terminated) kill_worker(w);
       return;
     }
@@ -445,7 +443,8 @@ struct pool_core::impl final : fork_local {
     }
     // Outside `mutex`: it waits for the worker taking a task, if one is.
     std::uint64_t task = claims->settle_dead(r.slot);
-    bool timed_out;
+    const bool timed_out = (task & task_claims::condemned) != 0;  // killed for its timeout
+    task &= ~task_claims::condemned;
     bool respawn;
     {
       std::lock_guard lock(mutex);
@@ -453,10 +452,8 @@ struct pool_core::impl final : fork_local {
       // A worker killed once its take of a sentinel committed was retiring anyway.
       const bool retires = task == retire_claim && state == phase::closed;
       if (task == retire_claim) task = 0;
-      timed_out = task != 0 && w.timed_out_task == task;
       w.pid = 0;
       w.pidfd.reset();
-      w.timed_out_task = 0;
       if (retires) {
         ++retired;
         settled.notify_all();
@@ -481,8 +478,9 @@ struct pool_core::impl final : fork_local {
     }
     // A worker forked but not watchable was killed and reaped by the zygote at once; it may
     // have taken a task already.
-    if (const std::uint64_t task = claims->settle_dead(slot); task != 0 && task != retire_claim) {
-      put_result({task, result_kind::lost, -SIGKILL});
+    const std::uint64_t claim = claims->settle_dead(slot);
+    if (const std::uint64_t task = claim & ~task_claims::condemned; task != 0 && task != retire_claim) {
+      put_result({task, claim == task ? result_kind::lost : result_kind::timed_out, -SIGKILL});
     }
     bool respawn;
     bool none_alive;
@@ -557,16 +555,15 @@ struct pool_core::impl final : fork_local {
     std::lock_guard lock(mutex);
     for (unsigned k = 0; k < processes; ++k) {
       const std::uint64_t task = claims->task(k);
-      if (task == 0 || task == retire_claim) continue;
+      if (task == 0 || task == retire_claim || (task & task_claims::condemned) != 0) continue;
       const std::int64_t started = claims->started_ns(k);
       if (claims->task(k) != task) continue;
       worker_info& w = workers[k];
       const std::int64_t left = started + limit - now;
       if (left <= 0) {
-        if (w.timed_out_task != task && w.pid != 0) {
-          w.timed_out_task = task;
-          kill_worker(w);
-        }
+        // Only while the worker still holds this very task: one that just finished it
+        // must not be killed in its next task.
+        if (w.pid != 0 && claims->condemn(k, task)) kill_worker(w);
       } else {
         next = std::min(next, left);
       }
@@ -689,6 +686,12 @@ struct pool_core::impl final : fork_local {
 
 namespace {
 
+// The parent condemned this worker's task for its timeout and is killing it: take no
+// other task (the kill would fail it).
+[[noreturn]] void wait_for_kill() noexcept {
+  for (;;) ::pause();
+}
+
 [[noreturn]] void worker_main(pool_core::impl& p, unsigned slot, pid_t zygote) noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != zygote) ::_exit(1);
@@ -765,7 +768,7 @@ namespace {
       }
       const std::size_t end = result.size();
       p.results->put(result, {&end, 1}, nullptr);
-      claims.release(slot);
+      if (!claims.release(slot, context.too_big)) wait_for_kill();
       continue;
     }
     const auto header = read_header<task_header>(task);
@@ -800,7 +803,7 @@ namespace {
     flush_std_output();  // what the task printed appears now, not when the worker ends
     const std::size_t end = result.size();
     p.results->put(result, {&end, 1}, nullptr);
-    claims.release(slot);
+    if (!claims.release(slot, h.task)) wait_for_kill();
     if (p.config.max_tasks_per_child != 0 && ++done >= p.config.max_tasks_per_child) {
       ::_exit(recycle_exit_code);
     }

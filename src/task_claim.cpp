@@ -18,7 +18,13 @@ void task_claims::claim(unsigned self, std::uint64_t task, std::int64_t started_
   s.task.store(task, std::memory_order_release);
 }
 
-void task_claims::release(unsigned self) noexcept { slots_[self].task.store(0, std::memory_order_release); }
+bool task_claims::release(unsigned self, std::uint64_t task) noexcept {
+  return slots_[self].task.compare_exchange_strong(task, 0, std::memory_order_acq_rel);
+}
+
+bool task_claims::condemn(unsigned k, std::uint64_t task) noexcept {
+  return slots_[k].task.compare_exchange_strong(task, task | condemned, std::memory_order_acq_rel);
+}
 
 void task_claims::void_abandoned() noexcept {
   const std::uint64_t taken = tasks_->taken();

@@ -16,6 +16,11 @@
 //   counted an owner death.
 // - So a claim that survives in a dead worker's slot, read under the lock, is a take that
 //   committed: its task is the worker's, and is lost with it.
+// - The parent kills a worker for a task past its timeout only after condemning that very
+//   claim (a compare-and-swap from the task to task | condemned). A worker whose task ended
+//   just before finds its release refused and waits for the kill without taking another
+//   task: the kill can never land on the next task (which would fail with worker_lost
+//   while it ran fine).
 //
 // Thread safety: each slot is written by its own worker (claim, release), voided by the
 // holder of the consumers' lock, and settled by the parent once its worker is dead.
@@ -37,6 +42,9 @@ struct alignas(64) task_claim_slot {
 
 class task_claims {
  public:
+  // Marks a claim whose worker the parent kills for its timeout. Task ids stay below it.
+  static constexpr std::uint64_t condemned = std::uint64_t{1} << 63;
+
   // `slots[0, count)` live in memory shared with the workers (zeroed: no claims).
   task_claims(task_claim_slot* slots, unsigned count, channel& tasks) noexcept
       : slots_(slots), count_(count), tasks_(&tasks) {}
@@ -45,11 +53,17 @@ class task_claims {
   // message handed is `task`'s, taken at `started_ns`. Returns once the claim is visible.
   void claim(unsigned self, std::uint64_t task, std::int64_t started_ns) noexcept;
 
-  // Worker `self` has reported its task's result: it holds no task.
-  void release(unsigned self) noexcept;
+  // Worker `self` has reported the result of `task`, its claim: it holds no task. False
+  // when the claim was condemned meanwhile: the worker is being killed.
+  bool release(unsigned self, std::uint64_t task) noexcept;
+
+  // The parent: condemns slot `k`'s claim if it is still `task`; true when it did, and the
+  // worker may then be killed for it.
+  bool condemn(unsigned k, std::uint64_t task) noexcept;
 
   // The parent, once slot `k`'s worker is dead: the task whose take it committed (0 when
-  // none); the slot is left empty. Takes the consumers' lock: waits for a live taker.
+  // none; with `condemned` set if the parent killed it for its timeout); the slot is left
+  // empty. Takes the consumers' lock: waits for a live taker.
   std::uint64_t settle_dead(unsigned k);
 
   // The holder of the consumers' lock: voids every claim whose take never committed.

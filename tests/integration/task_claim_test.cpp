@@ -58,6 +58,7 @@ class TaskClaim : public ::testing::Test {
         task_claims* claims;
         unsigned slot;
         death when;
+        std::uint64_t id = 0;
       } c{&*claims_, slot, when};
       const std::size_t n = tasks_.get(
           [](void* p, std::span<const std::byte> message) {
@@ -65,16 +66,35 @@ class TaskClaim : public ::testing::Test {
             std::uint64_t id;
             std::memcpy(&id, message.data(), sizeof id);
             c.claims->claim(c.slot, id, 1);
+            c.id = id;
             if (c.when == death::inside_take) ::raise(SIGKILL);  // holds the consumers' lock
           },
           &c, 1, nullptr);
-      if (n == 1 && when == death::after_release) claims_->release(slot);
+      if (n == 1 && when == death::after_release) claims_->release(slot, c.id);
       ::raise(SIGKILL);
       ::_exit(1);
     }
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  }
+
+  // Worker `slot`, in this process, takes the next task as the pool's worker does.
+  void take_here(unsigned slot) {
+    struct context {
+      task_claims* claims;
+      unsigned slot;
+    } c{&*claims_, slot};
+    const mproc::detail::deadline_t now{};
+    ASSERT_EQ(tasks_.get(
+                  [](void* p, std::span<const std::byte> message) {
+                    auto& c = *static_cast<context*>(p);
+                    std::uint64_t id;
+                    std::memcpy(&id, message.data(), sizeof id);
+                    c.claims->claim(c.slot, id, 1);
+                  },
+                  &c, 1, &now),
+              1u);
   }
 
   // The ids of the tasks still queued, taken in order.
@@ -157,6 +177,30 @@ TEST_F(TaskClaim, AWorkerKilledAfterReportingItsTaskHoldsNone) {
   worker_killed(0, death::after_release);
   EXPECT_EQ(claims_->settle_dead(0), 0u);
   EXPECT_TRUE(drain().empty());
+}
+
+// The parent kills a worker for its task's timeout only after condemning that very claim.
+TEST_F(TaskClaim, ACondemnedTaskCannotBeReleasedAndSettlesAsCondemned) {
+  put_task(7);
+  take_here(0);
+  EXPECT_TRUE(claims_->condemn(0, 7));
+  EXPECT_FALSE(claims_->condemn(0, 7));  // once
+  EXPECT_FALSE(claims_->release(0, 7));  // the worker must wait for its kill, not go on
+  EXPECT_EQ(claims_->settle_dead(0), 7 | task_claims::condemned);
+}
+
+// A task that ended just before the parent decided it had run too long: the kill must not
+// land on the worker's next task.
+TEST_F(TaskClaim, ATaskReleasedBeforeItsTimeoutKillCannotBeCondemnedNorItsSuccessor) {
+  put_task(7);
+  put_task(8);
+  take_here(0);
+  EXPECT_TRUE(claims_->release(0, 7));
+  EXPECT_FALSE(claims_->condemn(0, 7));
+  take_here(0);
+  EXPECT_FALSE(claims_->condemn(0, 7));
+  EXPECT_EQ(claims_->task(0), 8u);
+  EXPECT_EQ(claims_->settle_dead(0), 8u);
 }
 
 TEST_F(TaskClaim, AClaimRecordsTheMessagesSequenceNumber) {
