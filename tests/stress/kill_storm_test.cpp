@@ -86,6 +86,7 @@
 #include <semaphore>
 #include <span>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -302,11 +303,13 @@ struct control {
 // Workers inherit this pointer (and the mapping) from the parent through the zygote.
 
 u32* task_runs = nullptr;    // [task id]: how many times it started
+u32* task_ran_by = nullptr;  // [task id]: the pid of the worker that last started it
 u32* latest_task = nullptr;  // [worker pid]: 1 + the id of the last task it started
 std::size_t latest_task_size = 0;
 
 void note_run(u64 id) {
   if (task_runs != nullptr && id < max_tasks) {
+    st(task_ran_by[id], static_cast<u32>(::getpid()));
     inc(task_runs[id], u32{1});
     const auto pid = static_cast<std::size_t>(::getpid());
     if (pid < latest_task_size) st(latest_task[pid], static_cast<u32>(id + 1));
@@ -364,12 +367,34 @@ std::vector<pid_t> children_of(pid_t pid) {
   return out;
 }
 
+// Where a blocked process waits: its syscall and, for a futex, the mapping and offset of
+// the word (e.g. "/memfd:mproc-queue (deleted)+0xc0", a channel's consumers' lock).
+std::string blocked_on(pid_t pid) {
+  std::string number, first_arg;
+  std::ifstream("/proc/" + std::to_string(pid) + "/syscall") >> number >> first_arg;
+  std::string out = "syscall " + number;
+  if (number != "202") return out;  // x86-64 futex
+  const std::uintptr_t word = std::strtoull(first_arg.c_str(), nullptr, 16);
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t begin = 0, end = 0, offset = 0;
+    char name[512] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %*s %lx %*s %*s %511[^\n]", &begin, &end, &offset, name) < 3) continue;
+    if (word < begin || word >= end) continue;
+    char where[64];
+    std::snprintf(where, sizeof where, "+0x%lx", static_cast<unsigned long>(word - begin + offset));
+    return out + " (futex) on " + name + where;
+  }
+  return out + " (futex) at " + first_arg;
+}
+
 std::string describe_process(pid_t pid) {
   std::string comm, wchan;
   std::ifstream("/proc/" + std::to_string(pid) + "/comm") >> comm;
   std::ifstream("/proc/" + std::to_string(pid) + "/wchan") >> wchan;
   const auto st = mproc_test::read_proc_stat(pid);
-  return std::to_string(pid) + " " + comm + " state " + (st ? std::string(1, st->state) : "?") + " wchan " + wchan;
+  return std::to_string(pid) + " " + comm + " state " + (st ? std::string(1, st->state) : "?") + " wchan " + wchan +
+         ", " + blocked_on(pid);
 }
 
 // Total size of this process's queue memfds (the pool's two channels included).
@@ -480,9 +505,11 @@ class storm {
         lockers_(max_incarnations),
         received_by_(message_capacity),
         runs_(max_tasks),
+        ran_by_(max_tasks),
         latest_(pid_limit()) {
     for (u32 q = 0; q < queue_count; ++q) queues_.emplace_back(queue_maxsize[q]);
     task_runs = runs_.data();
+    task_ran_by = ran_by_.data();
     latest_task = latest_.data();
     latest_task_size = latest_.size();
     outcome_ = std::make_unique<std::atomic<u8>[]>(max_tasks);
@@ -490,6 +517,7 @@ class storm {
   }
   ~storm() {
     task_runs = nullptr;
+    task_ran_by = nullptr;
     latest_task = nullptr;
     latest_task_size = 0;
   }
@@ -544,7 +572,9 @@ class storm {
   mproc::shared_array<locker_rec> lockers_;
   mproc::shared_array<u32> received_by_;
   mproc::shared_array<u32> runs_;
+  mproc::shared_array<u32> ran_by_;
   mproc::shared_array<u32> latest_;
+  std::set<u32> killed_workers_;  // pids the chaos killed
   mproc::shared_value<control> ctl_;
   mproc::mutex lock0_;
   mproc::shared_value<guarded> guarded0_;  // under lock0_
@@ -908,6 +938,7 @@ bool storm::kill_pool_worker() {
   ::close(fd);
   if (sent) {
     ++kills_.workers;
+    killed_workers_.insert(static_cast<u32>(pid));
     if (static_cast<std::size_t>(pid) < latest_.size())
       kills_.worker_last_tasks.push_back(ld(latest_[static_cast<std::size_t>(pid)]));
   } else {
@@ -936,7 +967,8 @@ bool storm::join_all(role_kind kind, std::chrono::seconds limit, const char* wha
     const auto left = std::max(deadline - clock_type::now(), clock_type::duration::zero());
     if (!r.proc->join(std::chrono::duration_cast<std::chrono::milliseconds>(left))) {
       all = false;
-      fail(std::string("deadlock: ") + what + " " + std::to_string(r.rec) + " still running " +
+      fail(std::string("deadlock: ") + what + " " + std::to_string(r.rec) + " (of queue or lock " +
+           std::to_string(r.group) + ") still running " +
            std::to_string(limit.count()) +
            " s after it was told to stop: " + describe_process(r.proc->pid().value_or(0)));
       r.proc->kill();
@@ -1181,7 +1213,9 @@ void storm::check_tasks() {
         !std::binary_search(died_in.begin(), died_in.end(), static_cast<u32>(id + 1))) {
       ++lost_yet_ran;
       if (lost_examples.size() < 200)
-        lost_examples += " " + std::to_string(id) + "(" + task_kind_names[kind_[id]] + ")";
+        lost_examples += " " + std::to_string(id) + "(" + task_kind_names[kind_[id]] + ", started by pid " +
+                         std::to_string(ld(ran_by_[id])) +
+                         (killed_workers_.count(ld(ran_by_[id])) != 0 ? ", which the chaos killed later)" : ", never killed by the chaos)");
     }
     if (o == outcome_ok && kind_[id] != kind_map && runs == 0) ++never_ran;
     if (runs > 1) {
