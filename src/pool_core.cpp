@@ -441,17 +441,13 @@ struct pool_core::impl final : fork_local {
       std::lock_guard lock(mutex);
       if (workers[r.slot].pid != r.pid) return;
     }
-    // Outside `mutex`: it waits for the worker taking a task, if one is.
-    std::uint64_t task = claims->settle_dead(r.slot);
-    const bool timed_out = (task & task_claims::condemned) != 0;  // killed for its timeout
-    task &= ~task_claims::condemned;
+    const bool took_sentinel = settle_dead_worker(r.slot, r.exitcode);
     bool respawn;
     {
       std::lock_guard lock(mutex);
       worker_info& w = workers[r.slot];
       // A worker killed once its take of a sentinel committed was retiring anyway.
-      const bool retires = task == retire_claim && state == phase::closed;
-      if (task == retire_claim) task = 0;
+      const bool retires = took_sentinel && state == phase::closed;
       w.pid = 0;
       w.pidfd.reset();
       if (retires) {
@@ -460,10 +456,19 @@ struct pool_core::impl final : fork_local {
       }
       respawn = !retires && state != phase::terminated;
     }
-    if (task != 0) {
-      put_result({task, timed_out ? result_kind::timed_out : result_kind::lost, r.exitcode});
-    }
     if (respawn) request(command_kind::spawn, r.slot);
+  }
+
+  // Settles the claim of slot `slot`'s dead worker, which ended with `exitcode`: the task
+  // whose take it committed fails (timeout_error when the parent condemned it, else
+  // worker_lost). Returns whether the claim was on a sentinel. Call it without `mutex`: it
+  // waits for a worker taking a task, if one is.
+  bool settle_dead_worker(std::uint32_t slot, std::int32_t exitcode) {
+    const std::uint64_t claim = claims->settle_dead(slot);
+    const std::uint64_t task = claim & ~task_claims::condemned;
+    if (task == retire_claim) return true;
+    if (task != 0) put_result({task, claim == task ? result_kind::lost : result_kind::timed_out, exitcode});
+    return false;
   }
 
   // The zygote could not start a worker for `slot` (fork or pidfd_open failed with `err`:
@@ -477,16 +482,13 @@ struct pool_core::impl final : fork_local {
       if (workers[slot].pid != 0) return;
     }
     // A worker forked but not watchable was killed and reaped by the zygote at once; it may
-    // have taken a task already.
-    const std::uint64_t claim = claims->settle_dead(slot);
-    if (const std::uint64_t task = claim & ~task_claims::condemned; task != 0 && task != retire_claim) {
-      put_result({task, claim == task ? result_kind::lost : result_kind::timed_out, -SIGKILL});
-    }
+    // have taken a task already. (A sentinel claim changes nothing: the slot retires below
+    // after close().)
+    (void)settle_dead_worker(slot, -SIGKILL);
     bool respawn;
     bool none_alive;
     {
       std::lock_guard lock(mutex);
-      if (workers[slot].pid != 0) return;
       respawn = state == phase::running;
       if (state == phase::closed) {
         ++retired;

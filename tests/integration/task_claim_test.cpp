@@ -48,29 +48,42 @@ class TaskClaim : public ::testing::Test {
 
   enum class death { inside_take, after_take, after_release };
 
+  static std::uint64_t task_id(std::span<const std::byte> message) {
+    std::uint64_t id;
+    std::memcpy(&id, message.data(), sizeof id);
+    return id;
+  }
+
+  // Takes the next task as the pool's worker does, claiming it for worker `slot`, and
+  // SIGKILLs the calling process inside the take (holding the consumers' lock) when
+  // `die_inside`. Returns the task's id; 0 when none was queued.
+  std::uint64_t take_claiming(unsigned slot, bool die_inside) {
+    struct context {
+      task_claims* claims;
+      unsigned slot;
+      bool die_inside;
+      std::uint64_t id = 0;
+    } c{&*claims_, slot, die_inside};
+    const mproc::detail::deadline_t now{};
+    tasks_.get(
+        [](void* p, std::span<const std::byte> message) {
+          auto& c = *static_cast<context*>(p);
+          c.id = task_id(message);
+          c.claims->claim(c.slot, c.id, 1);
+          if (c.die_inside) ::raise(SIGKILL);
+        },
+        &c, 1, &now);
+    return c.id;
+  }
+
   // Worker `slot`, in a child process, takes the next task as the pool's worker does and
   // is SIGKILLed at `when`. Returns once the child is dead.
   void worker_killed(unsigned slot, death when) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
-      struct context {
-        task_claims* claims;
-        unsigned slot;
-        death when;
-        std::uint64_t id = 0;
-      } c{&*claims_, slot, when};
-      const std::size_t n = tasks_.get(
-          [](void* p, std::span<const std::byte> message) {
-            auto& c = *static_cast<context*>(p);
-            std::uint64_t id;
-            std::memcpy(&id, message.data(), sizeof id);
-            c.claims->claim(c.slot, id, 1);
-            c.id = id;
-            if (c.when == death::inside_take) ::raise(SIGKILL);  // holds the consumers' lock
-          },
-          &c, 1, nullptr);
-      if (n == 1 && when == death::after_release) claims_->release(slot, c.id);
+      const std::uint64_t id = take_claiming(slot, when == death::inside_take);
+      if (id != 0 && when == death::after_release) claims_->release(slot, id);
       ::raise(SIGKILL);
       ::_exit(1);
     }
@@ -80,22 +93,7 @@ class TaskClaim : public ::testing::Test {
   }
 
   // Worker `slot`, in this process, takes the next task as the pool's worker does.
-  void take_here(unsigned slot) {
-    struct context {
-      task_claims* claims;
-      unsigned slot;
-    } c{&*claims_, slot};
-    const mproc::detail::deadline_t now{};
-    ASSERT_EQ(tasks_.get(
-                  [](void* p, std::span<const std::byte> message) {
-                    auto& c = *static_cast<context*>(p);
-                    std::uint64_t id;
-                    std::memcpy(&id, message.data(), sizeof id);
-                    c.claims->claim(c.slot, id, 1);
-                  },
-                  &c, 1, &now),
-              1u);
-  }
+  void take_here(unsigned slot) { ASSERT_NE(take_claiming(slot, false), 0u); }
 
   // The ids of the tasks still queued, taken in order.
   std::vector<std::uint64_t> drain() {
@@ -103,9 +101,7 @@ class TaskClaim : public ::testing::Test {
     const mproc::detail::deadline_t now{};
     while (tasks_.get(
                [](void* p, std::span<const std::byte> message) {
-                 std::uint64_t id;
-                 std::memcpy(&id, message.data(), sizeof id);
-                 static_cast<std::vector<std::uint64_t>*>(p)->push_back(id);
+                 static_cast<std::vector<std::uint64_t>*>(p)->push_back(task_id(message));
                },
                &ids, 1, &now) != 0) {
     }
