@@ -26,7 +26,7 @@ using namespace channel_stream;
 // of blocks, so any size works; blocks that consumers have passed go to a free list for
 // producers to reuse.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 2;
+constexpr std::uint32_t layout_version = 3;
 constexpr std::size_t header_bytes = 4096;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).

@@ -16,24 +16,6 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const 
 void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept;
 void yield_cpu() noexcept;
 
-// A condition one side waits for and the other announces. `sleepers` counts the waiters
-// about to sleep or asleep on `event`; an announcer touches `event` and makes the wake
-// syscall only when there is one, so a hand-off between two running processes writes no
-// shared line but the data's own. (The fence pairs with the waiter's seq_cst increment of
-// `sleepers`: either the announcer sees the sleeper, or the sleeper sees the condition.)
-struct wakeup {
-  std::atomic<std::uint32_t> event{0};
-  std::atomic<std::uint32_t> sleepers{0};
-
-  void announce(int count = 1) noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (sleepers.load(std::memory_order_relaxed) != 0) {
-      event.fetch_add(1, std::memory_order_seq_cst);
-      futex_wake(event, count);
-    }
-  }
-};
-
 // How long a sleeper trusts that a wakeup will come. A wakeup can be lost to a death: the
 // waker killed after making the condition true but before announcing it, or the one
 // sleeper that announce(1) woke killed before it could act (say, a consumer SIGKILLed
@@ -42,6 +24,48 @@ struct wakeup {
 // often: a lost wakeup costs a delay of at most this long, never a hang, for the price of
 // a few idle wakeups a second per sleeping thread.
 inline constexpr std::chrono::milliseconds recheck_period{100};
+
+inline std::int64_t monotonic_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A condition one side waits for and the other announces. `sleepers` counts the waiters
+// about to sleep or asleep on `event`; an announcer touches `event` and makes the wake
+// syscall only when there is one, so a hand-off between two running processes writes no
+// shared line but the data's own. (The fence pairs with the waiter's seq_cst increment of
+// `sleepers`: either the announcer sees the sleeper, or the sleeper sees the condition.)
+//
+// A sleeper SIGKILLed in its sleep stays counted for good. `awake_by_ns` bounds what that
+// costs: each sleeper, before each sleep of at most recheck_period, raises it to the end
+// of that sleep, so once it has passed, every sleeper still counted is dead or awake (and
+// about to re-check the condition by itself). Announcers then skip the syscall: without
+// this, one consumer killed while it waited made every later put on its queue pay a wake
+// syscall (and a write to `event`), for the life of the queue.
+struct wakeup {
+  std::atomic<std::uint32_t> event{0};
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::int64_t> awake_by_ns{0};  // CLOCK_MONOTONIC
+
+  // Wakes up to `count` sleepers if one may be asleep; returns whether it made the call.
+  bool announce(int count = 1) noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acquire: a sleeper raises awake_by_ns before it counts itself, so an announcer that
+    // sees it counted sees its awake_by_ns too.
+    if (sleepers.load(std::memory_order_acquire) == 0) return false;
+    if (awake_by_ns.load(std::memory_order_relaxed) <= monotonic_ns()) return false;
+    event.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(event, count);
+    return true;
+  }
+
+  // A sleeper, before it counts itself: it will be awake by `until_ns` whatever happens.
+  void will_wake_by(std::int64_t until_ns) noexcept {
+    std::int64_t seen = awake_by_ns.load(std::memory_order_relaxed);
+    while (seen < until_ns && !awake_by_ns.compare_exchange_weak(seen, until_ns, std::memory_order_relaxed)) {
+    }
+  }
+};
 
 // How long a thread spins before it sleeps, adapted to what its recent waits took: doubled
 // (up to max_spin) when a wait ended within the spin or soon after, halved (down to
@@ -90,6 +114,9 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
     if (ready()) return true;
     const deadline_t recheck = std::chrono::steady_clock::now() + recheck_period;
     const bool final_slice = deadline != nullptr && *deadline <= recheck;
+    // The margin covers timer slack: the kernel may end the sleep a little after `recheck`.
+    w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(recheck.time_since_epoch()).count() +
+                   2'000'000);
     w.sleepers.fetch_add(1, std::memory_order_seq_cst);
     bool in_time = true;
     if (!ready()) in_time = futex_wait(w.event, seen, final_slice ? deadline : &recheck);

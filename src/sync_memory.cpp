@@ -11,7 +11,7 @@ namespace mproc::detail {
 namespace {
 
 constexpr std::uint32_t sync_magic = 0x6d70'7379;  // "mpsy"
-constexpr std::uint32_t layout_version = 1;
+constexpr std::uint32_t layout_version = 2;
 
 [[noreturn]] void not_a(sync_kind expected, const std::string& found) {
   throw error(std::string("the handle received does not name an mproc::") + kind_name(expected) + " (it names " +

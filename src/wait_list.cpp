@@ -72,6 +72,7 @@ std::uint32_t wait_list::enter() {
     s.state.store(slot_free, std::memory_order_relaxed);
     s.wake.event.store(0, std::memory_order_relaxed);
     s.wake.sleepers.store(0, std::memory_order_relaxed);
+    s.wake.awake_by_ns.store(0, std::memory_order_relaxed);
     h.used = index + 1;  // only now: a slot is counted once it is initialised
   }
   slot& s = at(index);

@@ -44,7 +44,7 @@ struct wait_list_header {
 
 class wait_list {
  public:
-  static constexpr std::size_t slot_bytes = 64;
+  static constexpr std::size_t slot_bytes = 128;  // two cache lines: one would not hold a slot
   static constexpr std::uint32_t max_slots = 1u << 16;
 
   // `header` lives in the owner's state. init() sets it up for a memfd of `file_bytes`.
