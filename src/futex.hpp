@@ -45,7 +45,7 @@ inline std::int64_t monotonic_ns() noexcept {
 struct wakeup {
   std::atomic<std::uint32_t> event{0};
   std::atomic<std::uint32_t> sleepers{0};
-  std::atomic<std::int64_t> awake_by_ns{0};  // CLOCK_MONOTONIC
+  std::atomic<std::int64_t> awake_by_ns{0};  // CLOCK_MONOTONIC; 0: found passed
 
   // Wakes up to `count` sleepers if one may be asleep; returns whether it made the call.
   bool announce(int count = 1) noexcept {
@@ -53,7 +53,14 @@ struct wakeup {
     // Acquire: a sleeper raises awake_by_ns before it counts itself, so an announcer that
     // sees it counted sees its awake_by_ns too.
     if (sleepers.load(std::memory_order_acquire) == 0) return false;
-    if (awake_by_ns.load(std::memory_order_relaxed) <= monotonic_ns()) return false;
+    std::int64_t awake_by = awake_by_ns.load(std::memory_order_relaxed);
+    if (awake_by == 0) return false;  // found passed: no clock read for each put
+    if (awake_by <= monotonic_ns()) {
+      // Marked for the announcers that follow. A sleeper raising it meanwhile wins: the
+      // exchange expects the value found passed.
+      awake_by_ns.compare_exchange_strong(awake_by, 0, std::memory_order_relaxed);
+      return false;
+    }
     event.fetch_add(1, std::memory_order_seq_cst);
     futex_wake(event, count);
     return true;

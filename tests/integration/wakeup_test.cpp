@@ -71,6 +71,10 @@ TEST_F(Wakeup, AnnouncesWakeOnlyASleeperThatMayStillBeAsleep) {
   EXPECT_TRUE(w.announce()) << "a counted sleeper whose sleep has not ended";
   w.awake_by_ns.store(monotonic_ns() - 1);
   EXPECT_FALSE(w.announce()) << "every counted sleeper is dead or awake by now";
+  EXPECT_EQ(w.awake_by_ns.load(), 0) << "marked as passed, for the announcers that follow";
+  EXPECT_FALSE(w.announce());
+  w.will_wake_by(monotonic_ns() + std::int64_t{10'000'000'000});
+  EXPECT_TRUE(w.announce()) << "a sleeper that came after the mark";
 }
 
 TEST_F(Wakeup, ALiveSleeperIsWokenEveryTime) {
