@@ -123,7 +123,12 @@ constexpr u32 lockers_per_lock[lock_count] = {3, 2};
 
 constexpr std::size_t max_batch = 16;
 constexpr u32 max_incarnations = 4096;  // of each role
-constexpr u64 message_capacity = u64{1} << 23;
+// Message ids, handed out to producer incarnations in blocks of messages_per_producer (a
+// killed producer wastes the rest of its block): a storm uses ~115 k a second, so a long
+// run sized for 20 s would run out and spend its end with no producer.
+u64 message_capacity_for(double seconds) {
+  return std::max<u64>(u64{1} << 23, static_cast<u64>(seconds * (1 << 18)));
+}
 constexpr u32 messages_per_producer = 16384;
 constexpr u64 pill_id = (u64{1} << 40) - 1;
 constexpr u64 unbounded_backlog = 64;  // producers of queue 0 wait while it holds more
@@ -522,7 +527,7 @@ class storm {
         producers_(max_incarnations),
         consumers_(max_incarnations + 1),  // the last one: the parent, draining leftovers
         lockers_(max_incarnations),
-        received_by_(message_capacity),
+        received_by_(message_capacity_),
         runs_(max_tasks),
         ran_by_(max_tasks),
         latest_(pid_limit()) {
@@ -585,6 +590,7 @@ class storm {
 
   double seconds_;
   u64 seed_;
+  u64 message_capacity_ = message_capacity_for(seconds_);
   clock_type::time_point storm_end_{};
 
   std::vector<mproc::queue<storm_message>> queues_;
@@ -724,7 +730,7 @@ void storm::mark(consumer_rec& r, u32 me, u32 queue, const storm_message& m, std
     if (inc(r.corrupt) == 0) st(r.problem_id, m.id);
     return;
   }
-  if (m.id >= message_capacity || m.producer >= max_incarnations) {
+  if (m.id >= message_capacity_ || m.producer >= max_incarnations) {
     if (inc(r.misrouted) == 0) st(r.problem_id, m.id);
     return;
   }
@@ -816,11 +822,11 @@ void storm::spawn(role& r) {
   std::function<void()> body;
   switch (r.kind) {
     case role_kind::producer: {
-      if (next_producer_ >= max_incarnations || next_id_ >= message_capacity) return;
+      if (next_producer_ >= max_incarnations || next_id_ >= message_capacity_) return;
       rec = next_producer_++;
       producer_rec& p = producers_[rec];
       p.base = next_id_;
-      p.limit = static_cast<u32>(std::min<u64>(messages_per_producer, message_capacity - next_id_));
+      p.limit = static_cast<u32>(std::min<u64>(messages_per_producer, message_capacity_ - next_id_));
       next_id_ += p.limit;
       p.queue = r.group;
       st(p.state, role_starting);
@@ -1614,7 +1620,7 @@ void storm::run() {
                 static_cast<unsigned long long>(spawned_[0]), static_cast<unsigned long long>(spawned_[1]),
                 static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(stuck_after_fork_),
                 static_cast<unsigned long long>(next_id_),
-                static_cast<unsigned long long>(message_capacity));
+                static_cast<unsigned long long>(message_capacity_));
   report += line;
   ::testing::Test::RecordProperty("kills_pool_workers", std::to_string(kills_.workers));
   ::testing::Test::RecordProperty("kills_producers", std::to_string(kills_.producers));
