@@ -699,6 +699,13 @@ namespace {
   if (::getppid() != zygote) ::_exit(1);
   // Only the parent writes the function table; this worker only reads it.
   if (::mprotect(p.control, table_bytes, PROT_READ) != 0) ::_exit(1);
+  // A process that a task (or the initializer) forks gets none of the pool's descriptors:
+  // the worker keeps its channels' memfds only to map them as they grow.
+  try {
+    runtime::instance().register_fork_local(&p);
+  } catch (...) {
+    ::_exit(1);
+  }
   if (p.config.initializer) {
     try {
       p.config.initializer();

@@ -99,6 +99,26 @@ TEST(Trust, AProcessChildHoldsNoDescriptorOfThePoolsOrChildrenOfItsParent) {
   pool.join();
 }
 
+// What a `process` started inside a pool task holds: its own queue, not the pool's task
+// and result channels, which the worker keeps only to map them as they grow.
+std::string descriptors_of_a_process_started_in_a_task() {
+  mproc::queue<std::string> report;
+  mproc::process child([](mproc::queue<std::string> report) { report.put(describe(descriptor_kinds())); }, report);
+  child.start();
+  std::string kinds = report.get(std::chrono::seconds(10));
+  child.join();
+  return kinds;
+}
+
+TEST(Trust, AProcessStartedInAPoolTaskHoldsNoDescriptorOfThePool) {
+  mproc::pool pool(1);
+  const std::string in_child = pool.apply(descriptors_of_a_process_started_in_a_task);
+  EXPECT_NE(in_child.find("memfd:mproc-queue=1 "), std::string::npos) << in_child;  // `report` only
+  EXPECT_EQ(in_child.find("mproc-pool"), std::string::npos) << in_child;
+  pool.close();
+  pool.join();
+}
+
 // Every descriptor mproc opens is O_CLOEXEC: a program exec'd from a process that holds
 // queues, locks, pipes, a pool and running children inherits none of them.
 TEST(Trust, AnExecdProgramInheritsNoMprocDescriptor) {
