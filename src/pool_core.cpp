@@ -393,6 +393,7 @@ struct pool_core::impl final : fork_local {
   void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
     // A callback blocking on a result waits, as documented; after shut-down nothing comes.
     if (on_result_thread() || result_thread_gone.load(std::memory_order_acquire)) return;
+    if (budget <= std::chrono::nanoseconds::zero()) return;  // a poll: no wake to send
     const deadline_t deadline = std::chrono::steady_clock::now() + budget;
     helpers.fetch_add(1, std::memory_order_acq_rel);
     bool kicked = false;

@@ -302,17 +302,23 @@ class async_state : public task_state {
     settle();
   }
 
-  void wait() {
-    // A blocking apply() usually gets its answer within microseconds: read the results
-    // for a short while on this thread before sleeping, since a hand-off through the
-    // result thread and a condition-variable wake cost more than the whole round trip.
+  // A blocking apply() usually gets its answer within microseconds: read the results for a
+  // short while on this thread before sleeping, since a hand-off through the result thread
+  // and a condition-variable wake cost more than the whole round trip. In a forked child,
+  // which the result can never reach, this throws mproc::error (the pool is its parent's).
+  void pump(std::chrono::nanoseconds budget) {
     if (!published_.load(std::memory_order_acquire)) {
-      if (auto core = core_.lock()) core->pump_results(published_, std::chrono::microseconds(50));
+      if (auto core = core_.lock()) core->pump_results(published_, budget);
     }
+  }
+  void wait() {
+    pump(std::chrono::microseconds(50));
     std::unique_lock lock(mutex_);
     ready_cv_.wait(lock, [&] { return ready_; });
   }
   bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    pump(std::clamp<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now(),
+                                              std::chrono::nanoseconds::zero(), std::chrono::microseconds(50)));
     std::unique_lock lock(mutex_);
     return ready_cv_.wait_until(lock, deadline, [&] { return ready_; });
   }

@@ -538,6 +538,44 @@ TEST(Pool, PoolInAChildThatIsSigkilledLeavesNoWorkerAlive) {
 // (its task ids would mix with the parent's in the shared channels, and no thread of the
 // child reads results: Python's Pool hangs there) nor, destroyed, hang the child or touch
 // the parent's workers: it throws a clear error, and its destruction is a no-op.
+// A forked child waiting on a result of its parent's pool would wait for a result that
+// can only reach the parent: every wait, timed or not, says so at once.
+TEST(Pool, AForkedChildWaitingOnItsParentsResultIsToldSo) {
+  mproc::pool pool(1);
+  auto slow = pool.apply_async(sleep_ms, 3000);
+  mproc_test::test_pipe out;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::string said;
+    for (const auto& attempt : std::vector<std::function<void()>>{
+             [&] { (void)slow.get(); }, [&] { (void)slow.get(std::chrono::seconds(10)); },
+             [&] { (void)slow.wait(std::chrono::seconds(10)); }, [&] { slow.wait(); }}) {
+      try {
+        attempt();
+        said += "no error|";
+      } catch (const mproc::timeout_error&) {
+        said += "timed out|";
+      } catch (const mproc::error& e) {
+        said += std::string(e.what()).find("belongs to process") != std::string::npos ? "told|" : e.what();
+      }
+    }
+    out.write(said + "\n");
+    ::_exit(0);
+  }
+  out.close_write();
+  const std::string said = out.read_line().value_or("");
+  int status = 0;
+  const bool ended = mproc_test::eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(said, "told|told|told|told|");
+  EXPECT_EQ(slow.get(), 3000);  // the parent's result is whole
+}
+
 TEST(Pool, AForkedChildCannotUseItsParentsPoolAndLeavesItWhole) {
   auto pool = std::make_unique<mproc::pool>(2);
   std::set<int> workers;

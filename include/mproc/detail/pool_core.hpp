@@ -87,8 +87,9 @@ class pool_core {
 
   // For a thread blocked on a result: reads and dispatches results itself until `done` is
   // set or `budget` has passed, sparing the hand-off through the result thread. Returns at
-  // once on the result thread. Results it dispatches complete on the calling thread;
-  // callbacks still run on the result thread (task_state implementations post them).
+  // once on the result thread, or for a zero budget. Results it dispatches complete on the
+  // calling thread; callbacks still run on the result thread (task_state implementations
+  // post them). Throws mproc::error in a process other than the pool's (a forked child).
   void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
 
   // Whether the calling thread is a pool's result thread.
