@@ -144,6 +144,11 @@ constexpr bool asan_allocator_forks_unsafely = true;
 constexpr bool asan_allocator_forks_unsafely = false;
 #endif
 constexpr auto start_limit = 5s;  // a role whose body has not begun by then is stuck
+// Such a lock need not bite at once: the child's allocator cache serves it until a refill
+// takes the lock, so a child can hang later, in the middle of a get (holding the queue's
+// consumer lock, so that the whole queue stalls). Under ASan a role found waiting inside
+// the sanitizer's runtime this long is killed and replaced, as the chaos would.
+constexpr auto sanitizer_wait_limit = 2s;
 
 // --- atomics on plain shared memory ----------------------------------------------------------
 // The records are plain structs (shared_array wants trivially copyable types); every access
@@ -411,6 +416,23 @@ std::string blocked_on(pid_t pid) {
   return out + " (futex) at " + first_arg;
 }
 
+// Whether `pid` sleeps in a futex or yields from code of libasan (a role child is single-
+// threaded: such a wait can only be on a lock another thread of its parent held at the fork).
+bool waits_inside_sanitizer(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/syscall");
+  std::vector<std::string> fields;  // number, 6 arguments, stack pointer, program counter
+  for (std::string f; in >> f;) fields.push_back(f);
+  if (fields.size() < 9 || (fields[0] != "202" && fields[0] != "24")) return false;  // futex, sched_yield
+  const std::uintptr_t pc = std::strtoull(fields.back().c_str(), nullptr, 16);
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2 || pc < begin || pc >= end) continue;
+    return line.find("libasan") != std::string::npos;
+  }
+  return false;
+}
+
 std::string describe_process(pid_t pid) {
   std::string comm, wchan;
   std::ifstream("/proc/" + std::to_string(pid) + "/comm") >> comm;
@@ -506,6 +528,7 @@ struct role {
   u32 rec = 0;
   std::unique_ptr<mproc::process> proc;
   clock_type::time_point forked_at{};
+  clock_type::time_point in_sanitizer_since{};  // zero: not seen waiting inside ASan
 };
 
 struct kill_figures {
@@ -572,6 +595,8 @@ class storm {
   void shutdown_roles();
   std::string describe_queue(u32 q);
   bool stuck_after_fork(role& r);
+  bool hung_in_sanitizer(role& r);
+  void replace_sanitizer_hangs();
   bool join_all(role_kind kind, std::chrono::seconds limit, const char* what);
 
   // pool
@@ -615,7 +640,8 @@ class storm {
   u32 next_producer_ = 0, next_consumer_ = 0, next_locker_ = 0;
   u64 next_id_ = 0;
   u64 spawned_[3] = {};
-  u64 stuck_after_fork_ = 0;  // children replaced because ASan's allocator hung them
+  u64 stuck_after_fork_ = 0;  // children replaced because a lock held at their fork hung them (ASan)
+  clock_type::time_point last_sanitizer_sweep_{};
   kill_figures kills_;
   pid_t zygote_ = 0;
   std::mt19937_64 chaos_rng_;
@@ -997,6 +1023,38 @@ void storm::service_exits() {
       spawn(r);
     }
   }
+  replace_sanitizer_hangs();
+}
+
+// Under ASan: a role seen waiting inside the sanitizer's runtime for sanitizer_wait_limit
+// (see asan_allocator_forks_unsafely) is killed, booked as the chaos books a kill, and
+// replaced. Returns whether it was.
+bool storm::hung_in_sanitizer(role& r) {
+  if (!asan_allocator_forks_unsafely || !r.proc) return false;
+  const pid_t pid = r.proc->pid().value_or(0);
+  if (!waits_inside_sanitizer(pid)) {
+    r.in_sanitizer_since = {};
+    return false;
+  }
+  const auto now = clock_type::now();
+  if (r.in_sanitizer_since == clock_type::time_point{}) r.in_sanitizer_since = now;
+  if (now - r.in_sanitizer_since < sanitizer_wait_limit) return false;
+  ++stuck_after_fork_;
+  std::fprintf(stderr, "kill storm: a child waits inside ASan's allocator (a lock held at its fork): %s\n",
+               describe_process(pid).c_str());
+  r.proc->kill();
+  if (!r.proc->join(10s)) fail("a SIGKILLed child did not end within 10 s: " + describe_process(pid));
+  retire(r, true);
+  r.in_sanitizer_since = {};
+  spawn(r);
+  return true;
+}
+
+// Looks at every role, at most every 250 ms.
+void storm::replace_sanitizer_hangs() {
+  if (!asan_allocator_forks_unsafely || clock_type::now() - last_sanitizer_sweep_ < 250ms) return;
+  last_sanitizer_sweep_ = clock_type::now();
+  for (role& r : roles_) (void)hung_in_sanitizer(r);
 }
 
 // A child that has not begun its body start_limit after its fork: killed and booked as
@@ -1042,11 +1100,13 @@ bool storm::join_all(role_kind kind, std::chrono::seconds limit, const char* wha
   for (role& r : roles_) {
     if (r.kind != kind || !r.proc) continue;
     // In steps, so that a child stuck after its fork is seen start_limit after it, not at
-    // the deadline.
-    bool joined = false, stuck = false;
-    while (!(joined = r.proc->join(100ms)) && !(stuck = stuck_after_fork(r)) && clock_type::now() < deadline) {
+    // the deadline, and one hung inside ASan (this role or another it waits for) replaced.
+    bool joined = false;
+    while (r.proc && !(joined = r.proc->join(100ms)) && clock_type::now() < deadline) {
+      if (stuck_after_fork(r)) break;
+      replace_sanitizer_hangs();
     }
-    if (stuck) continue;
+    if (!r.proc) continue;
     if (!joined) {
       all = false;
       fail(std::string("deadlock: ") + what + " " + std::to_string(r.rec) + " (of queue or lock " +
@@ -1083,7 +1143,7 @@ void storm::shutdown_roles() {
     }
     return true;
   };
-  if (!mproc_test::eventually(drained, 30s)) {
+  if (!mproc_test::eventually([&] { return (replace_sanitizer_hangs(), drained()); }, 30s)) {
     std::string sizes;
     for (auto& q : queues_) sizes += " " + std::to_string(q.qsize());
     fail("deadlock: the queues still hold messages 30 s after the producers stopped (sizes" + sizes +
@@ -1615,7 +1675,7 @@ void storm::run() {
       static_cast<unsigned long long>(kills_.lockers_in_cs), static_cast<unsigned long long>(kills_.targeted));
   report += line;
   std::snprintf(line, sizeof line,
-                "  spawned: %llu producers, %llu consumers, %llu lockers (%llu stuck after fork, replaced); "
+                "  spawned: %llu producers, %llu consumers, %llu lockers (%llu hung after fork by ASan, replaced); "
                 "message ids used %llu of %llu\n",
                 static_cast<unsigned long long>(spawned_[0]), static_cast<unsigned long long>(spawned_[1]),
                 static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(stuck_after_fork_),
