@@ -534,83 +534,85 @@ TEST(Pool, PoolInAChildThatIsSigkilledLeavesNoWorkerAlive) {
   EXPECT_TRUE(gone) << "a worker outlived its pool's SIGKILLed owner";
 }
 
-// A pool belongs to the process that made it. A forked child's copy must neither work
-// (its task ids would mix with the parent's in the shared channels, and no thread of the
-// child reads results: Python's Pool hangs there) nor, destroyed, hang the child or touch
-// the parent's workers: it throws a clear error, and its destruction is a no-op.
+// What a forked child says: it runs `attempts` in order, noting "no error|" for each that
+// returned and describe(e) + "|" for each that threw mproc::error e, then `then`, and
+// writes its notes back. The parent waits at most `limit` for it to end.
+struct forked_child {
+  pid_t pid = -1;
+  std::string said;
+  bool ended = false;
+  int status = 0;
+};
+forked_child run_in_forked_child(const std::vector<std::function<void()>>& attempts,
+                                 const std::function<std::string(const mproc::error&)>& describe,
+                                 const std::function<void()>& then, std::chrono::seconds limit) {
+  mproc_test::test_pipe out;
+  forked_child c;
+  c.pid = ::fork();
+  if (c.pid < 0) return c;
+  if (c.pid == 0) {
+    std::string said;
+    for (const auto& attempt : attempts) {
+      try {
+        attempt();
+        said += "no error|";
+      } catch (const mproc::error& e) {
+        said += describe(e) + "|";
+      }
+    }
+    then();
+    out.write(said + "\n");
+    ::_exit(0);
+  }
+  out.close_write();
+  c.said = out.read_line().value_or("");
+  c.ended = mproc_test::eventually([&] { return ::waitpid(c.pid, &c.status, WNOHANG) == c.pid; }, limit);
+  if (!c.ended) {
+    ::kill(c.pid, SIGKILL);
+    ::waitpid(c.pid, &c.status, 0);
+  }
+  return c;
+}
+
 // A forked child waiting on a result of its parent's pool would wait for a result that
 // can only reach the parent: every wait, timed or not, says so at once.
 TEST(Pool, AForkedChildWaitingOnItsParentsResultIsToldSo) {
   mproc::pool pool(1);
   auto slow = pool.apply_async(sleep_ms, 3000);
-  mproc_test::test_pipe out;
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    std::string said;
-    for (const auto& attempt : std::vector<std::function<void()>>{
-             [&] { (void)slow.get(); }, [&] { (void)slow.get(std::chrono::seconds(10)); },
-             [&] { (void)slow.wait(std::chrono::seconds(10)); }, [&] { slow.wait(); }}) {
-      try {
-        attempt();
-        said += "no error|";
-      } catch (const mproc::timeout_error&) {
-        said += "timed out|";
-      } catch (const mproc::error& e) {
-        said += std::string(e.what()).find("belongs to process") != std::string::npos ? "told|" : e.what();
-      }
-    }
-    out.write(said + "\n");
-    ::_exit(0);
-  }
-  out.close_write();
-  const std::string said = out.read_line().value_or("");
-  int status = 0;
-  const bool ended = mproc_test::eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 30s);
-  if (!ended) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
-  }
-  ASSERT_TRUE(ended);
-  EXPECT_EQ(said, "told|told|told|told|");
+  const forked_child child = run_in_forked_child(
+      {[&] { (void)slow.get(); }, [&] { (void)slow.get(std::chrono::seconds(10)); },
+       [&] { (void)slow.wait(std::chrono::seconds(10)); }, [&] { slow.wait(); }},
+      [](const mproc::error& e) -> std::string {
+        if (dynamic_cast<const mproc::timeout_error*>(&e) != nullptr) return "timed out";
+        return std::string(e.what()).find("belongs to process") != std::string::npos ? "told" : e.what();
+      },
+      [] {}, 30s);
+  ASSERT_GT(child.pid, 0);
+  ASSERT_TRUE(child.ended);
+  EXPECT_EQ(child.said, "told|told|told|told|");
   EXPECT_EQ(slow.get(), 3000);  // the parent's result is whole
 }
 
+// A pool belongs to the process that made it. A forked child's copy must neither work
+// (its task ids would mix with the parent's in the shared channels, and no thread of the
+// child reads results: Python's Pool hangs there) nor, destroyed, hang the child or touch
+// the parent's workers: it throws a clear error, and its destruction is a no-op.
 TEST(Pool, AForkedChildCannotUseItsParentsPoolAndLeavesItWhole) {
   auto pool = std::make_unique<mproc::pool>(2);
   std::set<int> workers;
   while (workers.size() < 2) {
     for (int pid : pool->map(my_pid, iota_vector(8), 1)) workers.insert(pid);
   }
-  mproc_test::test_pipe out;
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    std::string said;
-    for (const auto& attempt : std::vector<std::function<void()>>{
-             [&] { (void)pool->apply(square, 3); }, [&] { pool->close(); }, [&] { pool->terminate(); }}) {
-      try {
-        attempt();
-        said += "no error|";
-      } catch (const mproc::error& e) {
-        said += std::string(e.what()) + "|";
-      }
-    }
-    pool.reset();  // closes and joins a running pool, in the owner; nothing here
-    out.write(said + "\n");
-    ::_exit(0);
-  }
-  out.close_write();
-  const std::string said = out.read_line().value_or("");
-  int status = 0;
-  const bool ended = mproc_test::eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 10s);
-  if (!ended) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
-  }
-  ASSERT_TRUE(ended) << "destroying the copy of a pool hung the child";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_THAT(said, ::testing::HasSubstr("submitting a task in process " + std::to_string(child) +
+  const forked_child child = run_in_forked_child(
+      {[&] { (void)pool->apply(square, 3); }, [&] { pool->close(); }, [&] { pool->terminate(); }},
+      [](const mproc::error& e) { return std::string(e.what()); },
+      [&] { pool.reset(); },  // closes and joins a running pool, in the owner; nothing here
+      10s);
+  ASSERT_GT(child.pid, 0);
+  ASSERT_TRUE(child.ended) << "destroying the copy of a pool hung the child";
+  EXPECT_TRUE(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0) << child.status;
+  const std::string& said = child.said;
+  EXPECT_THAT(said, ::testing::HasSubstr("submitting a task in process " + std::to_string(child.pid) +
                                          ", but the pool belongs to process " + std::to_string(::getpid())));
   EXPECT_THAT(said, ::testing::HasSubstr("close() in process"));
   EXPECT_THAT(said, ::testing::HasSubstr("terminate() in process"));
