@@ -25,6 +25,7 @@
 #include "child_handle.hpp"
 #include "fd.hpp"
 #include "fork_local.hpp"
+#include "futex.hpp"
 #include "mproc/detail/channel.hpp"
 #include "mproc/error.hpp"
 #include "mproc/process.hpp"
@@ -99,12 +100,6 @@ struct report {
   std::int32_t pid;
   std::int32_t exitcode;  // exited: n, or -N for signal N; spawn_failed: the errno
 };
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 
 void send_all(int fd, const void* data, std::size_t size, int pass_fd = -1) {
   iovec iov{const_cast<void*>(data), size};
@@ -553,7 +548,7 @@ struct pool_core::impl final : fork_local {
   int enforce_timeouts() {
     if (config.task_timeout.count() <= 0) return -1;
     const std::int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(config.task_timeout).count();
-    const std::int64_t now = now_ns();
+    const std::int64_t now = monotonic_ns();
     std::int64_t next = limit;
     std::lock_guard lock(mutex);
     for (unsigned k = 0; k < processes; ++k) {
@@ -734,7 +729,7 @@ namespace {
     // Before the take commits: if this worker dies from here on, the parent can tell
     // whether the task went with it (task_claim.hpp).
     void claim(const std::optional<task_header>& h) {
-      if (h) claims->claim(slot, h->sentinel != 0 ? retire_claim : h->task, now_ns());
+      if (h) claims->claim(slot, h->sentinel != 0 ? retire_claim : h->task, monotonic_ns());
     }
     // A task this worker cannot hold in memory (its message, or the copy of it) is taken
     // all the same and fails with bad_alloc: left queued, it would block every task behind.

@@ -83,6 +83,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <optional>
 #include <semaphore>
 #include <span>
 #include <stdexcept>
@@ -395,42 +396,52 @@ std::vector<pid_t> children_of(pid_t pid) {
   return out;
 }
 
-// Where a blocked process waits: its syscall and, for a futex, the mapping and offset of
-// the word (e.g. "/memfd:mproc-queue (deleted)+0xc0", a channel's consumers' lock).
-std::string blocked_on(pid_t pid) {
-  std::string number, first_arg;
-  std::ifstream("/proc/" + std::to_string(pid) + "/syscall") >> number >> first_arg;
-  std::string out = "syscall " + number;
-  if (number != "202") return out;  // x86-64 futex
-  const std::uintptr_t word = std::strtoull(first_arg.c_str(), nullptr, 16);
+// The syscall `pid` is blocked in, from /proc/PID/syscall: its number, 6 arguments, the
+// stack pointer and the program counter ("running" alone when it is not blocked).
+std::vector<std::string> blocked_syscall(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/syscall");
+  std::vector<std::string> fields;
+  for (std::string f; in >> f;) fields.push_back(f);
+  return fields;
+}
+
+// The line of /proc/PID/maps whose range holds `address`, and the address's offset in
+// what is mapped there; nullopt when none does.
+struct mapped_at {
+  std::string name;
+  std::uintptr_t offset;
+};
+std::optional<mapped_at> mapping_of(pid_t pid, std::uintptr_t address) {
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
   for (std::string line; std::getline(maps, line);) {
     std::uintptr_t begin = 0, end = 0, offset = 0;
     char name[512] = {};
     if (std::sscanf(line.c_str(), "%lx-%lx %*s %lx %*s %*s %511[^\n]", &begin, &end, &offset, name) < 3) continue;
-    if (word < begin || word >= end) continue;
-    char where[64];
-    std::snprintf(where, sizeof where, "+0x%lx", static_cast<unsigned long>(word - begin + offset));
-    return out + " (futex) on " + name + where;
+    if (address >= begin && address < end) return mapped_at{name, address - begin + offset};
   }
-  return out + " (futex) at " + first_arg;
+  return std::nullopt;
+}
+
+// Where a blocked process waits: its syscall and, for a futex, the mapping and offset of
+// the word (e.g. "/memfd:mproc-queue (deleted)+0xc0", a channel's consumers' lock).
+std::string blocked_on(pid_t pid) {
+  const std::vector<std::string> fields = blocked_syscall(pid);
+  std::string out = "syscall " + (fields.empty() ? std::string() : fields[0]);
+  if (fields.size() < 2 || fields[0] != "202") return out;  // x86-64 futex
+  const auto at = mapping_of(pid, std::strtoull(fields[1].c_str(), nullptr, 16));
+  if (!at) return out + " (futex) at " + fields[1];
+  char where[64];
+  std::snprintf(where, sizeof where, "+0x%lx", static_cast<unsigned long>(at->offset));
+  return out + " (futex) on " + at->name + where;
 }
 
 // Whether `pid` sleeps in a futex or yields from code of libasan (a role child is single-
 // threaded: such a wait can only be on a lock another thread of its parent held at the fork).
 bool waits_inside_sanitizer(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/syscall");
-  std::vector<std::string> fields;  // number, 6 arguments, stack pointer, program counter
-  for (std::string f; in >> f;) fields.push_back(f);
+  const std::vector<std::string> fields = blocked_syscall(pid);
   if (fields.size() < 9 || (fields[0] != "202" && fields[0] != "24")) return false;  // futex, sched_yield
-  const std::uintptr_t pc = std::strtoull(fields.back().c_str(), nullptr, 16);
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  for (std::string line; std::getline(maps, line);) {
-    std::uintptr_t begin = 0, end = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2 || pc < begin || pc >= end) continue;
-    return line.find("libasan") != std::string::npos;
-  }
-  return false;
+  const auto at = mapping_of(pid, std::strtoull(fields.back().c_str(), nullptr, 16));
+  return at && at->name.find("libasan") != std::string::npos;
 }
 
 std::string describe_process(pid_t pid) {
@@ -594,6 +605,7 @@ class storm {
   void service_exits();
   void shutdown_roles();
   std::string describe_queue(u32 q);
+  bool kill_and_join(role& r);
   bool stuck_after_fork(role& r);
   bool hung_in_sanitizer(role& r);
   void replace_sanitizer_hangs();
@@ -640,7 +652,7 @@ class storm {
   u32 next_producer_ = 0, next_consumer_ = 0, next_locker_ = 0;
   u64 next_id_ = 0;
   u64 spawned_[3] = {};
-  u64 stuck_after_fork_ = 0;  // children replaced because a lock held at their fork hung them (ASan)
+  u64 asan_fork_hangs_ = 0;  // children replaced because a lock held at their fork hung them (ASan)
   clock_type::time_point last_sanitizer_sweep_{};
   kill_figures kills_;
   pid_t zygote_ = 0;
@@ -951,11 +963,7 @@ bool storm::kill_role(role& r, bool targeted) {
       std::this_thread::sleep_for(20us);
     }
   }
-  r.proc->kill();
-  if (!r.proc->join(10s)) {
-    fail("a SIGKILLed child did not end within 10 s: " + describe_process(r.proc->pid().value_or(0)));
-    return false;
-  }
+  if (!kill_and_join(r)) return false;
   if (r.proc->exitcode() != -SIGKILL) {  // it ended on its own first (a producer out of ids)
     retire(r, false);
     spawn(r);
@@ -1026,6 +1034,14 @@ void storm::service_exits() {
   replace_sanitizer_hangs();
 }
 
+// SIGKILLs the role's child and waits for its end; false (a failure) if it did not end.
+bool storm::kill_and_join(role& r) {
+  r.proc->kill();
+  if (r.proc->join(10s)) return true;
+  fail("a SIGKILLed child did not end within 10 s: " + describe_process(r.proc->pid().value_or(0)));
+  return false;
+}
+
 // Under ASan: a role seen waiting inside the sanitizer's runtime for sanitizer_wait_limit
 // (see asan_allocator_forks_unsafely) is killed, booked as the chaos books a kill, and
 // replaced. Returns whether it was.
@@ -1039,13 +1055,11 @@ bool storm::hung_in_sanitizer(role& r) {
   const auto now = clock_type::now();
   if (r.in_sanitizer_since == clock_type::time_point{}) r.in_sanitizer_since = now;
   if (now - r.in_sanitizer_since < sanitizer_wait_limit) return false;
-  ++stuck_after_fork_;
+  ++asan_fork_hangs_;
   std::fprintf(stderr, "kill storm: a child waits inside ASan's allocator (a lock held at its fork): %s\n",
                describe_process(pid).c_str());
-  r.proc->kill();
-  if (!r.proc->join(10s)) fail("a SIGKILLed child did not end within 10 s: " + describe_process(pid));
-  retire(r, true);
   r.in_sanitizer_since = {};
+  if (kill_and_join(r)) retire(r, true);
   spawn(r);
   return true;
 }
@@ -1067,15 +1081,12 @@ bool storm::stuck_after_fork(role& r) {
   }
   const std::string how = describe_process(r.proc->pid().value_or(0));
   if (asan_allocator_forks_unsafely) {
-    ++stuck_after_fork_;
+    ++asan_fork_hangs_;
     std::fprintf(stderr, "kill storm: a child stuck after fork (ASan's allocator): %s\n", how.c_str());
   } else {
     fail("a child has not begun its role " + std::to_string(start_limit.count()) + " s after fork: " + how);
   }
-  r.proc->kill();
-  if (!r.proc->join(10s)) fail("a SIGKILLed child did not end within 10 s: " + how);
-  st(*state_of(r, producers_, consumers_, lockers_), role_killed);
-  r.proc.reset();
+  if (kill_and_join(r)) retire(r, true);
   return true;
 }
 
@@ -1678,7 +1689,7 @@ void storm::run() {
                 "  spawned: %llu producers, %llu consumers, %llu lockers (%llu hung after fork by ASan, replaced); "
                 "message ids used %llu of %llu\n",
                 static_cast<unsigned long long>(spawned_[0]), static_cast<unsigned long long>(spawned_[1]),
-                static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(stuck_after_fork_),
+                static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(asan_fork_hangs_),
                 static_cast<unsigned long long>(next_id_),
                 static_cast<unsigned long long>(message_capacity_));
   report += line;
