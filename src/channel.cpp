@@ -6,13 +6,16 @@
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "channel_stream.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "process_incarnation.hpp"
 #include "robust_mutex.hpp"
 #include "shared_memory.hpp"
 
@@ -21,30 +24,81 @@ namespace {
 
 using namespace channel_stream;
 
-// Layout of the memfd: a header page, then blocks of state::block_bytes, which hold the
-// messages as a stream of records (see channel_stream.hpp): a message may span any number
-// of blocks, so any size works; blocks that consumers have passed go to a free list for
-// producers to reuse.
+// Layout of the memfd: a header (the lanes' table among it), then blocks of
+// state::block_bytes, which hold each lane's messages as a stream of records (see
+// channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
+// that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 3;
-constexpr std::size_t header_bytes = 4096;
+constexpr std::uint32_t layout_version = 4;
+constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).
 constexpr std::uint32_t keep_free_blocks = 64;
 
-// A lock-free stack of blocks, linked through block_header::next_free: consumers push
-// (under get_lock), producers pop (under put_lock).
+// Lane 0 is shared by the producers that found no lane of their own (under put_lock);
+// lanes 1.. are each one producer's.
+constexpr std::uint32_t lane_count = 64;
+constexpr std::uint32_t shared_lane = 0;
+
+// A lane's published end, in one word so that a put publishes with a single store (a
+// producer killed at any instant has published all of its put or none of it): the block
+// (20 bits: the file's reservation holds 2^20 blocks), the offset in it / 8 (14 bits), and
+// the low 30 bits of the lane's message count. A consumer learns the full count from its
+// own (get_seq) and the difference, which a lane keeps below 2^29 (publish_room).
+constexpr unsigned tail_seq_bits = 30;
+constexpr std::uint64_t tail_seq_mask = (std::uint64_t{1} << tail_seq_bits) - 1;
+constexpr std::uint64_t publish_room = std::uint64_t{1} << 29;
+constexpr std::uint32_t max_blocks = std::uint32_t{1} << 20;
+
+struct lane_end {
+  position pos;
+  std::uint64_t seq;  // low tail_seq_bits only
+};
+std::uint64_t pack_end(position p, std::uint64_t seq) {
+  return std::uint64_t{p.block} << 44 | std::uint64_t{p.offset / 8} << 30 | (seq & tail_seq_mask);
+}
+lane_end unpack_end(std::uint64_t v) {
+  return {{static_cast<std::uint32_t>(v >> 44), static_cast<std::uint32_t>((v >> 30) & 0x3fff) * 8},
+          v & tail_seq_mask};
+}
+// The full count of messages published in a lane, from its end and a count taken no later.
+std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
+  return taken + ((unpack_end(end).seq - taken) & tail_seq_mask);
+}
+
+// A message id: its lane in the top bits, its sequence number in the lane below.
+constexpr unsigned lane_shift = 56;
+constexpr std::uint64_t seq_mask = (std::uint64_t{1} << lane_shift) - 1;
+constexpr std::uint32_t all_lanes = UINT32_MAX;
+
+// A lock-free stack of blocks, linked through block_header::next_free: consumers push,
+// producers pop.
 struct block_stack {
   std::atomic<std::uint64_t> top;  // tag << 32 | block; the tag defeats ABA
   std::atomic<std::uint32_t> count;
 };
 
 // A multi-word update made crash-atomic: written, marked valid, applied, cleared. The next
-// owner of the lock re-applies a valid journal left by an owner that died.
+// owner of the lane (or locker of its consumers' lock) re-applies a valid journal left by
+// one that died.
 struct journal {
   std::atomic<std::uint32_t> valid;
   std::uint64_t position;
   std::uint64_t seq;
+};
+
+struct lane {
+  // The producer's line: written by the lane's owner only (or, for the shared lane, by the
+  // holder of put_lock).
+  alignas(64) std::atomic<std::uint64_t> owner;  // process incarnation; 0: free
+  std::atomic<std::uint64_t> tail;               // pack_end of the published messages; 0: no block yet
+
+  // The consumers' line: written under `reader`.
+  alignas(64) std::atomic<std::uint64_t> head;  // start of the first message not taken
+  std::atomic<std::uint64_t> get_seq;           // messages taken
+  journal get_journal;
+
+  alignas(64) pthread_mutex_t reader;
 };
 
 struct header {
@@ -52,18 +106,10 @@ struct header {
   std::uint32_t version;
   std::uint64_t maxsize;
 
-  alignas(64) pthread_mutex_t put_lock;  // producers
-  journal put_journal;
+  // Lane claims, growth of the file, and the shared lane's writes.
+  alignas(64) pthread_mutex_t put_lock;
   std::atomic<std::uint32_t> block_count;  // blocks in the file; grown under put_lock
-
-  alignas(64) pthread_mutex_t get_lock;  // consumers
-  journal get_journal;
-
-  alignas(64) std::atomic<std::uint64_t> tail;  // end of the published messages
-  std::atomic<std::uint64_t> put_seq;           // messages published
-
-  alignas(64) std::atomic<std::uint64_t> head;  // start of the first message not taken
-  std::atomic<std::uint64_t> get_seq;           // messages taken
+  std::atomic<std::uint32_t> lanes_used;   // lanes [0, lanes_used) may hold messages
 
   alignas(64) wakeup not_empty;
   alignas(64) wakeup not_full;
@@ -77,17 +123,75 @@ struct header {
   wakeup all_done;
 
   alignas(64) std::atomic<std::uint64_t> owner_deaths;
+
+  lane lanes[lane_count];
 };
 static_assert(sizeof(header) <= header_bytes);
 
+// The lane a get's sink runs under, for message_id() and held_by_caller().
+struct handing {
+  const void* channel = nullptr;
+  std::uint32_t lane = 0;
+  std::uint64_t seq = 0;
+};
+thread_local handing current_handing;
+
 }  // namespace
 
-// The channel's memory, as the Store of channel_stream.hpp.
+// The channel's memory, as the Store of channel_stream.hpp, and this process's lane.
 struct channel::state {
   static constexpr std::size_t block_bytes = 64 * 1024;
 
+  // The Store of a producer's stream_writer: allocates blocks knowing whether it holds
+  // put_lock already.
+  struct lane_store {
+    state& s;
+    bool put_locked;
+    static constexpr std::size_t block_bytes = state::block_bytes;
+    std::byte* block(std::uint32_t b) { return s.block(b); }
+    std::uint32_t block_count() const noexcept { return s.block_count(); }
+    std::uint32_t allocate_block() { return s.allocate_block(put_locked); }
+  };
+
+  // This process's lane: claimed on its first put. A forked child finds the parent's
+  // incarnation here and claims one of its own (the mutex it inherited may be held by a
+  // thread that did not survive the fork: it is never touched again).
+  struct writer {
+    std::uint64_t incarnation;
+    std::uint32_t lane;
+    std::mutex mutex;            // this process's threads, on a lane of its own
+    writer* replaced = nullptr;  // the parent's, copied by fork: freed with this one
+    ~writer() { delete replaced; }
+  };
+
   std::unique_ptr<shared_memory> mem;
   header* h;
+  std::atomic<writer*> writer_{nullptr};
+  std::atomic<std::uint32_t> cursor{0};  // the lane a get looks at first: round robin
+
+  // What this process last read of each lane's end (under the lane's reader lock): a
+  // consumer reads the producer's line again only once it has taken all it saw, so during
+  // a burst that line stays in the producer's cache. Each value was true once, and ends
+  // only move forward, so a stale one is an older end, still ahead of any head before it.
+  struct seen_end {
+    std::atomic<std::uint64_t> published{0};  // the full count
+    std::atomic<std::uint64_t> end{0};        // pack_end
+  };
+  seen_end seen[lane_count];
+  // Each lane's get_seq as this process's producers last read it: a lower bound, read
+  // again only when the queue looks full (or the lane's count nears 2^29), so that a
+  // producer does not fetch the consumers' line on each put.
+  std::atomic<std::uint64_t> taken_seen[lane_count]{};
+
+  ~state() {
+    writer* w = writer_.load(std::memory_order_acquire);
+    if (w == nullptr) return;
+    if (w->incarnation == this_process_incarnation() && w->lane != shared_lane) {
+      std::uint64_t expected = w->incarnation;
+      h->lanes[w->lane].owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+    }
+    delete w;
+  }
 
   std::byte* block(std::uint32_t i) {
     const std::size_t offset = header_bytes + std::size_t{i} * block_bytes;
@@ -103,6 +207,7 @@ struct channel::state {
     for (;;) {
       const auto index = static_cast<std::uint32_t>(top);
       if (index == no_block) return no_block;
+      if (index >= block_count()) corrupted("bad free block");
       const std::uint64_t next = ((top >> 32) + 1) << 32 | meta(index).next_free.load(std::memory_order_relaxed);
       if (stack.top.compare_exchange_weak(top, next, std::memory_order_acq_rel)) {
         stack.count.fetch_sub(1, std::memory_order_relaxed);
@@ -121,16 +226,22 @@ struct channel::state {
     stack.count.fetch_add(1, std::memory_order_relaxed);
   }
 
-  // put_lock held.
-  std::uint32_t allocate_block() {
+  // A block whose next is no_block: a warm free one without any lock; else, under
+  // put_lock (taken here unless `put_locked`), a released one or a new one.
+  std::uint32_t allocate_block(bool put_locked) {
     std::uint32_t index = pop(h->free);
     if (index == no_block) {
+      if (!put_locked) {
+        robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
+        robust_unlock_guard unlock(h->put_lock);
+        return allocate_block(true);
+      }
       index = pop(h->released);
       if (index != no_block) mem->reallocate(data_offset(index), block_bytes - 4096);
     }
     if (index == no_block) {
       index = h->block_count.load(std::memory_order_relaxed);
-      if (index == no_block) throw error("mproc queue is out of blocks");
+      if (index >= max_blocks) throw error("mproc::queue::put: the queue holds 64 GiB, its most; get some first");
       mem->grow(header_bytes + (std::size_t{index} + 1) * block_bytes);
       h->block_count.store(index + 1, std::memory_order_release);
     }
@@ -138,12 +249,13 @@ struct channel::state {
     return index;
   }
 
-  // get_lock held. Free blocks keep their memory up to the number in use (at least
-  // keep_free_blocks), so that a stream with N blocks in flight reuses its blocks without
-  // fallocate or page faults; the surplus gives its memory back. A drained queue thus keeps
-  // at most half its peak, then keep_free_blocks once its next burst is smaller. (Releasing
-  // into the same LIFO list handed the cold block out next: every reuse faulted its pages
-  // in again, and 1 MiB messages ran at 0.4 GB/s instead of 20.)
+  // Free blocks keep their memory up to the number in use (at least keep_free_blocks), so
+  // that a stream with N blocks in flight reuses its blocks without fallocate or page
+  // faults; the surplus gives its memory back. A drained queue thus keeps at most half its
+  // peak, then keep_free_blocks once its next burst is smaller. (Releasing into the same
+  // LIFO list handed the cold block out next: every reuse faulted its pages in again, and
+  // 1 MiB messages ran at 0.4 GB/s instead of 20.) The counts are read without a lock:
+  // a race only moves the line between kept and released by a block.
   void free_block(std::uint32_t index) {
     const std::uint32_t free_now = h->free.count.load(std::memory_order_relaxed);
     const std::uint32_t unused = free_now + h->released.count.load(std::memory_order_relaxed);
@@ -157,35 +269,72 @@ struct channel::state {
     }
   }
 
-  bool empty() const noexcept {
-    return h->head.load(std::memory_order_acquire) == h->tail.load(std::memory_order_acquire);
+  std::uint32_t lanes_used() const noexcept {
+    return std::min(h->lanes_used.load(std::memory_order_acquire), lane_count);
+  }
+  // Lane i's messages published and taken. The taken count is read first: read after, it
+  // could pass the end read before it.
+  std::pair<std::uint64_t, std::uint64_t> counts(std::uint32_t i) const noexcept {
+    const lane& l = h->lanes[i];
+    const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+    return {published(l.tail.load(std::memory_order_acquire), taken), taken};
+  }
+  bool has_messages(std::uint32_t i) const noexcept {
+    const std::uint64_t taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
+    if (seen[i].published.load(std::memory_order_relaxed) > taken) return true;
+    return published(h->lanes[i].tail.load(std::memory_order_acquire), taken) > taken;
+  }
+  bool any_messages() const noexcept {
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) {
+      if (has_messages(i)) return true;
+    }
+    return false;
   }
   std::size_t size() const noexcept {
-    const std::uint64_t taken = h->get_seq.load(std::memory_order_acquire);
-    const std::uint64_t put = h->put_seq.load(std::memory_order_acquire);
-    return put > taken ? static_cast<std::size_t>(put - taken) : 0;
+    std::uint64_t held = 0;
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) {
+      const auto [put, taken] = counts(i);
+      held += put - taken;
+    }
+    return static_cast<std::size_t>(held);
+  }
+  std::uint64_t put_total() const noexcept {
+    std::uint64_t total = 0;
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) total += counts(i).first;
+    return total;
+  }
+  // What a bounded queue's producer reads as its fill: each lane's end, read now, less
+  // what its consumers had taken when last read. Never above the true fill, so a producer
+  // never waits beside room; the consumers' counts are read again only when the queue
+  // looks full. (No shared counter of puts: its atomic add stalled every put until the
+  // consumer gave back the line just published to, and a process killed between the
+  // publish and the add would have left it wrong for good.)
+  std::uint64_t fill_hint(std::size_t maxsize, bool fresh = false) noexcept {
+    const std::uint32_t used = lanes_used();
+    std::uint64_t fill = 0;
+    for (std::uint32_t i = 0; i < used; ++i) {
+      std::uint64_t taken = taken_seen[i].load(std::memory_order_relaxed);
+      const std::uint64_t end = h->lanes[i].tail.load(std::memory_order_acquire);
+      if (fresh || ((unpack_end(end).seq - taken) & tail_seq_mask) >= publish_room) {
+        taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
+        taken_seen[i].store(taken, std::memory_order_relaxed);
+      }
+      fill += published(end, taken) - taken;
+    }
+    if (fill >= maxsize && !fresh) return fill_hint(maxsize, true);
+    return fill;
   }
 
-  void recover_put() noexcept {
-    if (h->put_journal.valid.load(std::memory_order_acquire) != 0) {
-      h->tail.store(h->put_journal.position, std::memory_order_release);
-      h->put_seq.store(h->put_journal.seq, std::memory_order_release);
-      h->put_journal.valid.store(0, std::memory_order_release);
+  static void replay(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq) noexcept {
+    if (j.valid.load(std::memory_order_acquire) != 0) {
+      pos.store(j.position, std::memory_order_release);
+      seq.store(j.seq, std::memory_order_release);
+      j.valid.store(0, std::memory_order_release);
     }
-    // A producer that died mid-write never published: its bytes beyond `tail` are
-    // overwritten by the next put, and blocks it linked there are reused.
-    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
   }
-  void recover_get() noexcept {
-    if (h->get_journal.valid.load(std::memory_order_acquire) != 0) {
-      h->head.store(h->get_journal.position, std::memory_order_release);
-      h->get_seq.store(h->get_journal.seq, std::memory_order_release);
-      h->get_journal.valid.store(0, std::memory_order_release);
-    }
-    // A consumer that died mid-read never committed: the message is still at `head`.
-    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
-  }
-
   static void commit(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq,
                      position new_pos, std::uint64_t new_seq) {
     j.position = pack(new_pos);
@@ -195,25 +344,111 @@ struct channel::state {
     seq.store(new_seq, std::memory_order_release);
     j.valid.store(0, std::memory_order_release);
   }
+
+  // put_lock found its owner dead: it may have been writing the shared lane. Its bytes past
+  // `tail` were never published; the next write overwrites them and reuses blocks it
+  // linked there.
+  void recover_shared_lane() noexcept { h->owner_deaths.fetch_add(1, std::memory_order_relaxed); }
+  // A lane's reader lock found its owner dead: the message it was reading is still at
+  // `head` unless its commit had begun.
+  void recover_reader(lane& l) noexcept {
+    replay(l.get_journal, l.head, l.get_seq);
+    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // put_lock held. Gives lane `i` a first block if it has none.
+  void start_lane(std::uint32_t i) {
+    lane& l = h->lanes[i];
+    if (l.tail.load(std::memory_order_relaxed) != 0) return;
+    const position start{allocate_block(true), block_data_begin};
+    l.head.store(pack(start), std::memory_order_relaxed);
+    l.tail.store(pack_end(start, 0), std::memory_order_release);
+  }
+
+  // The lane this process writes: its own when one is free (or its owner dead), else the
+  // shared one. Under put_lock.
+  std::uint32_t claim_lane(std::uint64_t me) {
+    robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
+    robust_unlock_guard unlock(h->put_lock);
+    const std::uint32_t used = lanes_used();
+    std::uint32_t chosen = shared_lane;
+    for (std::uint32_t i = 1; i < used && chosen == shared_lane; ++i) {
+      lane& l = h->lanes[i];
+      std::uint64_t owner = l.owner.load(std::memory_order_acquire);
+      if (owner == 0) {
+        if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) chosen = i;
+      } else if (!process_incarnation_alive(owner)) {
+        // Its producer died, perhaps mid-put: what it published stays, in order, before
+        // what this process puts; what it wrote past its end is overwritten.
+        if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
+          h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+          chosen = i;
+        }
+      }
+    }
+    if (chosen == shared_lane && used < lane_count) {
+      chosen = used;
+      h->lanes[chosen].owner.store(me, std::memory_order_relaxed);
+      start_lane(chosen);
+      h->lanes_used.store(used + 1, std::memory_order_release);
+    }
+    start_lane(chosen);  // the shared lane gets its block on first use
+    return chosen;
+  }
+
+  writer& this_process_writer() {
+    const std::uint64_t me = this_process_incarnation();
+    writer* w = writer_.load(std::memory_order_acquire);
+    if (w != nullptr && w->incarnation == me) [[likely]]
+      return *w;
+    auto fresh = std::make_unique<writer>();
+    fresh->incarnation = me;
+    fresh->lane = claim_lane(me);
+    fresh->replaced = w;  // another thread may still be looking at it: freed with the channel
+    if (writer_.compare_exchange_strong(w, fresh.get(), std::memory_order_acq_rel)) return *fresh.release();
+    fresh->replaced = nullptr;
+    // Another thread of this process claimed one first: use it, give this one back.
+    if (fresh->lane != shared_lane) h->lanes[fresh->lane].owner.store(0, std::memory_order_release);
+    return *w;
+  }
+
+  // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
+  // nothing, when the lane would then hold publish_room messages. The caller owns the lane
+  // (its writer's mutex, or put_lock for the shared lane).
+  bool write_messages(std::uint32_t i, bool put_locked, std::span<const std::byte> data,
+                      std::span<const std::size_t> ends, std::size_t first, std::size_t k) {
+    lane_store store{*this, put_locked};
+    lane& l = h->lanes[i];
+    const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
+    if (((end.seq + k - taken_seen[i].load(std::memory_order_relaxed)) & tail_seq_mask) >= publish_room) {
+      const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+      taken_seen[i].store(taken, std::memory_order_relaxed);
+      if (((end.seq + k - taken) & tail_seq_mask) >= publish_room) return false;
+    }
+    stream_writer w(store, end.pos);
+    std::size_t begin = first == 0 ? 0 : ends[first - 1];
+    for (std::size_t m = first; m < first + k; ++m) {
+      w.write_record(data.subspan(begin, ends[m] - begin));
+      begin = ends[m];
+    }
+    l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
+    return true;
+  }
 };
 
 channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
-  state_->mem = shared_memory::create("mproc-queue", header_bytes + state::block_bytes,
-                                      shared_memory::queue_reservation);
+  state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation);
   header* h = new (state_->mem->base()) header{};
   h->magic = channel_magic;
   h->version = layout_version;
   h->maxsize = maxsize;
   robust_mutex_init(h->put_lock);
-  robust_mutex_init(h->get_lock);
-  const position start{0, block_data_begin};
-  h->tail.store(pack(start));
-  h->head.store(pack(start));
-  h->block_count.store(1);
+  for (lane& l : h->lanes) robust_mutex_init(l.reader);
+  h->block_count.store(0);
+  h->lanes_used.store(1);  // the shared lane
   h->free.top.store(no_block);
   h->released.top.store(no_block);
   state_->h = h;
-  state_->meta(0).next.store(no_block);
 }
 
 channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
@@ -229,14 +464,40 @@ channel::~channel() = default;
 std::size_t channel::size() const noexcept { return state_->size(); }
 std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(state_->h->maxsize); }
 std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
-std::uint64_t channel::taken() const noexcept { return state_->h->get_seq.load(std::memory_order_acquire); }
 fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
 void channel::forget_descriptor() noexcept { state_->mem->forget_descriptor(); }
 
+std::uint64_t channel::message_id() const noexcept {
+  return std::uint64_t{current_handing.lane} << lane_shift | current_handing.seq;
+}
+
+bool channel::committed(std::uint64_t id) const noexcept {
+  const auto i = static_cast<std::uint32_t>(id >> lane_shift);
+  if (i >= lane_count) return false;
+  return (state_->h->lanes[i].get_seq.load(std::memory_order_acquire) & seq_mask) > (id & seq_mask);
+}
+
+bool channel::held_by_caller(std::uint64_t id) const noexcept {
+  if (current_handing.channel != state_.get()) return false;
+  return current_handing.lane == all_lanes || current_handing.lane == static_cast<std::uint32_t>(id >> lane_shift);
+}
+
 void channel::hold_consumers(void (*action)(void* context), void* context) {
   state& s = *state_;
-  robust_mutex_lock(s.h->get_lock, nullptr, [&] { s.recover_get(); });
-  robust_unlock_guard unlock(s.h->get_lock);
+  std::uint32_t locked = 0;
+  struct unlock_all {
+    state& s;
+    std::uint32_t& locked;
+    ~unlock_all() {
+      while (locked > 0) ::pthread_mutex_unlock(&s.h->lanes[--locked].reader);
+      current_handing = {};
+    }
+  } unlock{s, locked};
+  for (; locked < lane_count; ++locked) {
+    lane& l = s.h->lanes[locked];
+    robust_mutex_lock(l.reader, nullptr, [&] { s.recover_reader(l); });
+  }
+  current_handing = {state_.get(), all_lanes, 0};
   action(context);
 }
 
@@ -246,27 +507,30 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   header& h = *s.h;
   const std::size_t n = ends.size();
   const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
+  state::writer& w = s.this_process_writer();
   std::size_t done = 0;
-  std::size_t begin = 0;
   while (done < n) {
-    if (maxsize != 0 && !wait_for_condition(h.not_full, [&] { return s.size() < maxsize; }, deadline)) break;
-    if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_put(); })) break;
-    std::size_t k;
-    {
-      robust_unlock_guard unlock(h.put_lock);
-      const std::uint64_t seq = h.put_seq.load(std::memory_order_relaxed);
-      k = n - done;
-      if (maxsize != 0) {
-        const std::size_t held = s.size();  // reads the consumers' cache line: only when bounded
-        k = std::min(k, held < maxsize ? maxsize - held : 0);
-      }
+    std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
+    if (maxsize != 0) {
+      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, deadline)) break;
+      const std::uint64_t fill = s.fill_hint(maxsize);
+      k = std::min<std::size_t>(k, fill < maxsize ? maxsize - fill : 0);
       if (k == 0) continue;  // another producer filled it first
-      stream_writer w(s, unpack(h.tail.load(std::memory_order_relaxed)));
-      for (std::size_t i = done; i < done + k; ++i) {
-        w.write_record(data.subspan(begin, ends[i] - begin));
-        begin = ends[i];
-      }
-      state::commit(h.put_journal, h.tail, h.put_seq, w.pos, seq + k);
+    }
+    bool written;
+    if (w.lane == shared_lane) {
+      if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_shared_lane(); })) break;
+      robust_unlock_guard unlock(h.put_lock);
+      written = s.write_messages(shared_lane, true, data, ends, done, k);
+    } else {
+      std::lock_guard guard(w.mutex);
+      written = s.write_messages(w.lane, false, data, ends, done, k);
+    }
+    if (!written) {
+      // The lane holds 2^29 messages nobody took (8 GiB or more): wait as for a full queue.
+      if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
     }
     done += k;
     h.not_empty.announce(k == 1 ? 1 : INT_MAX);
@@ -274,67 +538,143 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   return done;
 }
 
+namespace {
+
+// What one get hands to its sinks, and how many it took.
+struct take_request {
+  message_sink sink;
+  void* context;
+  std::size_t max_messages;
+  unreadable_sink on_unreadable;
+};
+
+}  // namespace
+
+// Lane `i`'s reader lock held: takes up to max_messages of its messages. Returns how many;
+// rethrows what a sink threw, once the take is committed.
+static std::size_t take_from_lane(channel::state& s, const void* self, std::uint32_t i, const take_request& request) {
+  header& h = *s.h;
+  lane& l = h.lanes[i];
+  thread_local std::vector<std::byte> gathered;  // only for a message that spans blocks; reused
+  const position start = unpack(l.head.load(std::memory_order_relaxed));
+  const std::uint64_t first_seq = l.get_seq.load(std::memory_order_relaxed);
+  channel::state::seen_end& seen = s.seen[i];
+  std::uint64_t end_word = seen.end.load(std::memory_order_relaxed);
+  std::uint64_t put = seen.published.load(std::memory_order_relaxed);
+  if (put <= first_seq) {
+    end_word = l.tail.load(std::memory_order_acquire);
+    put = published(end_word, first_seq);
+    seen.end.store(end_word, std::memory_order_relaxed);
+    seen.published.store(put, std::memory_order_relaxed);
+    if (put == first_seq) return 0;
+  }
+  const position end = unpack_end(end_word).pos;
+  std::exception_ptr failure;
+  std::size_t taken = 0;
+  position stop = start;
+  struct clear_handing {
+    ~clear_handing() { current_handing = {}; }
+  } clear;
+  try {
+    stream_reader r(s, start, end);
+    while (taken < request.max_messages && !r.at_end()) {
+      current_handing = {self, i, first_seq + taken};
+      const std::uint64_t length = r.next_length();
+      std::span<const std::byte> message;
+      try {
+        message = r.payload(length, gathered);
+      } catch (const std::bad_alloc&) {
+        if (taken != 0 || request.on_unreadable == nullptr) throw;  // left queued
+        std::byte prefix[unreadable_prefix_bytes];
+        const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
+        r.read(prefix, k);
+        r.skip_payload(length - k);
+        ++taken;
+        try {
+          request.on_unreadable(request.context, {prefix, k}, static_cast<std::size_t>(length));
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        break;
+      }
+      ++taken;
+      try {
+        request.sink(request.context, message);
+      } catch (...) {
+        failure = std::current_exception();
+        break;
+      }
+    }
+    stop = r.pos;
+  } catch (const error&) {
+    // Corrupted memory: drop what is unread so the lane stays usable.
+    channel::state::commit(l.get_journal, l.head, l.get_seq, end, put);
+    throw;
+  }
+  if (taken == 0) return 0;
+  channel::state::commit(l.get_journal, l.head, l.get_seq, stop, first_seq + taken);
+  for (std::uint32_t b = start.block; b != stop.block;) {
+    const std::uint32_t next = s.meta(b).next.load(std::memory_order_acquire);
+    s.free_block(b);
+    b = next;
+  }
+  if (failure) std::rethrow_exception(failure);
+  return taken;
+}
+
 std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
                          unreadable_sink on_unreadable) {
   state& s = *state_;
   header& h = *s.h;
-  thread_local std::vector<std::byte> gathered;  // only for a message that spans blocks; reused
-  for (;;) {
-    if (!wait_for_condition(h.not_empty, [&] { return !s.empty(); }, deadline)) return 0;
-    if (!robust_mutex_lock(h.get_lock, deadline, [&] { s.recover_get(); })) return 0;
-    std::exception_ptr failure;
+  const take_request request{sink, context, max_messages, on_unreadable};
+  // Takes from lane `i`, whose reader lock the caller just got; unlocks it.
+  const auto take_locked = [&](std::uint32_t i) {
+    lane& l = h.lanes[i];
     std::size_t taken = 0;
-    {
-      robust_unlock_guard unlock(h.get_lock);
-      const position start = unpack(h.head.load(std::memory_order_relaxed));
-      const position end = unpack(h.tail.load(std::memory_order_acquire));
-      position stop = start;
-      try {
-        stream_reader r(s, start, end);
-        while (taken < max_messages && !r.at_end()) {
-          const std::uint64_t length = r.next_length();
-          std::span<const std::byte> message;
-          try {
-            message = r.payload(length, gathered);
-          } catch (const std::bad_alloc&) {
-            if (taken != 0 || on_unreadable == nullptr) throw;  // left queued
-            std::byte prefix[unreadable_prefix_bytes];
-            const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
-            r.read(prefix, k);
-            r.skip_payload(length - k);
-            ++taken;
-            try {
-              on_unreadable(context, {prefix, k}, static_cast<std::size_t>(length));
-            } catch (...) {
-              failure = std::current_exception();
-            }
-            break;
-          }
-          ++taken;
-          try {
-            sink(context, message);
-          } catch (...) {
-            failure = std::current_exception();
-            break;
-          }
-        }
-        stop = r.pos;
-      } catch (const error&) {
-        // Corrupted memory: drop what is unread so the channel stays usable.
-        state::commit(h.get_journal, h.head, h.get_seq, end, h.put_seq.load());
-        throw;
-      }
-      if (taken == 0) continue;  // another consumer took it first
-      state::commit(h.get_journal, h.head, h.get_seq, stop, h.get_seq.load(std::memory_order_relaxed) + taken);
-      for (std::uint32_t b = start.block; b != stop.block;) {
-        const std::uint32_t next = s.meta(b).next.load(std::memory_order_acquire);
-        s.free_block(b);
-        b = next;
-      }
+    std::exception_ptr failure;
+    try {
+      taken = take_from_lane(s, state_.get(), i, request);
+    } catch (...) {
+      failure = std::current_exception();
     }
-    if (h.maxsize != 0) h.not_full.announce(taken == 1 ? 1 : INT_MAX);
+    // Another consumer may sleep while this one held the lane: only then is it worth
+    // reading the lane's end again.
+    const bool more = h.not_empty.sleepers.load(std::memory_order_relaxed) != 0 && s.has_messages(i);
+    ::pthread_mutex_unlock(&l.reader);
+    if (taken != 0) {
+      s.cursor.store(i + 1, std::memory_order_relaxed);
+      if (h.maxsize != 0) h.not_full.announce(taken == 1 ? 1 : INT_MAX);
+      if (more) h.not_empty.announce(1);
+    }
     if (failure) std::rethrow_exception(failure);
     return taken;
+  };
+  for (;;) {
+    if (!wait_for_condition(h.not_empty, [&] { return s.any_messages(); }, deadline)) return 0;
+    const std::uint32_t used = s.lanes_used();
+    const std::uint32_t first = s.cursor.load(std::memory_order_relaxed);
+    std::uint32_t busy = lane_count;
+    for (std::uint32_t j = 0; j < used; ++j) {
+      const std::uint32_t i = (first + j) % used;
+      lane& l = h.lanes[i];
+      if (!s.has_messages(i)) continue;
+      const int r = robust_mutex_try_lock_raw(l.reader);
+      if (r < 0) {
+        if (busy == lane_count) busy = i;
+        continue;
+      }
+      if (r == 1) {
+        s.recover_reader(l);
+        robust_mutex_mark_consistent(l.reader);
+      }
+      if (const std::size_t taken = take_locked(i)) return taken;
+    }
+    if (busy != lane_count) {
+      // Every lane with messages is being read by another consumer: wait for one of them.
+      lane& l = h.lanes[busy];
+      if (!robust_mutex_lock(l.reader, deadline, [&] { s.recover_reader(l); })) return 0;
+      if (const std::size_t taken = take_locked(busy)) return taken;
+    }
   }
 }
 
@@ -342,7 +682,7 @@ void channel::task_done() {
   header& h = *state_->h;
   std::uint64_t done = h.done.load(std::memory_order_acquire);
   do {
-    if (done >= h.put_seq.load(std::memory_order_acquire)) {
+    if (done >= state_->put_total()) {
       throw error("task_done() called more times than there were items put");
     }
   } while (!h.done.compare_exchange_weak(done, done + 1, std::memory_order_acq_rel));
@@ -352,8 +692,7 @@ void channel::task_done() {
 bool channel::join(const deadline_t* deadline) {
   header& h = *state_->h;
   return wait_for_condition(
-      h.all_done, [&] { return h.done.load(std::memory_order_acquire) >= h.put_seq.load(std::memory_order_acquire); },
-      deadline);
+      h.all_done, [&] { return h.done.load(std::memory_order_acquire) >= state_->put_total(); }, deadline);
 }
 
 }  // namespace mproc::detail

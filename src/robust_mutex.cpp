@@ -88,4 +88,20 @@ int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline) {
 
 void robust_mutex_mark_consistent(pthread_mutex_t& m) { ::pthread_mutex_consistent(&m); }
 
+int robust_mutex_try_lock_raw(pthread_mutex_t& m) {
+  const int r = ::pthread_mutex_trylock(&m);
+  switch (r) {
+    case 0:
+      return 0;
+    case EOWNERDEAD:
+      return 1;
+    case EBUSY:
+      return -1;
+    case ENOTRECOVERABLE:
+      throw error("a shared mproc lock is unrecoverable: a process died holding it and its repair failed");
+    default:
+      throw_system_error({r, std::system_category()}, "pthread_mutex_trylock");
+  }
+}
+
 }  // namespace mproc::detail

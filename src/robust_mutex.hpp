@@ -23,6 +23,8 @@ bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover r
 // robust_mutex_mark_consistent), -1 deadline passed. Other failures throw.
 int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline);
 void robust_mutex_mark_consistent(pthread_mutex_t& m);
+// Never waits: 0 locked, 1 locked after owner death (as above), -1 held by someone else.
+int robust_mutex_try_lock_raw(pthread_mutex_t& m);
 
 template <class Recover>
 bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover recover) {

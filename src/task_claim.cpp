@@ -13,7 +13,7 @@ void task_claims::claim(unsigned self, std::uint64_t task, std::int64_t started_
     deaths_seen_ = deaths;
   }
   task_claim_slot& s = slots_[self];
-  s.seq.store(tasks_->taken(), std::memory_order_relaxed);
+  s.seq.store(tasks_->message_id(), std::memory_order_relaxed);
   s.started_ns.store(started_ns, std::memory_order_relaxed);
   s.task.store(task, std::memory_order_release);
 }
@@ -27,10 +27,11 @@ bool task_claims::condemn(unsigned k, std::uint64_t task) noexcept {
 }
 
 void task_claims::void_abandoned() noexcept {
-  const std::uint64_t taken = tasks_->taken();
   for (unsigned k = 0; k < count_; ++k) {
     std::uint64_t task = slots_[k].task.load(std::memory_order_acquire);
-    if (task != 0 && slots_[k].seq.load(std::memory_order_relaxed) >= taken) {
+    const std::uint64_t message = slots_[k].seq.load(std::memory_order_relaxed);
+    // Only in a lane the caller holds can an uncommitted claim not be a live take's.
+    if (task != 0 && tasks_->held_by_caller(message) && !tasks_->committed(message)) {
       // Its owner may be clearing it after a commit seen earlier: then it is 0 already.
       slots_[k].task.compare_exchange_strong(task, 0, std::memory_order_acq_rel);
     }

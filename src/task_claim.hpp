@@ -2,14 +2,14 @@
 // that, when a worker dies, the parent can tell whether the task it was taking is really
 // gone with it (fail it: worker_lost) or still queued for another worker (say nothing).
 //
-// Why it is not simple: a take commits inside the channel, under the consumers' robust
-// lock, after the worker read the message. Published before the commit, a claim can be
+// Why it is not simple: a take commits inside the channel, under the robust lock of the
+// consumers of the message's lane, after the worker read the message. Published before the commit, a claim can be
 // stale (the worker died before committing; the message stays queued and another worker
 // runs it); published after, it can be missing (the worker died between the commit and
 // the claim; the task vanishes and its caller waits forever). So:
 // - A worker claims inside the get sink, under the consumers' lock, before the commit, and
-//   records the message's sequence number in the channel with it (channel::taken()).
-// - Under that lock, a claim whose sequence number is not yet taken is abandoned: a live
+//   records the message's id in the channel with it (channel::message_id()).
+// - Under that lock, a claim of a message in that lane not yet taken is abandoned: a live
 //   claimer holds the lock until its take commits. Whoever next holds the lock after a
 //   consumer died in it voids such claims before any message is taken (void_abandoned):
 //   the parent when it settles a dead worker, a worker when it claims after the channel
@@ -36,7 +36,7 @@ class channel;
 // One worker's claim; a cache line each, so that workers do not share one.
 struct alignas(64) task_claim_slot {
   std::atomic<std::uint64_t> task;  // 0: none
-  std::atomic<std::uint64_t> seq;   // the message's sequence number in the task channel
+  std::atomic<std::uint64_t> seq;   // the message's id in the task channel (channel::message_id)
   std::atomic<std::int64_t> started_ns;
 };
 
@@ -66,7 +66,8 @@ class task_claims {
   // empty. Takes the consumers' lock: waits for a live taker.
   std::uint64_t settle_dead(unsigned k);
 
-  // The holder of the consumers' lock: voids every claim whose take never committed.
+  // The holder of a lane's consumers' lock (or all of them): voids every claim of a message
+  // in a lane it holds whose take never committed.
   void void_abandoned() noexcept;
 
   // Slot `k`'s task (0: none) and since when, as the watchdog reads them.

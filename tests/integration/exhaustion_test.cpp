@@ -486,10 +486,10 @@ TEST(Exhaustion, QueueCreationPastRlimitFsizeThrowsEfbigAndLeaksNothing) {
   ASSERT_TRUE(sigxfsz_is_default());
   const int fds_before = mproc_test::count_open_fds();
   {
-    fsize_limit limit(16 * 1024);
+    fsize_limit limit(8 * 1024);
     try {
       mproc::queue<int> q;
-      ADD_FAILURE() << "a queue was made under a 16 KiB RLIMIT_FSIZE";
+      ADD_FAILURE() << "a queue was made under an 8 KiB RLIMIT_FSIZE";
     } catch (const std::system_error& e) {
       EXPECT_TRUE(is_efbig(e)) << e.what();
     }

@@ -199,16 +199,18 @@ TEST_F(TaskClaim, ATaskReleasedBeforeItsTimeoutKillCannotBeCondemnedNorItsSucces
   EXPECT_EQ(claims_->settle_dead(0), 8u);
 }
 
-TEST_F(TaskClaim, AClaimRecordsTheMessagesSequenceNumber) {
+TEST_F(TaskClaim, AClaimRecordsTheMessageItTook) {
   put_task(7);
   put_task(8);
-  EXPECT_EQ(tasks_.taken(), 0u);
   worker_killed(0, death::after_take);
-  EXPECT_EQ(tasks_.taken(), 1u);
-  EXPECT_EQ(slots_[0].seq.load(), 0u);
-  worker_killed(1, death::after_take);
-  EXPECT_EQ(slots_[1].seq.load(), 1u);
-  EXPECT_EQ(tasks_.taken(), 2u);
+  const std::uint64_t first = slots_[0].seq.load();
+  EXPECT_TRUE(tasks_.committed(first));
+  worker_killed(1, death::inside_take);  // claims 8, never commits
+  const std::uint64_t second = slots_[1].seq.load();
+  EXPECT_NE(second, first);
+  EXPECT_FALSE(tasks_.committed(second));
+  EXPECT_EQ(drain(), (std::vector<std::uint64_t>{8}));
+  EXPECT_TRUE(tasks_.committed(second));
 }
 
 }  // namespace

@@ -3,15 +3,23 @@
 //
 // Contract:
 // - Messages are byte strings of any size; each is delivered whole to exactly one
-//   consumer, FIFO per producer. `maxsize` (0: unbounded) counts messages, as in Python.
+//   consumer, FIFO per producer. `maxsize` (0: unbounded) counts messages, as in Python:
+//   a producer waits while the queue holds maxsize. Producers that put at the same instant
+//   may each add their message past it (at most one message per such producer); a single
+//   producer never does.
 // - Shared memory is one memfd: nothing is ever named in /dev/shm. A process maps it when
 //   it creates the channel, inherits it by fork, or claims it from an fd_token.
+// - Lanes: each producing process (each channel object in it) writes its own lane, a
+//   record stream that only it appends to, so a put takes no lock shared with other
+//   processes: it writes, then publishes the lane's end with one release store. Consumers
+//   take from any lane, each lane under a robust process-shared lock of its own. When every
+//   lane is held by a live producer, the others share one lane under a robust lock.
 // - Crash safety: a process killed at any instant inside any call leaves the channel
-//   consistent. Producers and consumers each serialise on a robust process-shared mutex,
-//   and every multi-word update is made through a small journal that the next owner
-//   replays when it finds the mutex's owner dead. A message is published only once it is
-//   written whole; a consumer commits its read only once it has used the bytes, so a
-//   consumer killed mid-get leaves the message for the next one.
+//   consistent. A producer killed mid-write never published: its message is absent, and
+//   the next owner of its lane overwrites the bytes. Multi-word updates go through a small
+//   journal that the lane's next owner (producer side) or next locker (consumer side)
+//   replays. A consumer commits its read only once it has used the bytes, so a consumer
+//   killed mid-get leaves the message for the next one.
 // - Blocking calls take an optional absolute CLOCK_MONOTONIC deadline (null: forever; in
 //   the past: do not wait). They spin briefly, then sleep on a futex; a side is woken only
 //   when it announced that it sleeps.
@@ -71,12 +79,16 @@ class channel {
   // How many times a process was found dead holding one of the channel's locks.
   std::uint64_t owner_deaths() const noexcept;
 
-  // Messages taken so far. Inside the sink of a get(…, max_messages 1, …) it is the
-  // sequence number of the message handed (the first message put is 0).
-  std::uint64_t taken() const noexcept;
+  // Inside the sink of a get: the id of the message handed (its lane and its place there).
+  std::uint64_t message_id() const noexcept;
+  // Whether the take of message `id` has committed (it can no longer be taken again).
+  bool committed(std::uint64_t id) const noexcept;
+  // Whether the calling thread holds the consumers' lock of the lane of message `id`: in
+  // a get's sink, that message's lane; in hold_consumers' action, every lane.
+  bool held_by_caller(std::uint64_t id) const noexcept;
 
-  // Runs `action(context)` holding the consumers' lock, recovered first from a consumer
-  // that died holding it: no get commits meanwhile. Waits for a live consumer's get.
+  // Runs `action(context)` holding the consumers' lock of every lane, recovered first from
+  // a consumer that died holding it: no get commits meanwhile. Waits for live consumers.
   void hold_consumers(void (*action)(void* context), void* context);
 
   fd_token token() const;
