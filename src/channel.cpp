@@ -6,7 +6,6 @@
 #include <climits>
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -91,6 +90,7 @@ struct lane {
   // The producer's line: written by the lane's owner only (or, for the shared lane, by the
   // holder of put_lock).
   alignas(64) std::atomic<std::uint64_t> owner;  // process incarnation; 0: free
+  std::atomic<std::uint64_t> holder;             // which channel object of the owner (its serial)
   std::atomic<std::uint64_t> tail;               // pack_end of the published messages; 0: no block yet
 
   // The consumers' line: written under `reader`.
@@ -153,20 +153,11 @@ struct channel::state {
     std::uint32_t allocate_block() { return s.allocate_block(put_locked); }
   };
 
-  // This process's lane: claimed on its first put. A forked child finds the parent's
-  // incarnation here and claims one of its own (the mutex it inherited may be held by a
-  // thread that did not survive the fork: it is never touched again).
-  struct writer {
-    std::uint64_t incarnation;
-    std::uint32_t lane;
-    std::mutex mutex;            // this process's threads, on a lane of its own
-    writer* replaced = nullptr;  // the parent's, copied by fork: freed with this one
-    ~writer() { delete replaced; }
-  };
-
-  std::unique_ptr<shared_memory> mem;
-  header* h;
-  std::atomic<writer*> writer_{nullptr};
+  // Shared with the lanes' records of the threads that put (thread_lanes), which release
+  // their lanes at thread exit only while the mapping lives.
+  std::shared_ptr<shared_memory> mem;
+  header* h = nullptr;
+  const std::uint64_t serial = next_serial();  // tells this object from one at the same address
   std::atomic<std::uint32_t> cursor{0};  // the lane a get looks at first: round robin
 
   // What this process last read of each lane's end (under the lane's reader lock): a
@@ -183,14 +174,24 @@ struct channel::state {
   // producer does not fetch the consumers' line on each put.
   std::atomic<std::uint64_t> taken_seen[lane_count]{};
 
+  static std::uint64_t next_serial() noexcept {
+    static std::atomic<std::uint64_t> serials{0};
+    return serials.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
+  // Gives back the lanes this object's threads still hold (their records will find the
+  // mapping gone).
   ~state() {
-    writer* w = writer_.load(std::memory_order_acquire);
-    if (w == nullptr) return;
-    if (w->incarnation == this_process_incarnation() && w->lane != shared_lane) {
-      std::uint64_t expected = w->incarnation;
-      h->lanes[w->lane].owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
-    }
-    delete w;
+    if (h == nullptr) return;
+    const std::uint64_t me = this_process_incarnation();
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 1; i < used; ++i) release_lane(h, i, me, serial);
+  }
+
+  static void release_lane(header* h, std::uint32_t i, std::uint64_t incarnation, std::uint64_t serial) noexcept {
+    lane& l = h->lanes[i];
+    if (l.holder.load(std::memory_order_relaxed) != serial) return;
+    l.owner.compare_exchange_strong(incarnation, 0, std::memory_order_acq_rel);
   }
 
   std::byte* block(std::uint32_t i) {
@@ -365,8 +366,8 @@ struct channel::state {
     l.tail.store(pack_end(start, 0), std::memory_order_release);
   }
 
-  // The lane this process writes: its own when one is free (or its owner dead), else the
-  // shared one. Under put_lock.
+  // A lane for a thread of this process to write: one of its own when one is free (or its
+  // owner dead), else the shared one. Under put_lock.
   std::uint32_t claim_lane(std::uint64_t me) {
     robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
     robust_unlock_guard unlock(h->put_lock);
@@ -376,10 +377,12 @@ struct channel::state {
       lane& l = h->lanes[i];
       std::uint64_t owner = l.owner.load(std::memory_order_acquire);
       if (owner == 0) {
+        l.holder.store(serial, std::memory_order_relaxed);
         if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) chosen = i;
       } else if (!process_incarnation_alive(owner)) {
         // Its producer died, perhaps mid-put: what it published stays, in order, before
         // what this process puts; what it wrote past its end is overwritten.
+        l.holder.store(serial, std::memory_order_relaxed);
         if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
           h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
           chosen = i;
@@ -388,6 +391,7 @@ struct channel::state {
     }
     if (chosen == shared_lane && used < lane_count) {
       chosen = used;
+      h->lanes[chosen].holder.store(serial, std::memory_order_relaxed);
       h->lanes[chosen].owner.store(me, std::memory_order_relaxed);
       start_lane(chosen);
       h->lanes_used.store(used + 1, std::memory_order_release);
@@ -396,21 +400,7 @@ struct channel::state {
     return chosen;
   }
 
-  writer& this_process_writer() {
-    const std::uint64_t me = this_process_incarnation();
-    writer* w = writer_.load(std::memory_order_acquire);
-    if (w != nullptr && w->incarnation == me) [[likely]]
-      return *w;
-    auto fresh = std::make_unique<writer>();
-    fresh->incarnation = me;
-    fresh->lane = claim_lane(me);
-    fresh->replaced = w;  // another thread may still be looking at it: freed with the channel
-    if (writer_.compare_exchange_strong(w, fresh.get(), std::memory_order_acq_rel)) return *fresh.release();
-    fresh->replaced = nullptr;
-    // Another thread of this process claimed one first: use it, give this one back.
-    if (fresh->lane != shared_lane) h->lanes[fresh->lane].owner.store(0, std::memory_order_release);
-    return *w;
-  }
+  std::uint32_t this_thread_lane();
 
   // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
   // nothing, when the lane would then hold publish_room messages. The caller owns the lane
@@ -436,6 +426,87 @@ struct channel::state {
   }
 };
 
+namespace {
+
+// The lanes the calling thread writes, one per channel object it put to: a thread has a lane
+// of its own, so a put takes no lock at all, not even one among this process's threads.
+// Released when the thread exits (or the channel object goes). A forked child finds the
+// parent's records here, with the parent's incarnation, and claims lanes of its own.
+class thread_lanes {
+ public:
+  struct record {
+    const channel::state* owner;
+    std::uint64_t serial;
+    std::uint64_t incarnation;
+    std::uint32_t lane;
+    std::weak_ptr<shared_memory> mapping;
+  };
+
+  ~thread_lanes() {
+    gone = true;
+    for (record& r : records_) release(r);
+  }
+
+  // Set once this thread's records are destroyed: a put made after that (a static pool
+  // shutting down after main's thread-locals) writes the shared lane instead.
+  static inline thread_local bool gone = false;
+
+  // The record of `channel` for this thread, or null.
+  const record* find(const channel::state* owner, std::uint64_t serial, std::uint64_t me) const noexcept {
+    if (last_ < records_.size()) {
+      const record& r = records_[last_];
+      if (r.owner == owner && r.serial == serial && r.incarnation == me) [[likely]]
+        return &r;
+    }
+    for (std::size_t i = 0; i < records_.size(); ++i) {
+      const record& r = records_[i];
+      if (r.owner == owner && r.serial == serial && r.incarnation == me) {
+        last_ = i;
+        return &r;
+      }
+    }
+    return nullptr;
+  }
+
+  void add(record r) {
+    // Records of channel objects gone, or of the parent before a fork, are dropped here.
+    const std::uint64_t me = r.incarnation;
+    std::erase_if(records_, [&](const record& old) { return old.incarnation != me || old.mapping.expired(); });
+    records_.push_back(std::move(r));
+    last_ = records_.size() - 1;
+  }
+
+ private:
+  static void release(record& r) noexcept {
+    if (r.lane == 0 || r.incarnation != this_process_incarnation()) return;
+    if (const std::shared_ptr<shared_memory> mapping = r.mapping.lock()) {
+      channel::state::release_lane(reinterpret_cast<header*>(mapping->base()), r.lane, r.incarnation, r.serial);
+    }
+  }
+
+  std::vector<record> records_;
+  mutable std::size_t last_ = 0;
+};
+
+thread_local thread_lanes this_thread_lanes;
+
+}  // namespace
+
+std::uint32_t channel::state::this_thread_lane() {
+  const std::uint64_t me = this_process_incarnation();
+  if (thread_lanes::gone) return shared_lane;
+  if (const thread_lanes::record* r = this_thread_lanes.find(this, serial, me)) [[likely]]
+    return r->lane;
+  const std::uint32_t lane = claim_lane(me);
+  try {
+    this_thread_lanes.add({this, serial, me, lane, mem});
+  } catch (...) {
+    release_lane(h, lane, me, serial);
+    throw;
+  }
+  return lane;
+}
+
 channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
   state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation);
   header* h = new (state_->mem->base()) header{};
@@ -453,10 +524,11 @@ channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
 
 channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
   state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::queue_reservation);
-  state_->h = reinterpret_cast<header*>(state_->mem->base());
-  if (state_->h->magic != channel_magic || state_->h->version != layout_version) {
+  auto* h = reinterpret_cast<header*>(state_->mem->base());
+  if (h->magic != channel_magic || h->version != layout_version) {
     throw error("the handle received does not name an mproc queue of this version");
   }
+  state_->h = h;
 }
 
 channel::~channel() = default;
@@ -507,7 +579,7 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   header& h = *s.h;
   const std::size_t n = ends.size();
   const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
-  state::writer& w = s.this_process_writer();
+  const std::uint32_t own_lane = s.this_thread_lane();
   std::size_t done = 0;
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
@@ -518,13 +590,13 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
       if (k == 0) continue;  // another producer filled it first
     }
     bool written;
-    if (w.lane == shared_lane) {
+    if (own_lane == shared_lane) {
       if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_shared_lane(); })) break;
       robust_unlock_guard unlock(h.put_lock);
+      s.start_lane(shared_lane);  // its first block, if no claim gave it one yet
       written = s.write_messages(shared_lane, true, data, ends, done, k);
     } else {
-      std::lock_guard guard(w.mutex);
-      written = s.write_messages(w.lane, false, data, ends, done, k);
+      written = s.write_messages(own_lane, false, data, ends, done, k);
     }
     if (!written) {
       // The lane holds 2^29 messages nobody took (8 GiB or more): wait as for a full queue.
