@@ -39,32 +39,6 @@ constexpr std::uint32_t keep_free_blocks = 64;
 constexpr std::uint32_t lane_count = 64;
 constexpr std::uint32_t shared_lane = 0;
 
-// A lane's published end, in one word so that a put publishes with a single store (a
-// producer killed at any instant has published all of its put or none of it): the block
-// (20 bits: the file's reservation holds 2^20 blocks), the offset in it / 8 (14 bits), and
-// the low 30 bits of the lane's message count. A consumer learns the full count from its
-// own (get_seq) and the difference, which a lane keeps below 2^29 (publish_room).
-constexpr unsigned tail_seq_bits = 30;
-constexpr std::uint64_t tail_seq_mask = (std::uint64_t{1} << tail_seq_bits) - 1;
-constexpr std::uint64_t publish_room = std::uint64_t{1} << 29;
-constexpr std::uint32_t max_blocks = std::uint32_t{1} << 20;
-
-struct lane_end {
-  position pos;
-  std::uint64_t seq;  // low tail_seq_bits only
-};
-std::uint64_t pack_end(position p, std::uint64_t seq) {
-  return std::uint64_t{p.block} << 44 | std::uint64_t{p.offset / 8} << 30 | (seq & tail_seq_mask);
-}
-lane_end unpack_end(std::uint64_t v) {
-  return {{static_cast<std::uint32_t>(v >> 44), static_cast<std::uint32_t>((v >> 30) & 0x3fff) * 8},
-          v & tail_seq_mask};
-}
-// The full count of messages published in a lane, from its end and a count taken no later.
-std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
-  return taken + ((unpack_end(end).seq - taken) & tail_seq_mask);
-}
-
 // A message id: its lane in the top bits, its sequence number in the lane below.
 constexpr unsigned lane_shift = 56;
 constexpr std::uint64_t seq_mask = (std::uint64_t{1} << lane_shift) - 1;
@@ -319,7 +293,7 @@ struct channel::state {
     for (std::uint32_t i = 0; i < used; ++i) {
       std::uint64_t taken = taken_seen[i].load(std::memory_order_relaxed);
       const std::uint64_t end = h->lanes[i].tail.load(std::memory_order_acquire);
-      if (fresh || ((unpack_end(end).seq - taken) & tail_seq_mask) >= publish_room) {
+      if (fresh || ((unpack_end(end).seq - taken) & end_seq_mask) >= publish_room) {
         taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
         taken_seen[i].store(taken, std::memory_order_relaxed);
       }
@@ -410,10 +384,10 @@ struct channel::state {
     lane_store store{*this, put_locked};
     lane& l = h->lanes[i];
     const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
-    if (((end.seq + k - taken_seen[i].load(std::memory_order_relaxed)) & tail_seq_mask) >= publish_room) {
+    if (((end.seq + k - taken_seen[i].load(std::memory_order_relaxed)) & end_seq_mask) >= publish_room) {
       const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
       taken_seen[i].store(taken, std::memory_order_relaxed);
-      if (((end.seq + k - taken) & tail_seq_mask) >= publish_room) return false;
+      if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
     }
     stream_writer w(store, end.pos);
     std::size_t begin = first == 0 ? 0 : ends[first - 1];
@@ -743,8 +717,28 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     }
     if (busy != lane_count) {
       // Every lane with messages is being read by another consumer: wait for one of them.
+      // A reader holds a lane for one take (a copy), so spin on it a little first: sleeping
+      // in the kernel at once made two pool workers sleep and wake on every task.
       lane& l = h.lanes[busy];
-      if (!robust_mutex_lock(l.reader, deadline, [&] { s.recover_reader(l); })) return 0;
+      int r = -1;
+      for (unsigned i = 0; i < 64 && r < 0; ++i) {
+        if (i < 48) {
+#if defined(__x86_64__) || defined(__i386__)
+          for (int k = 0; k < 8; ++k) __builtin_ia32_pause();
+#endif
+        } else {
+          yield_cpu();
+        }
+        if (!s.has_messages(busy)) break;
+        r = robust_mutex_try_lock_raw(l.reader);
+      }
+      if (r == 1) {
+        s.recover_reader(l);
+        robust_mutex_mark_consistent(l.reader);
+      } else if (r < 0) {
+        if (!s.has_messages(busy)) continue;
+        if (!robust_mutex_lock(l.reader, deadline, [&] { s.recover_reader(l); })) return 0;
+      }
       if (const std::size_t taken = take_locked(busy)) return taken;
     }
   }

@@ -55,6 +55,34 @@ inline position unpack(std::uint64_t v) {
   return {static_cast<std::uint32_t>(v >> 32), static_cast<std::uint32_t>(v)};
 }
 
+// A lane's published end (channel.cpp), in one word so that a put publishes with a single
+// store, and a producer killed at any instant has published all of its put or none of it:
+// the block (20 bits: a channel's reservation holds 2^20 blocks of 64 KiB), the offset in
+// it / 8 (14 bits), and the low 30 bits of the lane's message count. A consumer learns the
+// full count from its own (the lane's messages taken) and the difference, which the
+// producer keeps below publish_room.
+inline constexpr unsigned end_seq_bits = 30;
+inline constexpr std::uint64_t end_seq_mask = (std::uint64_t{1} << end_seq_bits) - 1;
+inline constexpr std::uint64_t publish_room = std::uint64_t{1} << 29;
+inline constexpr std::uint32_t max_blocks = std::uint32_t{1} << 20;
+
+struct lane_end {
+  position pos;
+  std::uint64_t seq;  // the low end_seq_bits of the count
+};
+// `p` must be valid: block below max_blocks, offset 8-aligned and at most 2^17 - 8.
+inline std::uint64_t pack_end(position p, std::uint64_t seq) {
+  return std::uint64_t{p.block} << 44 | std::uint64_t{p.offset / 8} << 30 | (seq & end_seq_mask);
+}
+inline lane_end unpack_end(std::uint64_t v) {
+  return {{static_cast<std::uint32_t>(v >> 44), static_cast<std::uint32_t>((v >> 30) & 0x3fff) * 8}, v & end_seq_mask};
+}
+// The full count of messages published in a lane, from its end and a count `taken` read no
+// later: at least `taken`, and less than 2^30 beyond it, whatever the word holds.
+inline std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
+  return taken + ((unpack_end(end).seq - taken) & end_seq_mask);
+}
+
 inline std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 
 [[noreturn]] inline void corrupted(const std::string& what) {

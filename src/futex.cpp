@@ -1,7 +1,6 @@
 #include "futex.hpp"
 
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -35,31 +34,6 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const 
 }
 
 void yield_cpu() noexcept { ::sched_yield(); }
-
-bool process_barriers_supported() noexcept {
-  static const bool supported = [] {
-    const long commands = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    return commands > 0 && (commands & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
-           (commands & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0;
-  }();
-  return supported;
-}
-
-bool register_process_barrier() noexcept {
-  (void)this_thread_id();  // registers the fork handler that bumps fork_generation
-  const std::uint32_t generation = fork_generation.load(std::memory_order_relaxed);
-  const bool registered = process_barriers_supported() &&
-                          ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
-  __atomic_store_n(&process_barrier.registered, registered, __ATOMIC_RELAXED);
-  __atomic_store_n(&process_barrier.generation, generation, __ATOMIC_RELEASE);
-  return registered;
-}
-
-void sleeper_fence() noexcept {
-  if (!process_barriers_supported() || ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
-}
 
 void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, count, nullptr, nullptr, 0);

@@ -6,8 +6,6 @@
 #include <chrono>
 #include <cstdint>
 
-#include "thread_identity.hpp"
-
 namespace mproc::detail {
 
 using deadline_t = std::chrono::steady_clock::time_point;
@@ -26,52 +24,28 @@ void yield_cpu() noexcept;
 // often: a lost wakeup costs a delay of at most this long, never a hang, for the price of
 // a few idle wakeups a second per sleeping thread.
 inline constexpr std::chrono::milliseconds recheck_period{100};
+// A waiter's first sleep after it counts itself among the sleepers (see wakeup).
+inline constexpr std::chrono::microseconds first_slice{100};
 
 inline std::int64_t monotonic_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-// The store-load fence between "make the condition true" and "is anyone asleep?" on the
-// announcer's side, and between "count me asleep" and "is the condition true?" on the
-// sleeper's, made asymmetric: announcers (every put) pay only a compiler barrier, and the
-// sleeper, before each futex sleep, makes every CPU running a registered process execute a
-// full barrier (membarrier MEMBARRIER_CMD_GLOBAL_EXPEDITED, ~1.3 µs). A process registers
-// on its first announce (a forked child, which the kernel does not register, again); one
-// that cannot (no membarrier: valgrind, old kernels, seccomp) keeps the hardware fence, as
-// do sleepers that cannot make the call. The seq_cst fence on every put stalled the
-// producer until the consumer gave back the line it had just published to: 93% of put.
-struct process_barrier_state {
-  std::uint32_t generation = 0;  // fork_generation when registered; 0: not yet
-  bool registered = false;
-};
-inline process_barrier_state process_barrier;
-
-// Registers this process (once per fork generation); whether announcers may skip the fence.
-bool register_process_barrier() noexcept;
-// Whether sleepers can make every registered process execute a barrier.
-bool process_barriers_supported() noexcept;
-// The sleeper's half: a barrier on every CPU running a registered process (or, where that
-// is not supported, a fence of its own).
-void sleeper_fence() noexcept;
-
-inline void announcer_fence() noexcept {
-  const bool registered = __atomic_load_n(&process_barrier.generation, __ATOMIC_ACQUIRE) ==
-                                  fork_generation.load(std::memory_order_relaxed)
-                              ? __atomic_load_n(&process_barrier.registered, __ATOMIC_RELAXED)
-                              : register_process_barrier();
-  if (registered) {
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  } else {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
-}
-
 // A condition one side waits for and the other announces. `sleepers` counts the waiters
 // about to sleep or asleep on `event`; an announcer touches `event` and makes the wake
 // syscall only when there is one, so a hand-off between two running processes writes no
-// shared line but the data's own. (The fence pairs with the waiter's seq_cst increment of
-// `sleepers`: either the announcer sees the sleeper, or the sleeper sees the condition.)
+// shared line but the data's own.
+//
+// The announcer has no store-load fence between making the condition true and reading
+// `sleepers`: on every put, such a fence stalled the producer until the consumer gave
+// back the line just published to (93% of a put's time). Without it, an announcer may
+// read `sleepers` before its own write is visible, and miss a waiter that counted itself
+// in that instant, which then sees the condition still false. The window is the time a
+// store takes to leave the store buffer (well under a microsecond, and a context switch
+// drains it), so a waiter's first sleep after it counts itself is short (first_slice):
+// by its end, any write the announcer made before reading `sleepers` is visible, and the
+// waiter sees it. Later sleeps keep the count, so no announcer can miss them.
 //
 // A sleeper SIGKILLed in its sleep stays counted for good. `awake_by_ns` bounds what that
 // costs: each sleeper, before each sleep of at most recheck_period, raises it to the end
@@ -86,7 +60,7 @@ struct wakeup {
 
   // Wakes up to `count` sleepers if one may be asleep; returns whether it made the call.
   bool announce(int count = 1) noexcept {
-    announcer_fence();
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler's order only: see above
     // Acquire: a sleeper raises awake_by_ns before it counts itself, so an announcer that
     // sees it counted sees its awake_by_ns too.
     if (sleepers.load(std::memory_order_acquire) == 0) return false;
@@ -153,21 +127,27 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
       spin_budget = waited <= max_spin ? std::min(max_spin, spin_budget * 2) : std::max(min_spin, spin_budget / 2);
     }
   } adapt{start};
+  // Each pass counts this thread in once, then sleeps first_slice and, unless the
+  // condition came, up to recheck_period more.
   for (;;) {
-    const std::uint32_t seen = w.event.load(std::memory_order_seq_cst);
-    if (ready()) return true;
-    const deadline_t recheck = std::chrono::steady_clock::now() + recheck_period;
-    const bool final_slice = deadline != nullptr && *deadline <= recheck;
-    // The margin covers timer slack: the kernel may end the sleep a little after `recheck`.
-    w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(recheck.time_since_epoch()).count() +
+    const auto now = std::chrono::steady_clock::now();
+    const deadline_t pass_end = now + first_slice + recheck_period;
+    // The margin covers timer slack: the kernel may end the sleep a little after `pass_end`.
+    w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(pass_end.time_since_epoch()).count() +
                    2'000'000);
     w.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    sleeper_fence();
-    bool in_time = true;
-    if (!ready()) in_time = futex_wait(w.event, seen, final_slice ? deadline : &recheck);
-    w.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-    if (ready()) return true;
-    if (!in_time && final_slice) return false;
+    struct uncount {
+      wakeup& w;
+      ~uncount() { w.sleepers.fetch_sub(1, std::memory_order_seq_cst); }
+    } counted{w};
+    for (const deadline_t slice_end : {now + first_slice, pass_end}) {
+      const std::uint32_t seen = w.event.load(std::memory_order_seq_cst);
+      if (ready()) return true;
+      const bool final_slice = deadline != nullptr && *deadline <= slice_end;
+      const bool in_time = futex_wait(w.event, seen, final_slice ? deadline : &slice_end);
+      if (ready()) return true;
+      if (!in_time && final_slice) return false;
+    }
   }
 }
 

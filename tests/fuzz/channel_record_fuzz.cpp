@@ -7,14 +7,16 @@
 // a sanitizer sees any read or write outside a block.
 //
 // Input, first byte even: hostile memory, as a dead or malicious peer could leave it.
-//   [0][blocks-1 (mod 8)][max records - 1 (mod 16)][append length / 8][head: u64][tail: u64]
-//   [block bytes...]
+//   [0][blocks-1 (mod 8)][max records - 1 (mod 16)][append length / 8][head: u64]
+//   [tail: u64, a lane's end word (channel_stream.hpp pack_end)][taken: u64][block bytes...]
 //   Each block is filled from the bytes that follow (256 each, the rest zero), block
 //   headers and links included; then records are read from head to tail as channel::get
 //   does, and one record is appended at the tail as channel::put does. Promised: every
 //   record read either lies whole inside one block's data or was gathered, positions stay
 //   valid, and anything inconsistent is mproc::error; never an access outside the blocks, a
-//   block index past the count, or another exception.
+//   block index past the count, or another exception. The end word's count, read against
+//   `taken`, is at least `taken` and less than 2^30 beyond it, and a valid end position
+//   survives packing with any count.
 // Input, first byte odd: a round trip, as producers and consumers use the stream.
 //   [1][start offset selector][flags][records: [len: u16][len bytes]...]
 //   Records are written with stream_writer in up to three batches from a start position
@@ -98,7 +100,12 @@ void hostile(input in) {
   const std::size_t max_records = 1 + in.byte() % 16;
   const std::size_t append_bytes = 8 * in.byte();
   const auto head = cs::unpack(in.word<std::uint64_t>());
-  const auto tail = cs::unpack(in.word<std::uint64_t>());
+  const std::uint64_t end_word = in.word<std::uint64_t>();
+  const std::uint64_t taken = in.word<std::uint64_t>();
+  const auto [tail, seq] = cs::unpack_end(end_word);
+  const std::uint64_t put = cs::published(end_word, taken);
+  require(put >= taken && put - taken <= cs::end_seq_mask, "a lane end word gave a count outside its window");
+  require(cs::pack_end(tail, seq) == end_word, "a lane end word does not survive unpacking and packing");
   for (std::size_t i = 0; i < count; ++i) {
     s.blocks.push_back(std::make_unique<std::byte[]>(store::block_bytes));
     const std::size_t n = std::min(store::block_bytes, in.rest.size());
@@ -202,9 +209,11 @@ std::vector<std::uint8_t> valid_memory(std::uint32_t start_offset, const std::ve
   std::vector<std::uint8_t> out{0, static_cast<std::uint8_t>(s.blocks.size() - 1),
                                 static_cast<std::uint8_t>(lengths.size() - 1), 3};
   const std::uint64_t head = cs::pack(start);
-  const std::uint64_t tail = cs::pack(w.pos);
+  const std::uint64_t taken = 0x3fff'fff0;  // the count wraps past 2^30 in the window
+  const std::uint64_t tail = cs::pack_end(w.pos, taken + lengths.size());
   append(out, bytes_of(&head, sizeof head));
   append(out, bytes_of(&tail, sizeof tail));
+  append(out, bytes_of(&taken, sizeof taken));
   for (const auto& b : s.blocks) append(out, bytes_of(b.get(), store::block_bytes));
   return out;
 }

@@ -1,0 +1,195 @@
+// The queue's lanes (src/channel.cpp) with real processes and threads: every producing
+// thread writes a lane of its own; producers beyond the lanes share one; a lane whose
+// producer died, even mid-write, is taken over with what it published intact.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "mproc/process.hpp"
+#include "mproc/queue.hpp"
+#include "mproc/sync.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using tagged = std::pair<std::uint32_t, std::uint32_t>;  // (producer, its sequence number)
+
+// The size of this process's queue memfd (the test's only queue), 0 if there is none.
+std::size_t queue_file_bytes() {
+  std::size_t largest = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return 0;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string path = std::string("/proc/self/fd/") + e->d_name;
+    char target[256] = {};
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n <= 0 || std::string(target, static_cast<std::size_t>(n)).find("memfd:mproc-queue") == std::string::npos) {
+      continue;
+    }
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) largest = std::max(largest, static_cast<std::size_t>(st.st_size));
+  }
+  ::closedir(dir);
+  return largest;
+}
+
+// Receives `count` tagged messages and checks that each producer's arrive in its order.
+void receive_in_producer_order(mproc::queue<tagged>& q, std::size_t count, std::size_t producers,
+                               std::uint32_t per_producer) {
+  std::map<std::uint32_t, std::uint32_t> next;
+  for (std::size_t i = 0; i < count; ++i) {
+    const tagged m = q.get(30s);
+    ASSERT_LT(m.first, producers);
+    ASSERT_EQ(m.second, next[m.first]) << "producer " << m.first << "'s messages out of order";
+    ++next[m.first];
+  }
+  for (std::uint32_t p = 0; p < producers; ++p) EXPECT_EQ(next[p], per_producer) << "producer " << p;
+  EXPECT_FALSE(q.try_get().has_value());
+}
+
+// 70 producers alive at once, more than the 63 lanes of their own: the others share one,
+// and nothing is lost or reordered.
+TEST(QueueLanes, ProducersBeyondTheLanesShareOneAndLoseNothing) {
+  constexpr std::uint32_t producers = 70;
+  constexpr std::uint32_t per_producer = 100;
+  mproc::queue<tagged> q;
+  mproc::event go;
+  std::vector<mproc::process> children;
+  children.reserve(producers);
+  for (std::uint32_t p = 0; p < producers; ++p) {
+    children.emplace_back([q, go, p]() mutable {
+      q.put({p, 0});  // holds a lane (or the shared one) from here
+      go.wait();
+      for (std::uint32_t i = 1; i < per_producer; ++i) q.put({p, i});
+    });
+    children.back().start();
+  }
+  std::map<std::uint32_t, std::uint32_t> first;
+  for (std::uint32_t i = 0; i < producers; ++i) {
+    const tagged m = q.get(30s);
+    ASSERT_EQ(m.second, 0u);
+    first[m.first] = 1;
+  }
+  ASSERT_EQ(first.size(), producers);
+  go.set();
+  std::map<std::uint32_t, std::uint32_t> next = first;
+  for (std::uint32_t i = producers; i < producers * per_producer; ++i) {
+    const tagged m = q.get(30s);
+    ASSERT_EQ(m.second, next[m.first]) << "producer " << m.first << "'s messages out of order";
+    ++next[m.first];
+  }
+  for (auto& c : children) {
+    c.join();
+    EXPECT_EQ(c.exitcode(), 0);
+  }
+  EXPECT_FALSE(q.try_get().has_value());
+  EXPECT_EQ(q.qsize(), 0u);
+}
+
+TEST(QueueLanes, ThreadsOfOneProducerEachKeepTheirOrder) {
+  constexpr std::uint32_t threads = 8;
+  constexpr std::uint32_t per_thread = 5000;
+  mproc::queue<tagged> q(256);
+  mproc::process producer([q]() mutable {
+    std::vector<std::thread> pool;
+    for (std::uint32_t t = 0; t < threads; ++t) {
+      pool.emplace_back([q, t]() mutable {
+        for (std::uint32_t i = 0; i < per_thread; ++i) q.put({t, i});
+      });
+    }
+    for (auto& t : pool) t.join();
+  });
+  producer.start();
+  receive_in_producer_order(q, std::size_t{threads} * per_thread, threads, per_thread);
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
+// A thread's lane goes back when the thread ends, so 200 threads one after the other use
+// one or two lanes, not 63 (each lane holds a 64 KiB block of the file for good).
+TEST(QueueLanes, AThreadsLaneIsGivenBackWhenItEnds) {
+  mproc::queue<tagged> q;
+  for (std::uint32_t t = 0; t < 200; ++t) {
+    std::thread([q, t]() mutable { q.put({t, 0}); }).join();
+  }
+  for (std::uint32_t t = 0; t < 200; ++t) EXPECT_EQ(q.get(1s), (tagged{t, 0}));
+  const std::size_t bytes = queue_file_bytes();
+  ASSERT_NE(bytes, 0u) << "no queue memfd found in /proc/self/fd";
+  EXPECT_LE(bytes, std::size_t{1} << 20) << "the lanes of ended threads were not reused";
+}
+
+// With several producers at once a bounded queue may pass maxsize by at most one message
+// per producer putting at that instant (channel.hpp), never more.
+TEST(QueueLanes, ManyProducersKeepABoundedQueueWithinItsBound) {
+  constexpr std::uint32_t producers = 6;
+  constexpr std::uint32_t per_producer = 3000;
+  constexpr std::size_t maxsize = 8;
+  mproc::queue<tagged> q(maxsize);
+  std::vector<mproc::process> children;
+  for (std::uint32_t p = 0; p < producers; ++p) {
+    children.emplace_back([q, p]() mutable {
+      for (std::uint32_t i = 0; i < per_producer; ++i) q.put({p, i});
+    });
+    children.back().start();
+  }
+  std::size_t most = 0;
+  std::map<std::uint32_t, std::uint32_t> next;
+  for (std::uint32_t i = 0; i < producers * per_producer; ++i) {
+    most = std::max(most, q.qsize());
+    const tagged m = q.get(30s);
+    ASSERT_EQ(m.second, next[m.first]);
+    ++next[m.first];
+  }
+  for (auto& c : children) c.join();
+  EXPECT_LE(most, maxsize + producers - 1);
+  EXPECT_GE(most, maxsize - 1) << "the producers never filled the queue: the test proved nothing";
+}
+
+// A producer SIGKILLed in the middle of writing a large message, after it took its lane
+// and before it published: the message is absent, those it published before are whole and
+// in order, and the next producer takes over the lane, reusing the blocks the dead one
+// had linked in (the file does not grow by a second message's worth).
+TEST(QueueLanesKill, AProducerKilledMidWriteLeavesItsEarlierMessagesAndItsLane) {
+  constexpr std::size_t big = std::size_t{96} << 20;
+  mproc::queue<std::vector<std::uint8_t>> q;
+  mproc::process producer([q]() mutable {
+    for (std::uint8_t i = 1; i <= 3; ++i) q.put(std::vector<std::uint8_t>(16, i));
+    q.put(std::vector<std::uint8_t>(big, 0xee));
+  });
+  producer.start();
+  ASSERT_TRUE(mproc_test::eventually([] { return queue_file_bytes() > (std::size_t{32} << 20); }, 30s))
+      << "the producer never got into its large put";
+  producer.kill();
+  producer.join();
+  ASSERT_EQ(producer.exitcode(), -SIGKILL);
+  const std::size_t after_kill = queue_file_bytes();
+  EXPECT_EQ(q.qsize(), 3u);
+  for (std::uint8_t i = 1; i <= 3; ++i) EXPECT_EQ(q.get(1s), std::vector<std::uint8_t>(16, i));
+  EXPECT_FALSE(q.try_get().has_value()) << "a message half written was delivered";
+
+  const std::uint64_t deaths = q.owner_deaths();
+  mproc::process next([q]() mutable { q.put(std::vector<std::uint8_t>(big, 0x11)); });
+  next.start();
+  const std::vector<std::uint8_t> got = q.get(60s);
+  next.join();
+  EXPECT_EQ(next.exitcode(), 0);
+  ASSERT_EQ(got.size(), big);
+  EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](std::uint8_t b) { return b == 0x11; }));
+  EXPECT_EQ(q.owner_deaths(), deaths + 1) << "the next producer did not take over the dead one's lane";
+  EXPECT_LE(queue_file_bytes(), std::max(after_kill, big + (std::size_t{8} << 20)))
+      << "the blocks the dead producer had linked were not reused";
+}
+
+}  // namespace
