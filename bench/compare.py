@@ -164,6 +164,45 @@ def lock_row(name: str, workload: str, iterations: int, py_iterations: int, goal
                speedups=[("mproc", "python_lock"), ("pthread_pshared", "mproc"), ("pthread_robust", "mproc")])
 
 
+def queue_small_row(bound: int) -> Row:
+    """queue-small with the queues bounded at `bound` (DESIGN.md: "bounded at 64, 1024 and
+    65536"), Boost and Python with the same bound. Iterations: bench/queue_bench.cpp's
+    defaults for the row (the 64-slot Boost is the slow one)."""
+    name = f"queue-small-{bound}"
+    mproc, boost, python = f"mproc_{bound}", f"boost_{bound}", f"python_queue_{bound}"
+    return Row(name, f"1 producer process → 1 consumer process, 8-byte messages (queue<uint64_t>, maxsize {bound})",
+               throughput("msgs_per_s", "msg/s"),
+               [Contender(mproc, "mproc put/get"),
+                Contender(boost, f"Boost.Interprocess message_queue, {bound} slots"),
+                Contender(python, f"Python mp.Queue({bound}) (fork)")],
+               row_programs(name, "mproc_queue_bench", 500_000 if bound < 1024 else 1_000_000,
+                            "queue_bench.py", 20_000),
+               baseline=mproc, subject=mproc,
+               goals=[Goal("mproc ≥ 5× Boost", mproc, boost, min_speedup=5)],
+               speedups=[(mproc, boost), (mproc, python)])
+
+
+def queue_mpsc_row(producers: int) -> Row:
+    """queue-mpsc with `producers` producer processes → 1 consumer, maxsize 1024, Boost and
+    Python with the same bound and producers. Throughput: messages the consumer receives per
+    second, from all producers together. Boost slows down with more producers, so they get
+    fewer messages (bench/queue_bench.cpp's defaults)."""
+    name = f"queue-mpsc-{producers}"
+    mproc, boost, python = f"mproc_p{producers}", f"boost_p{producers}", f"python_queue_p{producers}"
+    s = "" if producers == 1 else "es"
+    return Row(name, f"{producers} producer process{s} → 1 consumer process, 8-byte messages "
+                     "(queue<uint64_t>, maxsize 1024)",
+               throughput("msgs_per_s", "msg/s"),
+               [Contender(mproc, "mproc put/get"),
+                Contender(boost, "Boost.Interprocess message_queue, 1024 slots"),
+                Contender(python, "Python mp.Queue(1024) (fork)")],
+               row_programs(name, "mproc_queue_bench", {1: 1_000_000, 4: 600_000, 8: 400_000}[producers],
+                            "queue_bench.py", 15_000),
+               baseline=mproc, subject=mproc,
+               goals=[Goal("mproc ≥ 5× Boost", mproc, boost, min_speedup=5)],
+               speedups=[(mproc, boost), (mproc, python), (boost, python)])
+
+
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
 # sized so that a round takes about a second on a 2-core VM.
 ROWS: list[Row] = [
@@ -191,6 +230,8 @@ ROWS: list[Row] = [
         speedups=[("mproc", "boost"), ("mproc_batch", "boost"),
                   ("mproc", "python_queue"), ("mproc", "python_simplequeue"),
                   ("mproc_batch", "python_queue"), ("mproc_batch", "mproc"), ("hand_ring", "mproc")]),
+    *[queue_small_row(bound) for bound in (64, 1024, 65536)],
+    *[queue_mpsc_row(producers) for producers in (1, 4, 8)],
     Row("queue-large",
         "1 producer process → 1 consumer process, 1 MiB messages (queue<vector<uint8_t>>, maxsize 16)",
         throughput("gb_per_s", "GB/s"),

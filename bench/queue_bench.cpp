@@ -5,7 +5,18 @@
 //                physical ceiling: a hand-written single-producer single-consumer ring of
 //                uint64_t in shared memory that spins and yields but never sleeps
 //                ("hand_ring"). msgs_per_s.
-//   queue-large  the same with 1 MiB messages (mproc::queue<std::vector<std::uint8_t>>,
+//   queue-small-64, queue-small-1024, queue-small-65536
+//                the same, put/get one at a time, with the queue bounded at maxsize 64,
+//                1024 or 65536 ("mproc_64", ...), beside Boost with as many slots
+//                ("boost_64", ...): the bounds users write. msgs_per_s.
+//   queue-mpsc-1, queue-mpsc-4, queue-mpsc-8
+//                1, 4 or 8 producer processes -> 1 consumer process, 8-byte messages,
+//                mproc::queue<std::uint64_t> with maxsize 1024 ("mproc_p1", ...), beside
+//                Boost with 1024 slots ("boost_p1", ...). The producers of a session wait
+//                at a start line (a pipe) until all of them are forked, then put their
+//                share of the messages (an even split) one at a time. msgs_per_s: the
+//                messages the consumer receives per second, from all producers together.
+//   queue-large  the same as queue-small with 1 MiB messages (mproc::queue<std::vector<std::uint8_t>>,
 //                "mproc"), beside the physical limit: one memcpy of 1 MiB per message from
 //                a pool of sources larger than the last-level cache ("memcpy"). gb_per_s
 //                (10^9 bytes of payload per second).
@@ -27,7 +38,7 @@
 // sessions that alternate between the contenders (A B, B A, ...), and rounds alternate
 // which one starts, as in bench/spawn_bench.cpp. A session forks a fresh child (a daemon
 // mproc::process), and the fork is not timed:
-// - queue rows: the child produces, the parent consumes. The clock starts when the parent
+// - queue rows: the child produces (queue-mpsc: the children), the parent consumes. The clock starts when the parent
 //   has received the first message (or batch) and stops at the last one; the rate counts
 //   the messages in between. That is the end-to-end throughput, whichever side is slower.
 // - ping-pong: the clock runs over --iterations round trips after --warmup untimed ones.
@@ -35,7 +46,10 @@
 // Verification, so that a broken queue cannot look fast: every message carries values
 // derived from (session seed, index); the consumer checks the count, each value and its
 // order (8-byte messages: the value itself; 1 MiB messages: the size and one 8-byte stamp
-// in every 4 KiB page) and folds them into a checksum compared with the expected one. The
+// in every 4 KiB page) and folds them into a checksum compared with the expected one. In
+// queue-mpsc a message carries its producer in its top byte, and the consumer checks the
+// order, count and checksum per producer: a queue keeps each producer's messages in order,
+// not the interleaving between producers. The
 // ping-pong child checks each request likewise and the parent each answer. A child that
 // finds a mismatch throws (exit code 1), which the parent reports; any failure exits 2.
 //
@@ -49,13 +63,16 @@
 // faster runs, 64 slots gave 1.5-5.6M msg/s, 256 12M, 1024 15M, 65536 18-19M and 262144
 // 14-16M (in its slower runs every capacity from 256 up, and mproc too, gave 6.5-9M).
 // 65536 slots (2 MiB) are Boost's best, so that its bound cannot be what it loses on;
-// `--maxsize C --only boost` lets anyone check. In ping-pong, where each queue holds at
+// `--maxsize C --only boost` lets anyone check. The rows queue-small-64, -1024 and -65536
+// and queue-mpsc-* bound both queues alike. In ping-pong, where each queue holds at
 // most one message, 16 as in queue-large.
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <array>
@@ -96,20 +113,27 @@ constexpr std::size_t memcpy_pool = 64;
 
 constexpr bench::program program{
     "queue_bench",
-    "usage: mproc_queue_bench --row queue-small|queue-large|ping-pong [--rounds R]\n"
+    "usage: mproc_queue_bench --row ROW [--rounds R]\n"
     "         [--iterations N] [--slices S] [--warmup W] [--start-round K]\n"
     "         [--batch B] [--maxsize M] [--only CONTENDER]\n"
+    "  ROW: queue-small, queue-small-64, queue-small-1024, queue-small-65536,\n"
+    "  queue-mpsc-1, queue-mpsc-4, queue-mpsc-8, queue-large or ping-pong.\n"
     "  R rounds (default 7). Per round each contender moves N messages (ping-pong:\n"
-    "  round trips; defaults 2000000, 1000, 100000; mproc_batch and memcpy move 8 N,\n"
+    "  round trips; defaults 2000000 in queue-small, 500000 in queue-small-64,\n"
+    "  1000000 in queue-small-1024 and -65536 and queue-mpsc-1, 600000 and 400000 in\n"
+    "  queue-mpsc-4 and -8, 1000 in queue-large, 100000 in ping-pong; queue-mpsc: N in\n"
+    "  all, split evenly among the producers; mproc_batch and memcpy move 8 N,\n"
     "  hand_ring 32 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
     "  in S sessions (default 2) that alternate between the contenders, after one\n"
     "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
     "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
     "  batch size of mproc_batch (default 256). M: the queues' maxsize (0: unbounded;\n"
-    "  default 0, queue-large 16); Boost's queues, which must be bounded, hold M\n"
-    "  messages, or where M is 0 65536 (queue-small) or 16 (ping-pong).\n"
-    "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-large\n"
-    "  memcpy, mproc, boost; ping-pong mproc, futex_pingpong, boost.\n"
+    "  default 0, queue-small-B B, queue-mpsc-* 1024, queue-large 16); Boost's queues,\n"
+    "  which must be bounded, hold M messages, or where M is 0 65536 (queue-small)\n"
+    "  or 16 (ping-pong).\n"
+    "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-small-B\n"
+    "  mproc_B, boost_B; queue-mpsc-P mproc_pP, boost_pP; queue-large memcpy, mproc,\n"
+    "  boost; ping-pong mproc, futex_pingpong, boost.\n"
     "  --only runs one (to profile it).\n"
     "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
 
@@ -265,6 +289,118 @@ measured small_batch(const options& o, long n, u64 seed) {
   if (sum.h != expected_checksum(seed, got)) program.die("queue-small mproc_batch: checksum mismatch");
   if (got == first) program.die("queue-small mproc_batch: the first batch held every message; raise --iterations");
   return {t1 - t0, static_cast<double>(got - first)};
+}
+
+// ---- queue-mpsc -----------------------------------------------------------------------
+
+// Message i of producer p: p in the top byte, beneath it 56 bits of value_of(seed, i), so
+// that the consumer tells the producers apart and checks each one's order.
+constexpr unsigned producer_shift = 56;
+
+u64 mpsc_value(u64 seed, u64 p, u64 i) {
+  return (p << producer_shift) | (value_of(seed, i) & ((u64{1} << producer_shift) - 1));
+}
+
+u64 mpsc_checksum(u64 seed, u64 p, u64 count) {
+  checksum c;
+  for (u64 i = 0; i < count; ++i) c.add(mpsc_value(seed, p, i));
+  return c.h;
+}
+
+// The start line of a session's producers: a pipe, from which each producer reads one byte
+// before its first put, and into which the parent writes one byte per producer once it has
+// forked them all. So all producers start together, not one fork (~0.2-1 ms) apart, and
+// the first one does not run alone for a while. A producer sleeps in read() meanwhile:
+// it takes no core from the forks. (Daemon children: a parent that dies takes them along.)
+class start_line {
+ public:
+  start_line() {
+    if (::pipe(fds_) != 0) program.die_errno("pipe");
+  }
+  start_line(const start_line&) = delete;
+  start_line& operator=(const start_line&) = delete;
+  ~start_line() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+
+  int read_end() const { return fds_[0]; }
+
+  // In a producer (the read end it inherited): returns once the parent lets it go.
+  static void wait(int fd) {
+    char go = 0;
+    for (;;) {
+      const ::ssize_t got = ::read(fd, &go, 1);
+      if (got == 1) return;
+      if (got < 0 && errno == EINTR) continue;
+      throw std::runtime_error("producer: the start line's pipe failed");
+    }
+  }
+
+  // In the parent: lets `producers` producers go.
+  void release(std::size_t producers) const {
+    const std::vector<char> go(producers, 'g');
+    std::size_t done = 0;
+    while (done < producers) {
+      const ::ssize_t put = ::write(fds_[1], go.data() + done, producers - done);
+      if (put < 0 && errno == EINTR) continue;
+      if (put <= 0) program.die_errno("write to the start line");
+      done += static_cast<std::size_t>(put);
+    }
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
+// `Producers` child processes put n messages in all (producer p its share, bench::slice_size),
+// one at a time; the parent consumes them. The clock starts at the first message received.
+template <template <class> class Queue, unsigned Producers>
+measured mpsc(const options& o, long n, u64 seed) {
+  static_assert(Producers >= 1 && Producers < 256);
+  const std::string what =
+      std::string("queue-mpsc ") + Queue<u64>::name + " with " + std::to_string(Producers) + " producers";
+  Queue<u64> q(o);
+  const start_line line;
+  std::array<long, Producers> share{};
+  std::vector<mproc::process> producers;
+  producers.reserve(Producers);
+  for (unsigned p = 0; p < Producers; ++p) {
+    const long count = bench::slice_size(n, static_cast<int>(Producers), static_cast<int>(p));
+    share[p] = count;
+    producers.push_back(start_child([q, fd = line.read_end(), p, count, seed]() mutable {
+      start_line::wait(fd);
+      for (long i = 0; i < count; ++i) q.put(mpsc_value(seed, p, static_cast<u64>(i)));
+    }));
+  }
+  line.release(Producers);
+  std::array<u64, Producers> next{};  // per producer: how many of its messages came
+  std::array<checksum, Producers> sums{};
+  const auto take = [&] {
+    const u64 v = q.get();
+    const u64 p = v >> producer_shift;
+    if (p >= Producers) mismatch("consumer: a message's producer", p, Producers - 1);
+    const u64 want = mpsc_value(seed, p, next[p]);
+    if (v != want) mismatch(nth("consumer", next[p]) + " of producer " + std::to_string(p), v, want);
+    sums[p].add(v);
+    ++next[p];
+  };
+  take();
+  const auto t0 = clock_type::now();
+  for (long i = 1; i < n; ++i) take();
+  const auto t1 = clock_type::now();
+  for (unsigned p = 0; p < Producers; ++p) join_child(producers[p], what + ", producer " + std::to_string(p));
+  for (unsigned p = 0; p < Producers; ++p) {
+    const auto count = static_cast<u64>(share[p]);
+    if (next[p] != count) {
+      program.die(what + ": producer " + std::to_string(p) + " sent " + std::to_string(count) +
+                  " messages, the consumer received " + std::to_string(next[p]));
+    }
+    if (sums[p].h != mpsc_checksum(seed, p, count)) {
+      program.die(what + ": checksum mismatch of producer " + std::to_string(p));
+    }
+  }
+  return {t1 - t0, static_cast<double>(n - 1)};
 }
 
 // ---- queue-large ----------------------------------------------------------------------
@@ -570,6 +706,22 @@ const std::array rows = {
          {"mproc_batch", small_batch, 8},
          {"hand_ring", small_ring, 32},
          {"boost", small_single<boost_queue>}}},
+    // The bounds users write, each beside Boost with as many slots (see the top of this file).
+    // Iterations: about 0.2-0.5 s a round on the 2-core development VM (Boost at 64 slots
+    // moves 1.5-5M msg/s, at 1024 and up ~10M); queue-mpsc: 4 and 8 producers get fewer
+    // messages, as Boost slows down with them (3 and 2M msg/s).
+    row{"queue-small-64", "msgs_per_s", metric::rate, 500'000, 50'000, 64, 64,
+        {{"mproc_64", small_single<mproc_queue>}, {"boost_64", small_single<boost_queue>}}},
+    row{"queue-small-1024", "msgs_per_s", metric::rate, 1'000'000, 50'000, 1024, 1024,
+        {{"mproc_1024", small_single<mproc_queue>}, {"boost_1024", small_single<boost_queue>}}},
+    row{"queue-small-65536", "msgs_per_s", metric::rate, 1'000'000, 50'000, 65536, 65536,
+        {{"mproc_65536", small_single<mproc_queue>}, {"boost_65536", small_single<boost_queue>}}},
+    row{"queue-mpsc-1", "msgs_per_s", metric::rate, 1'000'000, 20'000, 1024, 1024,
+        {{"mproc_p1", mpsc<mproc_queue, 1>}, {"boost_p1", mpsc<boost_queue, 1>}}},
+    row{"queue-mpsc-4", "msgs_per_s", metric::rate, 600'000, 20'000, 1024, 1024,
+        {{"mproc_p4", mpsc<mproc_queue, 4>}, {"boost_p4", mpsc<boost_queue, 4>}}},
+    row{"queue-mpsc-8", "msgs_per_s", metric::rate, 400'000, 20'000, 1024, 1024,
+        {{"mproc_p8", mpsc<mproc_queue, 8>}, {"boost_p8", mpsc<boost_queue, 8>}}},
     row{"queue-large", "gb_per_s", metric::bandwidth, 1000, 50, 16, 16,
         {{"memcpy", large_memcpy, 8}, {"mproc", large_queue<mproc_queue>}, {"boost", large_queue<boost_queue>, 2}}},
     row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0, 16,
@@ -588,7 +740,11 @@ u64 seed_of(int round, int slice, std::size_t contender) {
 int main(int argc, char** argv) {
   options opts = parse(argc, argv);
   const auto found = std::find_if(rows.begin(), rows.end(), [&](const row& r) { return opts.row == r.name; });
-  if (found == rows.end()) program.misuse("--row must be queue-small, queue-large or ping-pong");
+  if (found == rows.end()) {
+    std::string names;
+    for (const row& r : rows) names += (names.empty() ? "" : ", ") + std::string(r.name);
+    program.misuse("--row must be one of " + names);
+  }
   const row& r = *found;
   if (opts.iterations == 0) opts.iterations = r.iterations;
   if (opts.warmup < 0) opts.warmup = r.warmup;

@@ -3,6 +3,14 @@
     queue-small  1 producer process -> 1 consumer process, 64-bit ints through
                  multiprocessing.Queue ("python_queue") and SimpleQueue
                  ("python_simplequeue"), put/get one at a time. msgs_per_s.
+    queue-small-64, queue-small-1024, queue-small-65536
+                 the same through a Queue(maxsize) bounded at 64, 1024 or 65536
+                 ("python_queue_64", ...). msgs_per_s.
+    queue-mpsc-1, queue-mpsc-4, queue-mpsc-8
+                 1, 4 or 8 producer processes -> 1 consumer process, 64-bit ints through
+                 a Queue(1024) ("python_queue_p1", ...); the producers wait on an Event
+                 until all are forked, then put their share (an even split). msgs_per_s:
+                 the messages the consumer receives per second, from all producers.
     queue-large  the same with 1 MiB bytes objects through a Queue. gb_per_s.
     ping-pong    a round trip through two Queues: the parent puts on one, the child
                  answers on the other. per_op_us.
@@ -15,11 +23,12 @@ header: round,contender,<metric>. Each round runs every contender over --iterati
 messages (round trips) in --slices sessions that alternate between the contenders; each
 session forks a fresh child, and the clock starts once the consumer has the first message
 (ping-pong: after --warmup untimed round trips). The consumer checks the count, every
-value and its order (1 MiB messages: the size and one 8-byte stamp in every 4 KiB page)
-and a checksum, as the C++ program does; a child that finds a mismatch exits with 3, and
-any failure exits with 2.
+value and its order (1 MiB messages: the size and one 8-byte stamp in every 4 KiB page;
+queue-mpsc: per producer, whose number is a message's top byte) and a checksum, as the C++
+program does; a child that finds a mismatch exits with 3, and any failure exits with 2.
 """
 
+import functools
 import multiprocessing
 import sys
 import time
@@ -40,6 +49,12 @@ ROWS = {
     "queue-large": ("gb_per_s", 400, 20, 16, ["python_queue"]),
     "ping-pong": ("per_op_us", 10_000, 200, 0, ["python_queue"]),
 }
+BOUNDS = (64, 1024, 65536)  # the bounded queue-small rows
+PRODUCERS = (1, 4, 8)       # the queue-mpsc rows
+for _b in BOUNDS:
+    ROWS[f"queue-small-{_b}"] = ("msgs_per_s", 20_000, 1_000, _b, [f"python_queue_{_b}"])
+for _p in PRODUCERS:
+    ROWS[f"queue-mpsc-{_p}"] = ("msgs_per_s", 15_000, 1_000, 1024, [f"python_queue_p{_p}"])
 
 
 def value_of(seed, i):
@@ -91,6 +106,63 @@ def small_queue(ctx, n, seed, maxsize):
 
 def small_simple(ctx, n, seed, maxsize):
     return small(ctx, lambda _maxsize: ctx.SimpleQueue(), n, seed, maxsize)
+
+
+# ---- queue-mpsc --------------------------------------------------------------------------
+
+SHIFT = 56  # a queue-mpsc message's producer is its top byte
+LOW = (1 << SHIFT) - 1
+
+
+def mpsc_value(seed, p, i):
+    return p << SHIFT | ((seed + i * GOLDEN) & LOW)
+
+
+def produce_mpsc(q, go, p, count, seed):
+    go.wait()
+    put = q.put
+    top = p << SHIFT
+    for i in range(count):
+        put(top | ((seed + i * GOLDEN) & LOW))
+    q.close()
+    q.join_thread()  # the feeder thread has written everything
+
+
+def mpsc(ctx, n, seed, maxsize, producers):
+    q = ctx.Queue(maxsize)
+    go = ctx.Event()
+    shares = [bench_common.slice_size(n, producers, p) for p in range(producers)]
+    children = [start_child(ctx, produce_mpsc, q, go, p, shares[p], seed) for p in range(producers)]
+    go.set()
+    get = q.get
+    nexts = [0] * producers  # per producer: how many of its messages came
+    sums = [0xCBF29CE484222325] * producers
+
+    def check(v):
+        p = v >> SHIFT
+        if p >= producers:
+            raise Mismatch(f"consumer: a message names producer {p} of {producers}")
+        i = nexts[p]
+        if v != p << SHIFT | ((seed + i * GOLDEN) & LOW):
+            raise Mismatch(f"consumer: message {i} of producer {p} holds {v}, "
+                           f"expected {mpsc_value(seed, p, i)}")
+        nexts[p] = i + 1
+        sums[p] = ((sums[p] ^ v) * 0x100000001B3) & MASK
+
+    check(get())
+    t0 = time.perf_counter()
+    for _ in range(1, n):
+        check(get())
+    t1 = time.perf_counter()
+    for p, child in enumerate(children):
+        join_child(child, f"queue-mpsc producer {p}")
+    for p in range(producers):
+        if nexts[p] != shares[p]:
+            raise Mismatch(f"queue-mpsc: producer {p} sent {shares[p]} messages, "
+                           f"the consumer received {nexts[p]}")
+        if sums[p] != checksum(mpsc_value(seed, p, i) for i in range(shares[p])):
+            raise Mismatch(f"queue-mpsc: checksum mismatch of producer {p}")
+    return t1 - t0, n - 1
 
 
 # ---- queue-large -------------------------------------------------------------------------
@@ -186,6 +258,10 @@ SESSIONS = {
     ("queue-small", "python_simplequeue"): small_simple,
     ("queue-large", "python_queue"): large_queue,
 }
+for _b in BOUNDS:
+    SESSIONS[f"queue-small-{_b}", f"python_queue_{_b}"] = small_queue
+for _p in PRODUCERS:
+    SESSIONS[f"queue-mpsc-{_p}", f"python_queue_p{_p}"] = functools.partial(mpsc, producers=_p)
 
 
 def session(row, contender, ctx, n, seed, args):

@@ -39,6 +39,14 @@ constexpr std::uint32_t keep_free_blocks = 64;
 constexpr std::uint32_t lane_count = 64;
 constexpr std::uint32_t shared_lane = 0;
 
+// How long a producer sleeps on a full queue before it looks again by itself. Consumers
+// wake the sleeping producers only once the queue has drained to half its maxsize: waking
+// one per message taken made each message cost a wake, a sleep and two context switches
+// when producers outnumber cores (8 producers on 2 cores moved 0.17M msg/s; Boost 1.8M).
+// So a producer may sleep this long beside a little room when the consumer stops taking
+// before half: a delay, bounded here, never a hang.
+constexpr std::chrono::milliseconds full_queue_sleep{2};
+
 // A message id: its lane in the top bits, its sequence number in the lane below.
 constexpr unsigned lane_shift = 56;
 constexpr std::uint64_t seq_mask = (std::uint64_t{1} << lane_shift) - 1;
@@ -558,7 +566,10 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
     if (maxsize != 0) {
-      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, deadline)) break;
+      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, deadline,
+                              full_queue_sleep)) {
+        break;
+      }
       const std::uint64_t fill = s.fill_hint(maxsize);
       k = std::min<std::size_t>(k, fill < maxsize ? maxsize - fill : 0);
       if (k == 0) continue;  // another producer filled it first
@@ -689,7 +700,12 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     ::pthread_mutex_unlock(&l.reader);
     if (taken != 0) {
       s.cursor.store(i + 1, std::memory_order_relaxed);
-      if (h.maxsize != 0) h.not_full.announce(taken == 1 ? 1 : INT_MAX);
+      // Producers asleep on a full queue are woken together once it has drained to half
+      // (see full_queue_sleep), not one per message taken.
+      if (h.maxsize != 0 && h.not_full.sleepers.load(std::memory_order_relaxed) != 0 &&
+          s.size() <= h.maxsize / 2) {
+        h.not_full.announce(INT_MAX);
+      }
       if (more) h.not_empty.announce(1);
     }
     if (failure) std::rethrow_exception(failure);

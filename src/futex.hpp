@@ -96,10 +96,11 @@ inline constexpr std::chrono::nanoseconds min_spin{1'000};
 inline thread_local std::chrono::nanoseconds spin_budget = max_spin;
 
 // Waits until `ready()` holds: spins for spin_budget, then sleeps on `w`, re-checking
-// `ready()` every recheck_period even if nobody announces.
+// `ready()` every `longest_sleep` (at most recheck_period) even if nobody announces.
 // Returns false if the deadline passed first (after a last check of ready()).
 template <class Ready>
-bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
+bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline,
+                        std::chrono::nanoseconds longest_sleep = recheck_period) {
   if (ready()) return true;
   const auto start = std::chrono::steady_clock::now();
   if (deadline != nullptr && *deadline <= start) return false;
@@ -131,7 +132,7 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline) {
   // condition came, up to recheck_period more.
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    const deadline_t pass_end = now + first_slice + recheck_period;
+    const deadline_t pass_end = now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
     // The margin covers timer slack: the kernel may end the sleep a little after `pass_end`.
     w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(pass_end.time_since_epoch()).count() +
                    2'000'000);

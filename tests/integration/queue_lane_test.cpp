@@ -157,6 +157,25 @@ TEST(QueueLanes, ManyProducersKeepABoundedQueueWithinItsBound) {
   EXPECT_GE(most, maxsize - 1) << "the producers never filled the queue: the test proved nothing";
 }
 
+// Consumers wake producers asleep on a full queue once it has drained to half; a producer
+// still finds a single freed slot by itself, within full_queue_sleep (channel.cpp).
+TEST(QueueLanes, AProducerAsleepOnAFullQueueFindsOneFreedSlot) {
+  mproc::queue<int> q(4);
+  mproc::event fifth_put;
+  mproc::process producer([q, fifth_put]() mutable {
+    for (int i = 0; i < 5; ++i) q.put(i);
+    fifth_put.set();
+  });
+  producer.start();
+  ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() == 4; }, 30s));
+  std::this_thread::sleep_for(20ms);  // the producer is most likely asleep by now; if not, no matter
+  EXPECT_EQ(q.get(1s), 0);            // one slot: below the wake-all mark of 2 only after two
+  EXPECT_TRUE(fifth_put.wait(1s)) << "the producer never saw the slot freed";
+  for (int i = 1; i < 5; ++i) EXPECT_EQ(q.get(1s), i);
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
 // A producer SIGKILLed in the middle of writing a large message, after it took its lane
 // and before it published: the message is absent, those it published before are whole and
 // in order, and the next producer takes over the lane, reusing the blocks the dead one
