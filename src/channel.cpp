@@ -46,6 +46,7 @@ constexpr std::uint32_t shared_lane = 0;
 // So a producer may sleep this long beside a little room when the consumer stops taking
 // before half: a delay, bounded here, never a hang.
 constexpr std::chrono::milliseconds full_queue_sleep{2};
+constexpr std::chrono::nanoseconds put_wake_interval{20'000};
 
 // A message id: its lane in the top bits, its sequence number in the lane below.
 constexpr unsigned lane_shift = 56;
@@ -94,6 +95,7 @@ struct header {
   std::atomic<std::uint32_t> lanes_used;   // lanes [0, lanes_used) may hold messages
 
   alignas(64) wakeup not_empty;
+  std::atomic<std::int64_t> not_empty_woken_ns;  // when a put last woke a consumer (CLOCK_MONOTONIC)
   alignas(64) wakeup not_full;
 
   // Passed blocks: `free` ones keep their memory, for reuse without page faults; `released`
@@ -555,6 +557,23 @@ void channel::hold_consumers(void (*action)(void* context), void* context) {
   action(context);
 }
 
+// Wakes a consumer for `k` messages just put, if one sleeps. A put of one message skips the
+// wake when a put woke a consumer less than put_wake_interval ago: that one is running or
+// about to, and a consumer that takes a message and sees more wakes the next sleeper
+// itself (get). Without this, a pool's parent submitting a burst made a wake syscall per
+// task while its woken workers were still being scheduled.
+static void announce_put(header& h, std::size_t k) {
+  if (h.not_empty.sleepers.load(std::memory_order_acquire) == 0) return;
+  if (k != 1) {
+    h.not_empty.announce(INT_MAX);
+    return;
+  }
+  const std::int64_t now = monotonic_ns();
+  if (now - h.not_empty_woken_ns.load(std::memory_order_relaxed) < put_wake_interval.count()) return;
+  h.not_empty_woken_ns.store(now, std::memory_order_relaxed);
+  h.not_empty.announce(1);
+}
+
 std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
                          const deadline_t* deadline) {
   state& s = *state_;
@@ -590,7 +609,7 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
       continue;
     }
     done += k;
-    h.not_empty.announce(k == 1 ? 1 : INT_MAX);
+    announce_put(h, k);
   }
   return done;
 }

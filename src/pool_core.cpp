@@ -29,6 +29,7 @@
 #include "mproc/detail/channel.hpp"
 #include "mproc/error.hpp"
 #include "mproc/process.hpp"
+#include "pending_tasks.hpp"
 #include "runtime.hpp"
 #include "shared_memory.hpp"
 #include "syscall.hpp"
@@ -191,7 +192,7 @@ struct pool_core::impl final : fork_local {
 
   std::mutex mutex;  // guards everything below
   enum class phase { running, closed, terminated } state = phase::running;
-  std::unordered_map<std::uint64_t, std::shared_ptr<task_state>> pending;
+  pending_tasks pending;
   std::uint64_t next_task = 1;
   std::size_t in_flight = 0;  // submitted and not yet through complete/fail
   unsigned retired = 0;
@@ -332,10 +333,7 @@ struct pool_core::impl final : fork_local {
         result& r = batch_results.emplace_back(result{*header, message.subspan(sizeof(result_header)), nullptr});
         if (header->kind == result_kind::wake) continue;
         // Not pending: already failed (its worker was declared lost, or the pool terminated).
-        if (auto it = pending.find(header->task); it != pending.end()) {
-          r.state = std::move(it->second);
-          pending.erase(it);
-        }
+        r.state = pending.take(header->task);
       }
     }
     std::size_t delivered = 0;
@@ -529,10 +527,7 @@ struct pool_core::impl final : fork_local {
     {
       std::lock_guard lock(mutex);
       for (const std::uint64_t id : ids) {
-        if (auto it = pending.find(id); it != pending.end()) {
-          failed.push_back(std::move(it->second));
-          pending.erase(it);
-        }
+        if (auto state = pending.take(id)) failed.push_back(std::move(state));
       }
     }
     fail_all(std::move(failed), std::move(error));
@@ -604,8 +599,7 @@ struct pool_core::impl final : fork_local {
     {
       std::lock_guard lock(mutex);
       if (state != phase::terminated) state = phase::terminated;
-      for (auto& [id, s] : pending) failed.push_back(std::move(s));
-      pending.clear();
+      pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
       for (auto& w : workers) kill_worker(w);
     }
     fail_all(std::move(failed), "the pool's zygote process died; the pool cannot run tasks any more");
@@ -1016,7 +1010,7 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
                                                         : "pool was terminated: it takes no new tasks");
     }
     id = p.next_task++;
-    p.pending.emplace(id, std::move(state));
+    p.pending.add(id, std::move(state));
     ++p.in_flight;
   }
   const task_header h{id, function_id, 0};
@@ -1026,7 +1020,7 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
     p.tasks->put(message, {&end, 1}, nullptr);
   } catch (...) {
     std::lock_guard lock(p.mutex);
-    if (p.pending.erase(id) != 0) --p.in_flight;
+    if (p.pending.take(id)) --p.in_flight;
     throw;
   }
 }
@@ -1063,8 +1057,7 @@ void pool_core::terminate() {
     std::lock_guard lock(p.mutex);
     if (p.state == impl::phase::terminated) return;
     p.state = impl::phase::terminated;
-    for (auto& [id, s] : p.pending) failed.push_back(std::move(s));
-    p.pending.clear();
+    p.pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : p.workers) p.kill_worker(w);
   }
   try {
