@@ -3,15 +3,19 @@
 //          ("mproc") and a std::thread pool's submit(f).get() ("thread_pool",
 //          bench/pool_thread_pool.hpp). per_op_us.
 //   async  --iterations (default 100000) apply_async of the same f, then get() of every
-//          result: "mproc", and "thread_pool" submitting as many tasks, then get() of every
-//          future. tasks_per_s.
+//          result, in order: "mproc"; "thread_pool" submitting as many tasks, then get() of
+//          every future; and "thread_pool_inplace" (bench/pool_inplace_thread_pool.hpp), a
+//          std::thread pool whose tasks write their results into slots allocated before the
+//          clock starts (no future, no allocation per task), read in order. tasks_per_s.
+//          bench/compare.py runs it with 10k, 100k and 1M tasks (rows async-10k, async,
+//          async-1m): the rate should not depend on how many tasks are in flight.
 //   map    pool.map of --iterations (default 10M) ints through x*x (int -> int64_t), with
 //          the default chunksize ("mproc"). items_per_s.
 // Python's multiprocessing.Pool peers are in bench/pool_bench.py.
 //
-// Both pools have --processes workers (default: cpu_count(), Python's default too) and are
-// made once per invocation, then warmed up: one untimed session of --warmup tasks (items)
-// per contender, so the rounds measure warm pools, not worker start-up.
+// Every pool has --processes workers (threads) (default: cpu_count(), Python's default
+// too) and is made once per invocation, then warmed up: one untimed session of --warmup
+// tasks (items) per contender, so the rounds measure warm pools, not worker start-up.
 //
 // Output (stdout), CSV, one line per contender per round after a header:
 //   round,contender,<metric>
@@ -41,6 +45,7 @@
 #include "bench_support.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
+#include "pool_inplace_thread_pool.hpp"
 #include "pool_thread_pool.hpp"
 
 namespace {
@@ -60,8 +65,8 @@ constexpr bench::program program{
     "  defaults 20000, 100000, 10000000) in S sessions that alternate between the\n"
     "  contenders (defaults 4, 1, 1), after one untimed warm-up session of W tasks\n"
     "  per invocation. Rounds are numbered from K (default 0). P: workers of each\n"
-    "  pool (default: cpu_count()). Contenders: apply and async mproc, thread_pool;\n"
-    "  map mproc. --only runs one (to profile it).\n"
+    "  pool (default: cpu_count()). Contenders: apply mproc, thread_pool; async mproc,\n"
+    "  thread_pool, thread_pool_inplace; map mproc. --only runs one (to profile it).\n"
     "Prints CSV: round,contender,<per_op_us|tasks_per_s|items_per_s>\n"};
 
 struct options : bench::round_options {
@@ -85,9 +90,13 @@ std::int64_t square(int x) { return std::int64_t{x} * x; }
                            ", expected " + std::to_string(want));
 }
 
+// Which thread pool a contender runs on, if any.
+enum class uses { processes, threads, inplace_threads };
+
 struct pools {
   mproc::pool processes;
-  std::optional<bench::thread_pool> threads;  // made only for the rows that measure it
+  std::optional<bench::thread_pool> threads;  // the thread pools: made only for the rows that measure them
+  std::optional<bench::inplace_thread_pool<int, int>> inplace_threads;
 
   explicit pools(unsigned n) : processes(n) {}
 };
@@ -166,6 +175,20 @@ measured async_threads(pools& p, long n, int base) {
   return async_session("async thread_pool", n, base, [&](int x) { return p.threads->submit([x] { return f(x); }); });
 }
 
+// What submit() gives for a task of the in-place pool: its slot, read by get().
+struct inplace_result {
+  bench::inplace_thread_pool<int, int>* pool;
+  std::size_t slot;
+  int get() const { return pool->get(slot); }
+};
+
+measured async_inplace_threads(pools& p, long n, int base) {
+  bench::inplace_thread_pool<int, int>& pool = *p.inplace_threads;
+  pool.start(f, static_cast<std::size_t>(n));  // the slots, before the clock
+  return async_session("async thread_pool_inplace", n, base,
+                       [&](int x) { return inplace_result{&pool, pool.submit(x)}; });
+}
+
 // ---- map ------------------------------------------------------------------------------
 
 measured map_mproc(pools& p, long n, int base) {
@@ -187,7 +210,7 @@ measured map_mproc(pools& p, long n, int base) {
 struct contender {
   const char* name;
   measured (*session)(pools&, long n, int base);
-  bool needs_threads = false;
+  uses pool = uses::processes;
 };
 
 struct row {
@@ -202,9 +225,11 @@ struct row {
 
 const std::array rows = {
     row{"apply", "per_op_us", metric::latency, 20'000, 2'000, 4,
-        {{"mproc", apply_mproc}, {"thread_pool", apply_threads, true}}},
+        {{"mproc", apply_mproc}, {"thread_pool", apply_threads, uses::threads}}},
     row{"async", "tasks_per_s", metric::rate, 100'000, 10'000, 1,
-        {{"mproc", async_mproc}, {"thread_pool", async_threads, true}}},
+        {{"mproc", async_mproc},
+         {"thread_pool", async_threads, uses::threads},
+         {"thread_pool_inplace", async_inplace_threads, uses::inplace_threads}}},
     row{"map", "items_per_s", metric::rate, 10'000'000, 100'000, 1, {{"mproc", map_mproc}}},
 };
 
@@ -233,10 +258,12 @@ int main(int argc, char** argv) {
   try {
     const unsigned n = opts.processes != 0 ? opts.processes : mproc::cpu_count();
     pools p(n);  // the process pool first: its zygote is forked before any thread exists
-    if (std::any_of(r.contenders.begin(), r.contenders.end(),
-                    [&](const contender& c) { return c.needs_threads && bench::selected(opts.only, c.name); })) {
-      p.threads.emplace(n);
-    }
+    const auto runs_on = [&](uses pool) {
+      return std::any_of(r.contenders.begin(), r.contenders.end(),
+                         [&](const contender& c) { return c.pool == pool && bench::selected(opts.only, c.name); });
+    };
+    if (runs_on(uses::threads)) p.threads.emplace(n);
+    if (runs_on(uses::inplace_threads)) p.inplace_threads.emplace(n);
     if (opts.warmup > 0) {
       bench::for_each_selected(r.contenders, opts.only,
                                [&](std::size_t i) { r.contenders[i].session(p, opts.warmup, base_of(0, 0, i) + 1); });

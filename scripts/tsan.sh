@@ -10,7 +10,8 @@
 #   threads starting and joining at once, signals during timed joins; and the same on the
 #   pid fallback (nopidfd.*), whose watcher threads are shared with fork handlers.
 # - pipe tests where two threads share a connection or a thread signals the other.
-# - unit.Channel.Threads*: producer and consumer threads on one queue channel.
+# - unit.Channel.Threads*: producer and consumer threads on one queue channel; the queue
+#   lane tests where threads of one producer each write their own lane and give it back.
 # - unit sync tests with threads (mutex, semaphore, event, condition, barrier), and the
 #   one integration sync test that has a thread.
 # Left out: unit.SyncHandles.*, which lock a mutex through one mapping of its shared
@@ -48,6 +49,7 @@ tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool ado
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
 tests+='|integration\.Sync\.AProcessUsesWaiterSlotsAnotherProcessGrewTheConditionFor'
 tests+='|unit\.Channel\.Threads'
+tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|AThreadsLaneIsGivenBackWhenItEnds)'
 tests+='|unit\.(Mutex|RecursiveMutex|Semaphore|BoundedSemaphore|Event|Condition|Barrier)\.)'
 
 reports="$PWD/$build/tsan-reports"
