@@ -49,7 +49,7 @@ tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool ado
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
 tests+='|integration\.Sync\.AProcessUsesWaiterSlotsAnotherProcessGrewTheConditionFor'
 tests+='|unit\.Channel\.Threads'
-tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|AThreadsLaneIsGivenBackWhenItEnds)'
+tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|ThreadsOfOneProcessShareItsLane)'
 tests+='|unit\.(Mutex|RecursiveMutex|Semaphore|BoundedSemaphore|Event|Condition|Barrier)\.)'
 
 reports="$PWD/$build/tsan-reports"

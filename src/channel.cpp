@@ -6,6 +6,8 @@
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -46,6 +48,7 @@ constexpr std::uint32_t shared_lane = 0;
 // So a producer may sleep this long beside a little room when the consumer stops taking
 // before half: a delay, bounded here, never a hang.
 constexpr std::chrono::milliseconds full_queue_sleep{2};
+// A put wakes a sleeping consumer at most this often (see announce_put).
 constexpr std::chrono::nanoseconds put_wake_interval{20'000};
 
 // A message id: its lane in the top bits, its sequence number in the lane below.
@@ -60,9 +63,8 @@ struct block_stack {
   std::atomic<std::uint32_t> count;
 };
 
-// A multi-word update made crash-atomic: written, marked valid, applied, cleared. The next
-// owner of the lane (or locker of its consumers' lock) re-applies a valid journal left by
-// one that died.
+// A consumer's commit made crash-atomic: written, marked valid, applied, cleared. The next
+// locker of the lane's consumers' lock re-applies a valid journal left by one that died.
 struct journal {
   std::atomic<std::uint32_t> valid;
   std::uint64_t position;
@@ -122,7 +124,8 @@ thread_local handing current_handing;
 
 }  // namespace
 
-// The channel's memory, as the Store of channel_stream.hpp, and this process's lane.
+// The channel's memory, as the Store of channel_stream.hpp, and what this process knows of
+// its lanes.
 struct channel::state {
   static constexpr std::size_t block_bytes = 64 * 1024;
 
@@ -137,11 +140,24 @@ struct channel::state {
     std::uint32_t allocate_block() { return s.allocate_block(put_locked); }
   };
 
-  // Shared with the lanes' records of the threads that put (thread_lanes), which release
-  // their lanes at thread exit only while the mapping lives.
-  std::shared_ptr<shared_memory> mem;
+  // This process's lane for this channel object, claimed on its first put. Its threads
+  // take turns on it, so one process's puts keep the order in which they were made, across
+  // its threads too, as with Python's Queue (whose feeder thread sends a process's puts in
+  // order). A forked child finds the parent's incarnation here and claims a lane of its
+  // own; the mutex it inherited may be held by a thread that did not survive the fork, and
+  // is never touched there.
+  struct writer {
+    std::uint64_t incarnation;
+    std::uint32_t lane;
+    std::mutex mutex;
+    writer* replaced = nullptr;  // the parent's, copied by fork: freed with this one
+    ~writer() { delete replaced; }
+  };
+
+  std::unique_ptr<shared_memory> mem;
   header* h = nullptr;
-  const std::uint64_t serial = next_serial();  // tells this object from one at the same address
+  const std::uint64_t serial = next_serial();  // tells this object's lanes from others' in this process
+  std::atomic<writer*> writer_{nullptr};
   std::atomic<std::uint32_t> cursor{0};  // the lane a get looks at first: round robin
 
   // What this process last read of each lane's end (under the lane's reader lock): a
@@ -163,9 +179,9 @@ struct channel::state {
     return serials.fetch_add(1, std::memory_order_relaxed) + 1;
   }
 
-  // Gives back the lanes this object's threads still hold (their records will find the
-  // mapping gone).
+  // Gives back the lane this object holds in this process.
   ~state() {
+    delete writer_.load(std::memory_order_acquire);
     if (h == nullptr) return;
     const std::uint64_t me = this_process_incarnation();
     const std::uint32_t used = lanes_used();
@@ -350,8 +366,8 @@ struct channel::state {
     l.tail.store(pack_end(start, 0), std::memory_order_release);
   }
 
-  // A lane for a thread of this process to write: one of its own when one is free (or its
-  // owner dead), else the shared one. Under put_lock.
+  // A lane for this process to write: one of its own when one is free (or its owner dead),
+  // else the shared one. Under put_lock.
   std::uint32_t claim_lane(std::uint64_t me) {
     robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
     robust_unlock_guard unlock(h->put_lock);
@@ -384,7 +400,21 @@ struct channel::state {
     return chosen;
   }
 
-  std::uint32_t this_thread_lane();
+  writer& this_process_writer() {
+    const std::uint64_t me = this_process_incarnation();
+    writer* w = writer_.load(std::memory_order_acquire);
+    if (w != nullptr && w->incarnation == me) [[likely]]
+      return *w;
+    auto fresh = std::make_unique<writer>();
+    fresh->incarnation = me;
+    fresh->lane = claim_lane(me);
+    fresh->replaced = w;  // another thread may still be looking at it: freed with this one
+    if (writer_.compare_exchange_strong(w, fresh.get(), std::memory_order_acq_rel)) return *fresh.release();
+    // Another thread of this process claimed one first: use it, give this one back.
+    fresh->replaced = nullptr;
+    release_lane(h, fresh->lane, me, serial);
+    return *w;
+  }
 
   // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
   // nothing, when the lane would then hold publish_room messages. The caller owns the lane
@@ -409,87 +439,6 @@ struct channel::state {
     return true;
   }
 };
-
-namespace {
-
-// The lanes the calling thread writes, one per channel object it put to: a thread has a lane
-// of its own, so a put takes no lock at all, not even one among this process's threads.
-// Released when the thread exits (or the channel object goes). A forked child finds the
-// parent's records here, with the parent's incarnation, and claims lanes of its own.
-class thread_lanes {
- public:
-  struct record {
-    const channel::state* owner;
-    std::uint64_t serial;
-    std::uint64_t incarnation;
-    std::uint32_t lane;
-    std::weak_ptr<shared_memory> mapping;
-  };
-
-  ~thread_lanes() {
-    gone = true;
-    for (record& r : records_) release(r);
-  }
-
-  // Set once this thread's records are destroyed: a put made after that (a static pool
-  // shutting down after main's thread-locals) writes the shared lane instead.
-  static inline thread_local bool gone = false;
-
-  // The record of `channel` for this thread, or null.
-  const record* find(const channel::state* owner, std::uint64_t serial, std::uint64_t me) const noexcept {
-    if (last_ < records_.size()) {
-      const record& r = records_[last_];
-      if (r.owner == owner && r.serial == serial && r.incarnation == me) [[likely]]
-        return &r;
-    }
-    for (std::size_t i = 0; i < records_.size(); ++i) {
-      const record& r = records_[i];
-      if (r.owner == owner && r.serial == serial && r.incarnation == me) {
-        last_ = i;
-        return &r;
-      }
-    }
-    return nullptr;
-  }
-
-  void add(record r) {
-    // Records of channel objects gone, or of the parent before a fork, are dropped here.
-    const std::uint64_t me = r.incarnation;
-    std::erase_if(records_, [&](const record& old) { return old.incarnation != me || old.mapping.expired(); });
-    records_.push_back(std::move(r));
-    last_ = records_.size() - 1;
-  }
-
- private:
-  static void release(record& r) noexcept {
-    if (r.lane == 0 || r.incarnation != this_process_incarnation()) return;
-    if (const std::shared_ptr<shared_memory> mapping = r.mapping.lock()) {
-      channel::state::release_lane(reinterpret_cast<header*>(mapping->base()), r.lane, r.incarnation, r.serial);
-    }
-  }
-
-  std::vector<record> records_;
-  mutable std::size_t last_ = 0;
-};
-
-thread_local thread_lanes this_thread_lanes;
-
-}  // namespace
-
-std::uint32_t channel::state::this_thread_lane() {
-  const std::uint64_t me = this_process_incarnation();
-  if (thread_lanes::gone) return shared_lane;
-  if (const thread_lanes::record* r = this_thread_lanes.find(this, serial, me)) [[likely]]
-    return r->lane;
-  const std::uint32_t lane = claim_lane(me);
-  try {
-    this_thread_lanes.add({this, serial, me, lane, mem});
-  } catch (...) {
-    release_lane(h, lane, me, serial);
-    throw;
-  }
-  return lane;
-}
 
 channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
   state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation);
@@ -580,7 +529,8 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   header& h = *s.h;
   const std::size_t n = ends.size();
   const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
-  const std::uint32_t own_lane = s.this_thread_lane();
+  state::writer& w = s.this_process_writer();
+  const std::uint32_t own_lane = w.lane;
   std::size_t done = 0;
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
@@ -600,6 +550,7 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
       s.start_lane(shared_lane);  // its first block, if no claim gave it one yet
       written = s.write_messages(shared_lane, true, data, ends, done, k);
     } else {
+      std::lock_guard guard(w.mutex);
       written = s.write_messages(own_lane, false, data, ends, done, k);
     }
     if (!written) {

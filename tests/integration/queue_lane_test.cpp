@@ -1,6 +1,7 @@
 // The queue's lanes (src/channel.cpp) with real processes and threads: every producing
-// thread writes a lane of its own; producers beyond the lanes share one; a lane whose
-// producer died, even mid-write, is taken over with what it published intact.
+// process writes a lane of its own, which its threads share; producers beyond the lanes
+// share one; a lane whose producer died, even mid-write, is taken over with what it
+// published intact.
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -9,8 +10,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -117,9 +120,9 @@ TEST(QueueLanes, ThreadsOfOneProducerEachKeepTheirOrder) {
   EXPECT_EQ(producer.exitcode(), 0);
 }
 
-// A thread's lane goes back when the thread ends, so 200 threads one after the other use
-// one or two lanes, not 63 (each lane holds a 64 KiB block of the file for good).
-TEST(QueueLanes, AThreadsLaneIsGivenBackWhenItEnds) {
+// 200 threads of one process, one after the other, use its one lane, not 63 (each lane
+// holds a 64 KiB block of the file for good).
+TEST(QueueLanes, ThreadsOfOneProcessShareItsLane) {
   mproc::queue<tagged> q;
   for (std::uint32_t t = 0; t < 200; ++t) {
     std::thread([q, t]() mutable { q.put({t, 0}); }).join();
@@ -127,7 +130,60 @@ TEST(QueueLanes, AThreadsLaneIsGivenBackWhenItEnds) {
   for (std::uint32_t t = 0; t < 200; ++t) EXPECT_EQ(q.get(1s), (tagged{t, 0}));
   const std::size_t bytes = queue_file_bytes();
   ASSERT_NE(bytes, 0u) << "no queue memfd found in /proc/self/fd";
-  EXPECT_LE(bytes, std::size_t{1} << 20) << "the lanes of ended threads were not reused";
+  EXPECT_LE(bytes, std::size_t{1} << 20) << "each thread took a lane of its own";
+}
+
+// What one process puts, from any of its threads, arrives in the order it was put, as with
+// Python's Queue. Two long-lived threads A and B take turns putting (each put is made after
+// the previous one returned); the consumer, whose next look after taking A's 1 and B's 2
+// starts past A, must still see B's 3 before A's 4.
+TEST(QueueLanes, PutsOfOneProcessKeepTheirOrderAcrossItsThreads) {
+  mproc::queue<int> q;
+  std::mutex m;
+  std::condition_variable turn_changed;
+  int turn = 0;  // which thread puts next: 1 for A, 2 for B, -1 to stop
+  int value = 0;
+  int done_puts = 0;
+  const auto putter = [&](int me) {
+    mproc::queue<int> mine = q;
+    std::unique_lock lock(m);
+    for (;;) {
+      turn_changed.wait(lock, [&] { return turn == me || turn < 0; });
+      if (turn < 0) return;
+      mine.put(value);
+      ++done_puts;
+      turn = 0;
+      turn_changed.notify_all();
+    }
+  };
+  std::thread a(putter, 1);
+  std::thread b(putter, 2);
+  const auto put_on = [&](int who, int v) {
+    std::unique_lock lock(m);
+    const int before = done_puts;
+    value = v;
+    turn = who;
+    turn_changed.notify_all();
+    turn_changed.wait(lock, [&] { return done_puts == before + 1; });
+  };
+  for (int round = 0; round < 20; ++round) {
+    const int base = round * 4;
+    put_on(1, base + 1);
+    put_on(2, base + 2);
+    EXPECT_EQ(q.get(1s), base + 1);
+    EXPECT_EQ(q.get(1s), base + 2);
+    put_on(2, base + 3);
+    put_on(1, base + 4);
+    EXPECT_EQ(q.get(1s), base + 3);
+    EXPECT_EQ(q.get(1s), base + 4);
+  }
+  {
+    std::lock_guard lock(m);
+    turn = -1;
+  }
+  turn_changed.notify_all();
+  a.join();
+  b.join();
 }
 
 // With several producers at once a bounded queue may pass maxsize by at most one message

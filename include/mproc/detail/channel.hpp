@@ -9,17 +9,17 @@
 //   producer never does.
 // - Shared memory is one memfd: nothing is ever named in /dev/shm. A process maps it when
 //   it creates the channel, inherits it by fork, or claims it from an fd_token.
-// - Lanes: each producing process (each channel object in it) writes its own lane, a
-//   record stream that only it appends to, so a put takes no lock shared with other
-//   processes: it writes, then publishes the lane's end with one release store. Consumers
-//   take from any lane, each lane under a robust process-shared lock of its own. When every
-//   lane is held by a live producer, the others share one lane under a robust lock.
+// - Lanes: each producing thread (per channel object) writes its own lane, a record
+//   stream that only it appends to, so a put takes no lock at all: it writes, then
+//   publishes the lane's end with one release store. Consumers take from any lane, each
+//   lane under a robust process-shared lock of its own. When every lane is held by a live
+//   producer, the others share one lane under a robust lock.
 // - Crash safety: a process killed at any instant inside any call leaves the channel
 //   consistent. A producer killed mid-write never published: its message is absent, and
-//   the next owner of its lane overwrites the bytes. Multi-word updates go through a small
-//   journal that the lane's next owner (producer side) or next locker (consumer side)
-//   replays. A consumer commits its read only once it has used the bytes, so a consumer
-//   killed mid-get leaves the message for the next one.
+//   the next owner of its lane overwrites the bytes. A consumer's commit (head and count)
+//   goes through a small journal that the lane's next locker replays. A consumer commits
+//   its read only once it has used the bytes, so a consumer killed mid-get leaves the
+//   message for the next one.
 // - Blocking calls take an optional absolute CLOCK_MONOTONIC deadline (null: forever; in
 //   the past: do not wait). They spin briefly, then sleep on a futex; a side is woken only
 //   when it announced that it sleeps.
