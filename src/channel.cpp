@@ -30,7 +30,7 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 4;
+constexpr std::uint32_t layout_version = 5;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).
@@ -96,6 +96,12 @@ struct header {
   std::atomic<std::uint32_t> block_count;  // blocks in the file; grown under put_lock
   std::atomic<std::uint32_t> lanes_used;   // lanes [0, lanes_used) may hold messages
 
+  // The next message's ticket. Every message carries one (taken when its put writes it),
+  // and consumers take the lowest ticket among the lanes' first messages, so a put made
+  // after another one returned, in any thread of any process, is taken after it: the
+  // producers' pattern "join the producers, then put a stop message for each consumer".
+  alignas(64) std::atomic<std::uint64_t> tickets;
+
   alignas(64) wakeup not_empty;
   std::atomic<std::int64_t> not_empty_woken_ns;  // when a put last woke a consumer (CLOCK_MONOTONIC)
   alignas(64) wakeup not_full;
@@ -158,7 +164,6 @@ struct channel::state {
   header* h = nullptr;
   const std::uint64_t serial = next_serial();  // tells this object's lanes from others' in this process
   std::atomic<writer*> writer_{nullptr};
-  std::atomic<std::uint32_t> cursor{0};  // the lane a get looks at first: round robin
 
   // What this process last read of each lane's end (under the lane's reader lock): a
   // consumer reads the producer's line again only once it has taken all it saw, so during
@@ -285,6 +290,34 @@ struct channel::state {
     if (seen[i].published.load(std::memory_order_relaxed) > taken) return true;
     return published(h->lanes[i].tail.load(std::memory_order_acquire), taken) > taken;
   }
+  static constexpr std::uint64_t no_ticket = UINT64_MAX;
+
+  // The ticket of lane i's first message, read without its reader lock: no_ticket when it
+  // holds none. Another consumer may take that message meanwhile: then the ticket read may
+  // be stale, or the bytes torn (the reader checks every position; anything inconsistent
+  // reads as no_ticket), which only makes this consumer's choice of lane a poor one.
+  std::uint64_t head_ticket(std::uint32_t i) noexcept {
+    const lane& l = h->lanes[i];
+    const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+    std::uint64_t end_word;
+    if (seen[i].published.load(std::memory_order_relaxed) > taken) {
+      end_word = seen[i].end.load(std::memory_order_relaxed);
+    } else {
+      end_word = l.tail.load(std::memory_order_acquire);
+      if (published(end_word, taken) <= taken) return no_ticket;
+    }
+    try {
+      stream_reader r(*this, unpack(l.head.load(std::memory_order_acquire)), unpack_end(end_word).pos);
+      if (r.at_end()) return no_ticket;
+      if (r.next_length() < sizeof(std::uint64_t)) return no_ticket;
+      std::uint64_t ticket;
+      r.read(&ticket, sizeof ticket);
+      return ticket;
+    } catch (...) {
+      return no_ticket;
+    }
+  }
+
   bool any_messages() const noexcept {
     const std::uint32_t used = lanes_used();
     for (std::uint32_t i = 0; i < used; ++i) {
@@ -430,9 +463,15 @@ struct channel::state {
       if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
     }
     stream_writer w(store, end.pos);
+    // A record's payload is [u64 ticket][message].
+    std::uint64_t ticket = h->tickets.fetch_add(k, std::memory_order_acq_rel);
     std::size_t begin = first == 0 ? 0 : ends[first - 1];
-    for (std::size_t m = first; m < first + k; ++m) {
-      w.write_record(data.subspan(begin, ends[m] - begin));
+    for (std::size_t m = first; m < first + k; ++m, ++ticket) {
+      const std::uint64_t length = sizeof ticket + (ends[m] - begin);
+      w.write(&length, sizeof length);
+      w.write(&ticket, sizeof ticket);
+      w.write(data.data() + begin, ends[m] - begin);
+      w.align();
       begin = ends[m];
     }
     l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
@@ -573,6 +612,7 @@ struct take_request {
   void* context;
   std::size_t max_messages;
   unreadable_sink on_unreadable;
+  std::uint64_t below_ticket;  // after the first, take only messages with a lower ticket
 };
 
 }  // namespace
@@ -606,7 +646,16 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
     stream_reader r(s, start, end);
     while (taken < request.max_messages && !r.at_end()) {
       current_handing = {self, i, first_seq + taken};
-      const std::uint64_t length = r.next_length();
+      const position record = r.pos;
+      const std::uint64_t record_length = r.next_length();
+      if (record_length < sizeof(std::uint64_t)) corrupted("record without a ticket");
+      std::uint64_t ticket;
+      r.read(&ticket, sizeof ticket);
+      if (taken != 0 && ticket >= request.below_ticket) {
+        r.pos = record;  // another lane's first message was put before this one
+        break;
+      }
+      const std::uint64_t length = record_length - sizeof ticket;
       std::span<const std::byte> message;
       try {
         message = r.payload(length, gathered);
@@ -653,14 +702,14 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
                          unreadable_sink on_unreadable) {
   state& s = *state_;
   header& h = *s.h;
-  const take_request request{sink, context, max_messages, on_unreadable};
-  // Takes from lane `i`, whose reader lock the caller just got; unlocks it.
-  const auto take_locked = [&](std::uint32_t i) {
+  // Takes from lane `i`, whose reader lock the caller just got, messages with tickets below
+  // `below` after the first; unlocks it.
+  const auto take_locked = [&](std::uint32_t i, std::uint64_t below) {
     lane& l = h.lanes[i];
     std::size_t taken = 0;
     std::exception_ptr failure;
     try {
-      taken = take_from_lane(s, state_.get(), i, request);
+      taken = take_from_lane(s, state_.get(), i, {sink, context, max_messages, on_unreadable, below});
     } catch (...) {
       failure = std::current_exception();
     }
@@ -669,7 +718,6 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     const bool more = h.not_empty.sleepers.load(std::memory_order_relaxed) != 0 && s.has_messages(i);
     ::pthread_mutex_unlock(&l.reader);
     if (taken != 0) {
-      s.cursor.store(i + 1, std::memory_order_relaxed);
       // Producers asleep on a full queue are woken together once it has drained to half
       // (see full_queue_sleep), not one per message taken.
       if (h.maxsize != 0 && h.not_full.sleepers.load(std::memory_order_relaxed) != 0 &&
@@ -683,23 +731,43 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
   };
   for (;;) {
     if (!wait_for_condition(h.not_empty, [&] { return s.any_messages(); }, deadline)) return 0;
+    // The lanes' first tickets, looked at twice: a lane seen empty the first time may have
+    // been published to before a message seen in another (a put made after that one
+    // returned), and is visible the second time.
     const std::uint32_t used = s.lanes_used();
-    const std::uint32_t first = s.cursor.load(std::memory_order_relaxed);
+    std::uint64_t tickets[lane_count];
+    for (std::uint32_t i = 0; i < used; ++i) tickets[i] = s.head_ticket(i);
+    for (std::uint32_t i = 0; i < used; ++i) {
+      if (tickets[i] == state::no_ticket) tickets[i] = s.head_ticket(i);
+    }
+    // Lanes in ticket order; a lane read by another consumer is passed over for the next.
+    std::uint32_t order[lane_count];
+    std::uint32_t candidates = 0;
+    for (std::uint32_t i = 0; i < used; ++i) {
+      if (tickets[i] != state::no_ticket || s.has_messages(i)) order[candidates++] = i;
+    }
+    std::sort(order, order + candidates, [&](std::uint32_t a, std::uint32_t b) { return tickets[a] < tickets[b]; });
+    const auto next_ticket_after = [&](std::uint32_t k) {
+      return k + 1 < candidates ? tickets[order[k + 1]] : state::no_ticket;
+    };
     std::uint32_t busy = lane_count;
-    for (std::uint32_t j = 0; j < used; ++j) {
-      const std::uint32_t i = (first + j) % used;
+    std::uint64_t busy_limit = state::no_ticket;
+    for (std::uint32_t k = 0; k < candidates; ++k) {
+      const std::uint32_t i = order[k];
       lane& l = h.lanes[i];
-      if (!s.has_messages(i)) continue;
       const int r = robust_mutex_try_lock_raw(l.reader);
       if (r < 0) {
-        if (busy == lane_count) busy = i;
+        if (busy == lane_count) {
+          busy = i;
+          busy_limit = next_ticket_after(k);
+        }
         continue;
       }
       if (r == 1) {
         s.recover_reader(l);
         robust_mutex_mark_consistent(l.reader);
       }
-      if (const std::size_t taken = take_locked(i)) return taken;
+      if (const std::size_t taken = take_locked(i, next_ticket_after(k))) return taken;
     }
     if (busy != lane_count) {
       // Every lane with messages is being read by another consumer: wait for one of them.
@@ -725,7 +793,7 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
         if (!s.has_messages(busy)) continue;
         if (!robust_mutex_lock(l.reader, deadline, [&] { s.recover_reader(l); })) return 0;
       }
-      if (const std::size_t taken = take_locked(busy)) return taken;
+      if (const std::size_t taken = take_locked(busy, busy_limit)) return taken;
     }
   }
 }

@@ -186,6 +186,35 @@ TEST(QueueLanes, PutsOfOneProcessKeepTheirOrderAcrossItsThreads) {
   b.join();
 }
 
+// A put made after another returned, in another process, is taken after it: producers
+// joined, then a stop message, which must come last (Python's pipe gives this order).
+TEST(QueueLanes, APutMadeAfterAnotherReturnedIsTakenAfterIt) {
+  // Producer p puts 300 (p + 1) messages. Producer 0 starts alone and so takes the first
+  // lane, which the stop message, put once they all ended, then takes over: the lane with
+  // the fewest messages, drained first by a consumer that took lanes in turn.
+  constexpr std::uint32_t producers = 3;
+  mproc::queue<tagged> q;
+  std::vector<mproc::process> children;
+  std::uint32_t total = 0;
+  for (std::uint32_t p = 0; p < producers; ++p) {
+    const std::uint32_t count = 300 * (p + 1);
+    total += count;
+    children.emplace_back([q, p, count]() mutable {
+      for (std::uint32_t i = 0; i < count; ++i) q.put({p, i});
+    });
+    children.back().start();
+    if (p == 0) {
+      ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() > 0; }, 30s));
+    }
+  }
+  for (auto& c : children) c.join();
+  q.put({producers, 0});  // the stop message
+  for (std::uint32_t i = 0; i < total; ++i) {
+    ASSERT_LT(q.get(5s).first, producers) << "the stop message came before message " << i << " of " << total;
+  }
+  EXPECT_EQ(q.get(5s), (tagged{producers, 0}));
+}
+
 // With several producers at once a bounded queue may pass maxsize by at most one message
 // per producer putting at that instant (channel.hpp), never more.
 TEST(QueueLanes, ManyProducersKeepABoundedQueueWithinItsBound) {
