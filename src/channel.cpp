@@ -292,11 +292,27 @@ struct channel::state {
   }
   static constexpr std::uint64_t no_ticket = UINT64_MAX;
 
-  // The ticket of lane i's first message, read without its reader lock: no_ticket when it
-  // holds none. Another consumer may take that message meanwhile: then the ticket read may
-  // be stale, or the bytes torn (the reader checks every position; anything inconsistent
-  // reads as no_ticket), which only makes this consumer's choice of lane a poor one.
+  // The ticket of lane i's first message, read under the lane's reader lock if it is free:
+  // no_ticket when the lane holds none, or another consumer is reading it (which then takes
+  // that message itself). Anything inconsistent in the memory reads as no_ticket too.
   std::uint64_t head_ticket(std::uint32_t i) noexcept {
+    lane& l = h->lanes[i];
+    int locked;
+    try {
+      locked = robust_mutex_try_lock_raw(l.reader);
+    } catch (...) {
+      return no_ticket;
+    }
+    if (locked < 0) return no_ticket;
+    if (locked == 1) {
+      recover_reader(l);
+      robust_mutex_mark_consistent(l.reader);
+    }
+    const std::uint64_t ticket = head_ticket_locked(i);
+    ::pthread_mutex_unlock(&l.reader);
+    return ticket;
+  }
+  std::uint64_t head_ticket_locked(std::uint32_t i) noexcept {
     const lane& l = h->lanes[i];
     const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
     std::uint64_t end_word;
@@ -731,20 +747,24 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
   };
   for (;;) {
     if (!wait_for_condition(h.not_empty, [&] { return s.any_messages(); }, deadline)) return 0;
-    // The lanes' first tickets, looked at twice: a lane seen empty the first time may have
+    // Which lanes hold messages, looked at twice: a lane seen empty the first time may have
     // been published to before a message seen in another (a put made after that one
-    // returned), and is visible the second time.
+    // returned), and is visible the second time. Only when several hold messages are their
+    // first tickets read (each under its lane's lock), and the lowest taken first.
     const std::uint32_t used = s.lanes_used();
-    std::uint64_t tickets[lane_count];
-    for (std::uint32_t i = 0; i < used; ++i) tickets[i] = s.head_ticket(i);
+    bool holds[lane_count];
+    for (std::uint32_t i = 0; i < used; ++i) holds[i] = s.has_messages(i);
     for (std::uint32_t i = 0; i < used; ++i) {
-      if (tickets[i] == state::no_ticket) tickets[i] = s.head_ticket(i);
+      if (!holds[i]) holds[i] = s.has_messages(i);
     }
-    // Lanes in ticket order; a lane read by another consumer is passed over for the next.
     std::uint32_t order[lane_count];
     std::uint32_t candidates = 0;
     for (std::uint32_t i = 0; i < used; ++i) {
-      if (tickets[i] != state::no_ticket || s.has_messages(i)) order[candidates++] = i;
+      if (holds[i]) order[candidates++] = i;
+    }
+    std::uint64_t tickets[lane_count];
+    for (std::uint32_t k = 0; k < candidates; ++k) {
+      tickets[order[k]] = candidates == 1 ? state::no_ticket : s.head_ticket(order[k]);
     }
     std::sort(order, order + candidates, [&](std::uint32_t a, std::uint32_t b) { return tickets[a] < tickets[b]; });
     const auto next_ticket_after = [&](std::uint32_t k) {
