@@ -312,18 +312,31 @@ struct channel::state {
     ::pthread_mutex_unlock(&l.reader);
     return ticket;
   }
+  // Lane i's reader lock held, `taken` its get_seq: the lane's end as this process last read
+  // it (seen), read again only once everything seen has been taken; and its full count.
+  struct lane_view {
+    std::uint64_t end_word;
+    std::uint64_t published;
+  };
+  lane_view published_end(std::uint32_t i, std::uint64_t taken) noexcept {
+    seen_end& e = seen[i];
+    lane_view v{e.end.load(std::memory_order_relaxed), e.published.load(std::memory_order_relaxed)};
+    if (v.published <= taken) {
+      v.end_word = h->lanes[i].tail.load(std::memory_order_acquire);
+      v.published = published(v.end_word, taken);
+      e.end.store(v.end_word, std::memory_order_relaxed);
+      e.published.store(v.published, std::memory_order_relaxed);
+    }
+    return v;
+  }
+
   std::uint64_t head_ticket_locked(std::uint32_t i) noexcept {
     const lane& l = h->lanes[i];
     const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
-    std::uint64_t end_word;
-    if (seen[i].published.load(std::memory_order_relaxed) > taken) {
-      end_word = seen[i].end.load(std::memory_order_relaxed);
-    } else {
-      end_word = l.tail.load(std::memory_order_acquire);
-      if (published(end_word, taken) <= taken) return no_ticket;
-    }
+    const lane_view v = published_end(i, taken);
+    if (v.published <= taken) return no_ticket;
     try {
-      stream_reader r(*this, unpack(l.head.load(std::memory_order_acquire)), unpack_end(end_word).pos);
+      stream_reader r(*this, unpack(l.head.load(std::memory_order_acquire)), unpack_end(v.end_word).pos);
       if (r.at_end()) return no_ticket;
       if (r.next_length() < sizeof(std::uint64_t)) return no_ticket;
       std::uint64_t ticket;
@@ -641,16 +654,8 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
   thread_local std::vector<std::byte> gathered;  // only for a message that spans blocks; reused
   const position start = unpack(l.head.load(std::memory_order_relaxed));
   const std::uint64_t first_seq = l.get_seq.load(std::memory_order_relaxed);
-  channel::state::seen_end& seen = s.seen[i];
-  std::uint64_t end_word = seen.end.load(std::memory_order_relaxed);
-  std::uint64_t put = seen.published.load(std::memory_order_relaxed);
-  if (put <= first_seq) {
-    end_word = l.tail.load(std::memory_order_acquire);
-    put = published(end_word, first_seq);
-    seen.end.store(end_word, std::memory_order_relaxed);
-    seen.published.store(put, std::memory_order_relaxed);
-    if (put == first_seq) return 0;
-  }
+  const auto [end_word, put] = s.published_end(i, first_seq);
+  if (put <= first_seq) return 0;
   const position end = unpack_end(end_word).pos;
   std::exception_ptr failure;
   std::size_t taken = 0;
