@@ -4,7 +4,8 @@
 #   scripts/tsan.sh [build-dir]        (default build-tsan)
 #
 # What runs (the `tests` regex below):
-# - integration.Pool.*: the pool's result and monitor threads, callbacks, concurrent
+# - integration.Pool.*, integration.PoolMap.*: the pool's result and monitor threads, callbacks,
+#   map feeds submitting from the result thread while close()/terminate() run, concurrent
 #   submitters (FourThreadsSubmitAtOnce), threads blocked in get().
 # - integration.Process.*, integration.Runtime.*: the runtime's reaper thread (hand-offs),
 #   threads starting and joining at once, signals during timed joins; and the same on the
@@ -44,7 +45,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DMPROC_WARNINGS_AS_ERRORS=ON -D
   -DMPROC_BUILD_TESTS=ON -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" --target mproc_integration_tests mproc_unit_tests --parallel "$(nproc)"
 
-tests='^(integration\.(Pool|Process|Runtime)\.'
+tests='^(integration\.(Pool|PoolMap|Process|Runtime)\.'
 tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool adopts child_handle
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
 tests+='|integration\.Sync\.AProcessUsesWaiterSlotsAnotherProcessGrewTheConditionFor'

@@ -196,6 +196,8 @@ struct pool_core::impl final : fork_local {
   std::uint64_t next_task = 1;
   std::size_t in_flight = 0;  // submitted and not yet through complete/fail
   unsigned retired = 0;
+  unsigned feeds = 0;           // begun and not ended (pool_core::begin_feed)
+  bool sentinels_owed = false;  // close() came while feeds ran: the last one puts them
   std::vector<worker_info> workers;
   std::deque<std::function<void()>> posted;
   std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
@@ -998,17 +1000,21 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
   return id;
 }
 
-void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state) {
+static void throw_not_running(pool_core::impl::phase state) {
+  throw closed_error(state == pool_core::impl::phase::closed ? "pool is closed: it takes no new tasks"
+                                                            : "pool was terminated: it takes no new tasks");
+}
+
+void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
+                       bool fed) {
   impl& p = *impl_;
   p.check_owner("submitting a task");
   if (message.size() < sizeof(task_header)) throw error("pool_core::submit: no room for the task header");
   std::uint64_t id;
   {
     std::lock_guard lock(p.mutex);
-    if (p.state != impl::phase::running) {
-      throw closed_error(p.state == impl::phase::closed ? "pool is closed: it takes no new tasks"
-                                                        : "pool was terminated: it takes no new tasks");
-    }
+    const bool admitted = p.state == impl::phase::running || (fed && p.state == impl::phase::closed && p.feeds != 0);
+    if (!admitted) throw_not_running(p.state);
     id = p.next_task++;
     p.pending.add(id, std::move(state));
     ++p.in_flight;
@@ -1022,6 +1028,32 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
     std::lock_guard lock(p.mutex);
     if (p.pending.take(id)) --p.in_flight;
     throw;
+  }
+}
+
+void pool_core::begin_feed() {
+  impl& p = *impl_;
+  p.check_owner("submitting a task");
+  std::lock_guard lock(p.mutex);
+  if (p.state != impl::phase::running) throw_not_running(p.state);
+  ++p.feeds;
+}
+
+void pool_core::end_feed() noexcept {
+  impl& p = *impl_;
+  {
+    std::lock_guard lock(p.mutex);
+    if (--p.feeds != 0 || !p.sentinels_owed) return;
+    p.sentinels_owed = false;
+  }
+  try {
+    for (unsigned k = 0; k < p.processes; ++k) p.put_sentinel();
+  } catch (...) {
+    // The workers would wait for tasks forever and join() with them: end the pool instead.
+    try {
+      terminate();
+    } catch (...) {
+    }
   }
 }
 
@@ -1044,6 +1076,10 @@ void pool_core::close() {
     std::lock_guard lock(p.mutex);
     if (p.state != impl::phase::running) return;
     p.state = impl::phase::closed;
+    if (p.feeds != 0) {
+      p.sentinels_owed = true;  // behind the feeds' last tasks (end_feed)
+      return;
+    }
   }
   // One sentinel per worker, behind every task: each worker retires when it reaches one.
   for (unsigned k = 0; k < p.processes; ++k) p.put_sentinel();

@@ -58,8 +58,10 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/big_vector.hpp"
 #include "mproc/detail/duration.hpp"
 #include "mproc/detail/pool_core.hpp"
+#include "mproc/detail/state_arena.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -443,11 +445,11 @@ template <class R>
 class map_gather {
  public:
   map_gather(std::shared_ptr<async_state<std::vector<R>>> target, std::size_t total, std::size_t chunks)
-      : target_(std::move(target)), results_(total), chunks_left_(chunks) {}
+      : target_(std::move(target)), results_(make_big_vector<R>(total)), chunks_left_(chunks) {}
 
   // Called by the thread dispatching results: one at a time.
   void chunk_done(std::size_t offset, std::size_t count, std::span<const std::byte> bytes) {
-    if (failed_) return;
+    if (settled()) return;
     try {
       auto into = std::span(results_).subspan(offset, count);
       if (!decode_vector_into(bytes, into)) {
@@ -462,33 +464,153 @@ class map_gather {
       chunk_failed(std::current_exception());
       return;
     }
-    if (--chunks_left_ == 0) target_->set_value(std::move(results_));
+    if (--chunks_left_ == 0 && !settled_.exchange(true, std::memory_order_acq_rel)) {
+      target_->set_value(std::move(results_));
+    }
   }
+  // From any thread (terminate() fails chunks on its own); the first failure settles the
+  // map, as Python's map fails as a whole.
   void chunk_failed(std::exception_ptr error) {
-    if (failed_) return;
-    failed_ = true;  // Python's map fails as a whole at the first failed chunk
+    if (settled_.exchange(true, std::memory_order_acq_rel)) return;
     target_->set_error(std::move(error));
   }
+  // Whether the map has its result or its error.
+  bool settled() const noexcept { return settled_.load(std::memory_order_acquire); }
 
  private:
   std::shared_ptr<async_state<std::vector<R>>> target_;
   std::vector<R> results_;
   std::size_t chunks_left_;
-  bool failed_ = false;
+  std::atomic<bool> settled_{false};
 };
 
-template <class R>
-class map_chunk_state final : public task_state {
+// One map's chunks, submitted a window at a time as a pool feed (pool_core::begin_feed):
+// each chunk that finishes, on the thread dispatching results, submits the next. The
+// window keeps the task and result channels at a few chunks whatever the input's size, so
+// their memory stays mapped and warm; submitting a 10M-item map at once put 40 MB through
+// freshly faulted shared memory (~12 µs a page on a VM). After a failure it submits no more.
+template <bool star, class F, class T, class R>
+class map_feed : public std::enable_shared_from_this<map_feed<star, F, T, R>> {
  public:
-  map_chunk_state(std::shared_ptr<map_gather<R>> gather, std::size_t offset, std::size_t count)
-      : gather_(std::move(gather)), offset_(offset), count_(count) {}
-  void complete(std::span<const std::byte> bytes) noexcept override { gather_->chunk_done(offset_, count_, bytes); }
-  void fail(std::exception_ptr error) noexcept override { gather_->chunk_failed(std::move(error)); }
+  // `items` stays valid until the feed ends: the caller's own memory while it waits for the
+  // result (map), or `owned` (map_async).
+  map_feed(std::shared_ptr<async_state<std::vector<R>>> target, std::weak_ptr<pool_core> core, std::uint32_t function,
+           std::vector<T> owned, std::span<const T> items, std::size_t chunksize, std::size_t window)
+      : core_(std::move(core)),
+        function_(function),
+        owned_(std::move(owned)),
+        items_(owned_.empty() ? items : std::span<const T>(owned_)),
+        chunksize_(chunksize),
+        window_(window),
+        gather_(std::move(target), items_.size(), (items_.size() + chunksize - 1) / chunksize) {}
+  map_feed(const map_feed&) = delete;
+  map_feed& operator=(const map_feed&) = delete;
+  ~map_feed() { end_feed(); }  // dropped before its last submit: its pool terminated
+
+  // Admits the feed (closed_error once the pool is closed) and submits the first window.
+  void start() {
+    auto core = core_.lock();
+    if (!core) throw closed_error("pool was terminated: it takes no new tasks");
+    core->begin_feed();
+    {
+      std::lock_guard lock(mutex_);
+      feeding_ = true;
+    }
+    advance(false);
+  }
+
+  // For map(), whose caller's items are about to go: waits for a submit reading them, and
+  // submits no more. (A map can fail while chunks are still being submitted: terminate()
+  // on another thread.)
+  void forget_items() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      items_ = {};
+      next_ = 0;
+    }
+    end_feed();
+  }
 
  private:
-  std::shared_ptr<map_gather<R>> gather_;
-  std::size_t offset_;
-  std::size_t count_;
+  class chunk final : public task_state {
+   public:
+    chunk(std::shared_ptr<map_feed> feed, std::size_t offset, std::size_t count)
+        : feed_(std::move(feed)), offset_(offset), count_(count) {}
+    void complete(std::span<const std::byte> bytes) noexcept override {
+      feed_->gather_.chunk_done(offset_, count_, bytes);
+      feed_->advance(true);
+    }
+    void fail(std::exception_ptr error) noexcept override {
+      feed_->gather_.chunk_failed(std::move(error));
+      feed_->advance(true);
+    }
+
+   private:
+    std::shared_ptr<map_feed> feed_;
+    std::size_t offset_;
+    std::size_t count_;
+  };
+
+  // A chunk finished (`finished`), or the feed starts: fills the window again. A chunk that
+  // cannot be submitted (the pool terminated, no memory) fails the map. The map is failed
+  // and the feed ended with the lock let go: both may run code (callbacks, terminate()
+  // failing this feed's chunks) that comes back here.
+  void advance(bool finished) noexcept {
+    std::exception_ptr error;
+    bool end = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (finished) --in_flight_;
+      if (!gather_.settled()) {
+        try {
+          submit_window();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+      end = feeding_ && (error || gather_.settled() || next_ == items_.size());
+    }
+    if (error) gather_.chunk_failed(std::move(error));
+    if (end) end_feed();
+  }
+
+  // Submits chunks until the window is full or the input is all out; under mutex_.
+  void submit_window() {
+    if (in_flight_ >= window_ || next_ == items_.size()) return;
+    auto core = core_.lock();
+    if (!core) throw closed_error("pool was terminated before the map was submitted");
+    auto& buffer = encode_buffer();
+    while (in_flight_ < window_ && next_ < items_.size()) {
+      const auto part = items_.subspan(next_, std::min(chunksize_, items_.size() - next_));
+      const std::size_t size = encode_vector_after_header(part, buffer);
+      auto state = std::make_shared<chunk>(this->shared_from_this(), next_, part.size());
+      core->submit(function_, std::span(buffer.data(), size), std::move(state), true);
+      next_ += part.size();
+      ++in_flight_;
+    }
+  }
+
+  void end_feed() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (!feeding_) return;
+      feeding_ = false;
+    }
+    if (auto core = core_.lock()) core->end_feed();
+  }
+
+  std::weak_ptr<pool_core> core_;
+  std::uint32_t function_;
+  std::vector<T> owned_;
+  std::span<const T> items_;
+  std::size_t chunksize_;
+  std::size_t window_;
+  map_gather<R> gather_;
+
+  std::mutex mutex_;  // guards what follows
+  std::size_t next_ = 0;       // the first item not submitted
+  std::size_t in_flight_ = 0;  // chunks submitted and not finished
+  bool feeding_ = false;       // between begin_feed and end_feed
 };
 
 // The chunks of an imap, handed to the iterating thread in input or completion order.
@@ -706,21 +828,21 @@ class pool {
   // ceil(len / (4 × workers)).
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& items, std::size_t chunksize = 0) {
-    return map_async(f, std::forward<Range>(items), chunksize).move_out();
+    return map_and_wait<false>(f, std::forward<Range>(items), chunksize);
   }
   template <class F, std::ranges::input_range Range>
   auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
-    return map_impl<false>(f, std::forward<Range>(items), chunksize);
+    return map_impl<false, false>(f, std::forward<Range>(items), chunksize).first;
   }
 
   // f(std::get<0>(t), std::get<1>(t), ...) over tuples, results in input order.
   template <class F, std::ranges::input_range Range>
   auto starmap(F f, Range&& tuples, std::size_t chunksize = 0) {
-    return starmap_async(f, std::forward<Range>(tuples), chunksize).move_out();
+    return map_and_wait<true>(f, std::forward<Range>(tuples), chunksize);
   }
   template <class F, std::ranges::input_range Range>
   auto starmap_async(F f, Range&& tuples, std::size_t chunksize = 0) {
-    return map_impl<true>(f, std::forward<Range>(tuples), chunksize);
+    return map_impl<true, false>(f, std::forward<Range>(tuples), chunksize).first;
   }
 
   // Lazy results in input order / in completion order; a task's exception is rethrown
@@ -762,24 +884,24 @@ class pool {
 
   template <class R>
   std::shared_ptr<detail::async_state<R>> make_state() {
-    auto state = std::make_shared<detail::async_state<R>>(core_);
+    auto state = std::allocate_shared<detail::async_state<R>>(
+        detail::arena_allocator<detail::async_state<R>>(state_arena_), core_);
     state->shared_from_this_hook_ = state;
     return state;
   }
 
-  // The items of a map, as one contiguous span: the caller's own memory when the range is
-  // contiguous (map submits every chunk before returning, so it needs them no longer),
-  // else a copy.
+  // The items of a map, as one contiguous span: with `borrow`, the caller's own memory when
+  // the range is contiguous, else a copy.
   template <class T>
   struct item_view {
     std::vector<T> copy;
     std::span<const T> items;
   };
-  template <class Range>
+  template <bool borrow, class Range>
   static auto view_items(Range&& items) {
     using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
     item_view<T> view;
-    if constexpr (std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
+    if constexpr (borrow && std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
                   std::is_same_v<std::remove_cvref_t<std::ranges::range_reference_t<Range>>, T>) {
       view.items = std::span<const T>(std::ranges::data(items), std::ranges::size(items));
     } else {
@@ -790,10 +912,18 @@ class pool {
     return view;
   }
 
+  // chunksize 0: Python's rule, ceil(n / (4 × workers)), capped at about max_chunk_bytes
+  // of items, so that a chunk and its results fit in a few of the channels' blocks and the
+  // workers share a big map evenly (Python's rule made 1.25M-item chunks of a 10M map).
+  static constexpr std::size_t max_chunk_bytes = 32 * 1024;
+  template <class T>
   std::size_t auto_chunksize(std::size_t n) const {
     const std::size_t per = std::size_t{4} * size();
-    return std::max<std::size_t>(1, n / per + (n % per != 0 ? 1 : 0));
+    const std::size_t python = n / per + (n % per != 0 ? 1 : 0);
+    return std::clamp<std::size_t>(python, 1, std::max<std::size_t>(1, max_chunk_bytes / sizeof(T)));
   }
+  // How many chunks of one map are in flight at once.
+  std::size_t map_window() const { return std::size_t{4} * size(); }
 
   template <class F, class T, bool star>
   static auto result_type_of() {
@@ -817,32 +947,46 @@ class pool {
     }
   }
 
-  template <bool star, class F, class Range>
+  // `borrow`: the caller waits for the result (map, starmap), so a contiguous input is read
+  // in place while chunks are fed; map_async copies it, as its caller may let it go.
+  template <bool star, bool borrow, class F, class Range>
   auto map_impl(F f, Range&& items, std::size_t chunksize) {
     MPROC_CHECK_TASK_FUNCTION(F);
-    const auto view = view_items(std::forward<Range>(items));
+    auto view = view_items<borrow>(std::forward<Range>(items));
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, star>())::type;
     static_assert(!std::is_void_v<R>, "pool::map needs a function that returns a value; use apply_async for void tasks");
+    using feed_type = detail::map_feed<star, F, T, R>;
     auto state = make_state<std::vector<R>>();
     if (all.empty()) {
       state->set_value(std::vector<R>{});
-      return async_result<std::vector<R>>(state);
+      return std::pair(async_result<std::vector<R>>(state), std::shared_ptr<feed_type>());
     }
-    if (chunksize == 0) chunksize = auto_chunksize(all.size());
-    const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
-    auto gather = std::make_shared<detail::map_gather<R>>(state, all.size(), chunks);
-    submit_chunks<star>(f, all, chunksize, [&](std::size_t, std::size_t offset, std::size_t count) {
-      return std::make_shared<detail::map_chunk_state<R>>(gather, offset, count);
-    });
-    return async_result<std::vector<R>>(state);
+    if (chunksize == 0) chunksize = auto_chunksize<T>(all.size());
+    const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
+    auto feed = std::make_shared<feed_type>(state, core_, id, std::move(view.copy), all, chunksize, map_window());
+    feed->start();
+    return std::pair(async_result<std::vector<R>>(state), std::move(feed));
+  }
+
+  // map and starmap: the result, once no chunk reads the caller's items any more.
+  template <bool star, class F, class Range>
+  auto map_and_wait(F f, Range&& items, std::size_t chunksize) {
+    auto started = map_impl<star, true>(f, std::forward<Range>(items), chunksize);
+    struct forget_items {
+      decltype(started.second)& feed;
+      ~forget_items() {
+        if (feed) feed->forget_items();
+      }
+    } guard{started.second};
+    return started.first.move_out();
   }
 
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
     MPROC_CHECK_TASK_FUNCTION(F);
-    const auto view = view_items(std::forward<Range>(items));
+    const auto view = view_items<true>(std::forward<Range>(items));  // submitted before returning
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, false>())::type;
@@ -857,6 +1001,7 @@ class pool {
   }
 
   std::shared_ptr<detail::pool_core> core_;
+  std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
 };
 
 }  // namespace mproc

@@ -42,16 +42,6 @@
 
 namespace mproc {
 
-namespace detail {
-
-// Encoding scratch space, reused so that a put allocates nothing once warm.
-inline std::vector<std::byte>& encode_buffer() {
-  thread_local std::vector<std::byte> buffer;
-  return buffer;
-}
-
-}  // namespace detail
-
 template <class T>
 class queue {
  public:

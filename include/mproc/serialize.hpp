@@ -132,6 +132,13 @@ inline constexpr std::uint8_t serialization_format_version = 1;
 
 namespace detail {
 
+// Encoding scratch space for a put or a task, reused so that it allocates nothing once
+// warm. Valid until the thread's next encode.
+inline std::vector<std::byte>& encode_buffer() {
+  thread_local std::vector<std::byte> buffer;
+  return buffer;
+}
+
 template <class T>
 struct serial_ok;
 template <class T>

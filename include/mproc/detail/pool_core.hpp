@@ -78,8 +78,19 @@ class pool_core {
   static constexpr std::size_t task_header_bytes = 16;
 
   // Queues a task: `message` is task_header_bytes of room, then the encoded arguments (so
-  // they are copied once, into the channel). closed_error after close() or terminate().
-  void submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state);
+  // they are copied once, into the channel). closed_error after close() or terminate(),
+  // except for a `fed` task after close(): see begin_feed.
+  void submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
+              bool fed = false);
+
+  // A feed submits the tasks of one call (a map's chunks) a window at a time, as earlier
+  // ones finish, so the channels hold a few chunks whatever the input's size. Admitted
+  // while the pool runs (else closed_error), a feed may go on submitting (`fed`) after
+  // close(), which then puts the workers' retirement behind its last task: close() waits
+  // for no feed, and join() waits for every feed to end. Each begin_feed needs exactly one
+  // end_feed, after the feed's last submit (or when it gives up).
+  void begin_feed();
+  void end_feed() noexcept;
 
   // Runs `work` on the result thread, after what it is already doing (on the calling
   // thread once the pool has shut down).

@@ -1,0 +1,35 @@
+// Vectors too big for the page-fault path: a map's output of millions of results.
+//
+// A fresh vector of 80 MB faults in 20,480 pages of 4 KiB as it is zeroed; on the
+// virtual machines mproc is measured on each fault costs ~12 µs, so the allocation alone
+// took 230 ms, half of a 10M-item map. Asking for transparent huge pages first (where the
+// system allows them on request, /sys/kernel/mm/transparent_hugepage/enabled "madvise"
+// or "always") makes it 40 faults and 13 ms. NumPy does the same for arrays of 4 MiB and
+// more.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace mproc::detail {
+
+// Buffers of at least this many bytes get the advice.
+inline constexpr std::size_t huge_page_advice_bytes = std::size_t{4} << 20;
+
+// Asks the kernel to back the whole 2 MiB pages inside [data, data + bytes) with huge
+// pages. Memory outside that range is untouched; failure (no THP support) is ignored.
+void advise_huge_pages(void* data, std::size_t bytes) noexcept;
+
+// std::vector<T>(n), with the advice above for a big one: reserve, advise, then construct.
+template <class T>
+std::vector<T> make_big_vector(std::size_t n) {
+  std::vector<T> v;
+  if (n * sizeof(T) >= huge_page_advice_bytes) {
+    v.reserve(n);
+    advise_huge_pages(v.data(), n * sizeof(T));
+  }
+  v.resize(n);
+  return v;
+}
+
+}  // namespace mproc::detail
