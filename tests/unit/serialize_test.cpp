@@ -779,3 +779,16 @@ TEST(Serialize, ErrorMessagesNameTheType) {
 }  // namespace
 
 #endif  // MPROC_SERIALIZE_EXPECT_COMPILE_ERROR
+
+// Buffers of huge_page_advice_bytes and more are reserved and advised before they are
+// filled (big_vector.hpp): the bytes and the size must be those of the message all the same.
+TEST(Serialize, BigContiguousContainersRoundTripThroughTheHugePagePath) {
+  std::vector<std::uint8_t> bytes((std::size_t{5} << 20) + 3);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 131 + 7);
+  EXPECT_EQ(mproc::from_bytes<std::vector<std::uint8_t>>(mproc::to_bytes(bytes)), bytes);
+  const std::string text(std::size_t{4} << 20, 'q');
+  EXPECT_EQ(mproc::from_bytes<std::string>(mproc::to_bytes(text)), text);
+  std::vector<double> doubles(std::size_t{1} << 20);
+  for (std::size_t i = 0; i < doubles.size(); ++i) doubles[i] = static_cast<double>(i) / 3;
+  EXPECT_EQ(mproc::from_bytes<std::vector<double>>(mproc::to_bytes(doubles)), doubles);
+}
