@@ -481,8 +481,10 @@ struct channel::state {
   // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
   // nothing, when the lane would then hold publish_room messages. The caller owns the lane
   // (its writer's mutex, or put_lock for the shared lane).
-  bool write_messages(std::uint32_t i, bool put_locked, std::span<const std::byte> data,
-                      std::span<const std::size_t> ends, std::size_t first, std::size_t k) {
+  // Writes messages [first, first + k) of `messages` (see contiguous_messages) to lane i
+  // and publishes them; false when the lane holds publish_room messages not taken.
+  template <class Messages>
+  bool write_messages(std::uint32_t i, bool put_locked, const Messages& messages, std::size_t first, std::size_t k) {
     lane_store store{*this, put_locked};
     lane& l = h->lanes[i];
     const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
@@ -494,19 +496,49 @@ struct channel::state {
     stream_writer w(store, end.pos);
     // A record's payload is [u64 ticket][message].
     std::uint64_t ticket = h->tickets.fetch_add(k, std::memory_order_acq_rel);
-    std::size_t begin = first == 0 ? 0 : ends[first - 1];
     for (std::size_t m = first; m < first + k; ++m, ++ticket) {
-      const std::uint64_t length = sizeof ticket + (ends[m] - begin);
+      const std::uint64_t length = sizeof ticket + messages.length(m);
       w.write(&length, sizeof length);
       w.write(&ticket, sizeof ticket);
-      w.write(data.data() + begin, ends[m] - begin);
+      messages.write(m, w);
       w.align();
-      begin = ends[m];
     }
     l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
     return true;
   }
 };
+
+namespace {
+
+// Messages for write_messages: `messages[i]` = bytes [ends[i-1], ends[i]) of `data`.
+struct contiguous_messages {
+  std::span<const std::byte> data;
+  std::span<const std::size_t> ends;
+  std::size_t count() const noexcept { return ends.size(); }
+  std::size_t begin(std::size_t m) const noexcept { return m == 0 ? 0 : ends[m - 1]; }
+  std::size_t length(std::size_t m) const noexcept { return ends[m] - begin(m); }
+  template <class Writer>
+  void write(std::size_t m, Writer& w) const {
+    w.write(data.data() + begin(m), length(m));
+  }
+};
+
+// One message, the concatenation of `pieces`.
+struct pieced_message {
+  message_pieces pieces;
+  std::size_t count() const noexcept { return 1; }
+  std::size_t length(std::size_t) const noexcept {
+    std::size_t n = 0;
+    for (const auto& piece : pieces) n += piece.size();
+    return n;
+  }
+  template <class Writer>
+  void write(std::size_t, Writer& w) const {
+    for (const auto& piece : pieces) w.write(piece.data(), piece.size());
+  }
+};
+
+}  // namespace
 
 channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
   state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation);
@@ -591,13 +623,13 @@ static void announce_put(header& h, std::size_t k) {
   h.not_empty.announce(1);
 }
 
-std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
-                         const deadline_t* deadline) {
-  state& s = *state_;
+// put and put_pieces: waits for room, writes to this process's lane (or the shared one).
+template <class Messages>
+static std::size_t put_messages(channel::state& s, const Messages& messages, const deadline_t* deadline) {
   header& h = *s.h;
-  const std::size_t n = ends.size();
+  const std::size_t n = messages.count();
   const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
-  state::writer& w = s.this_process_writer();
+  channel::state::writer& w = s.this_process_writer();
   const std::uint32_t own_lane = w.lane;
   std::size_t done = 0;
   while (done < n) {
@@ -616,10 +648,10 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
       if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_shared_lane(); })) break;
       robust_unlock_guard unlock(h.put_lock);
       s.start_lane(shared_lane);  // its first block, if no claim gave it one yet
-      written = s.write_messages(shared_lane, true, data, ends, done, k);
+      written = s.write_messages(shared_lane, true, messages, done, k);
     } else {
       std::lock_guard guard(w.mutex);
-      written = s.write_messages(own_lane, false, data, ends, done, k);
+      written = s.write_messages(own_lane, false, messages, done, k);
     }
     if (!written) {
       // The lane holds 2^29 messages nobody took (8 GiB or more): wait as for a full queue.
@@ -633,6 +665,15 @@ std::size_t channel::put(std::span<const std::byte> data, std::span<const std::s
   return done;
 }
 
+std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
+                         const deadline_t* deadline) {
+  return put_messages(*state_, contiguous_messages{data, ends}, deadline);
+}
+
+std::size_t channel::put_pieces(message_pieces pieces, const deadline_t* deadline) {
+  return put_messages(*state_, pieced_message{pieces}, deadline);
+}
+
 namespace {
 
 // What one get hands to its sinks, and how many it took.
@@ -641,7 +682,34 @@ struct take_request {
   void* context;
   std::size_t max_messages;
   unreadable_sink on_unreadable;
+  spanning_sink on_spanning;
   std::uint64_t below_ticket;  // after the first, take only messages with a lower ticket
+};
+
+// A message spanning blocks, read in place for an on_spanning sink.
+class lane_message_reader final : public message_reader {
+ public:
+  lane_message_reader(stream_reader<channel::state>& r, std::size_t size) : message_reader(size), r_(r) {}
+  void read(std::byte* into, std::size_t n) override {
+    if (n > left_) throw error("mproc queue: a read past the end of a message");
+    try {
+      r_.read(into, n);
+    } catch (...) {
+      corrupted_ = true;  // the stream's checks failed: not the sink's error
+      throw;
+    }
+    left_ -= n;
+  }
+  bool corrupted() const noexcept { return corrupted_; }
+  // What the sink left unread.
+  void skip_rest() {
+    r_.skip_payload(left_);
+    left_ = 0;
+  }
+
+ private:
+  stream_reader<channel::state>& r_;
+  bool corrupted_ = false;
 };
 
 }  // namespace
@@ -677,10 +745,7 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
         break;
       }
       const std::uint64_t length = record_length - sizeof ticket;
-      std::span<const std::byte> message;
-      try {
-        message = r.payload(length, gathered);
-      } catch (const std::bad_alloc&) {
+      const auto cannot_hold = [&] {  // a message this consumer has no memory for
         if (taken != 0 || request.on_unreadable == nullptr) throw;  // left queued
         std::byte prefix[unreadable_prefix_bytes];
         const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
@@ -692,6 +757,32 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
         } catch (...) {
           failure = std::current_exception();
         }
+      };
+      if (request.on_spanning != nullptr && !r.fits_here(length)) {
+        lane_message_reader message(r, static_cast<std::size_t>(length));
+        try {
+          request.on_spanning(request.context, message);
+        } catch (const std::bad_alloc&) {
+          if (message.remaining() == message.size()) {
+            cannot_hold();  // nothing read: the reader is still at the message's start
+            break;
+          }
+          failure = std::current_exception();
+        } catch (...) {
+          if (message.corrupted()) throw;
+          failure = std::current_exception();
+        }
+        message.skip_rest();
+        r.align();
+        ++taken;
+        if (failure) break;
+        continue;
+      }
+      std::span<const std::byte> message;
+      try {
+        message = r.payload(length, gathered);
+      } catch (const std::bad_alloc&) {
+        cannot_hold();
         break;
       }
       ++taken;
@@ -720,7 +811,7 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
 }
 
 std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
-                         unreadable_sink on_unreadable) {
+                         unreadable_sink on_unreadable, spanning_sink on_spanning) {
   state& s = *state_;
   header& h = *s.h;
   // Takes from lane `i`, whose reader lock the caller just got, messages with tickets below
@@ -730,7 +821,7 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     std::size_t taken = 0;
     std::exception_ptr failure;
     try {
-      taken = take_from_lane(s, state_.get(), i, {sink, context, max_messages, on_unreadable, below});
+      taken = take_from_lane(s, state_.get(), i, {sink, context, max_messages, on_unreadable, on_spanning, below});
     } catch (...) {
       failure = std::current_exception();
     }

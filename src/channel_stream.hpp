@@ -225,6 +225,13 @@ struct stream_reader {
       n -= k;
     }
   }
+  // Whether the next n bytes lie in one block (moving into the next block first if this
+  // one is full).
+  bool fits_here(std::size_t n) {
+    if (n == 0) return true;
+    enter_next_block_if_full();
+    return available_here() >= n;
+  }
   // The next n bytes when they lie in one block (read in place, no copy); else null.
   const std::byte* contiguous(std::size_t n) {
     if (n == 0) return s.block(pos.block) + pos.offset;

@@ -155,6 +155,11 @@ class queue {
 
   bool put_until(const T& value, const detail::deadline_t* deadline) {
     check_open();
+    if constexpr (detail::is_flat_v<T>) {  // the header, then the elements where they lie
+      const auto header = detail::flat_header(value);
+      const std::span<const std::byte> pieces[] = {header, detail::flat_elements(value)};
+      return channel_->put_pieces(pieces, deadline) == 1;
+    }
     auto& buffer = detail::encode_buffer();
     buffer.clear();
     to_bytes(value, buffer);
@@ -169,7 +174,7 @@ class queue {
         [](void* out, std::span<const std::byte> bytes) {
           static_cast<std::optional<T>*>(out)->emplace(from_bytes<T>(bytes));
         },
-        &value, 1, deadline);
+        &value, 1, deadline, nullptr, spanning_sink<std::optional<T>>());
     return value;
   }
 
@@ -182,8 +187,26 @@ class queue {
         [](void* out, std::span<const std::byte> bytes) {
           static_cast<std::vector<T>*>(out)->push_back(from_bytes<T>(bytes));
         },
-        &values, max_items, deadline);
+        &values, max_items, deadline, nullptr, spanning_sink<std::vector<T>>());
     return values;
+  }
+
+  // For a flat T: a message spanning blocks is decoded straight from them into the new
+  // value (emplaced or pushed into `Out`), without a gathered copy. Null for other types.
+  template <class Out>
+  static detail::spanning_sink spanning_sink() {
+    if constexpr (detail::is_flat_v<T>) {
+      return [](void* out, detail::message_reader& message) {
+        auto value = detail::read_flat<T>(message.size(), [&](std::byte* into, std::size_t n) { message.read(into, n); });
+        if constexpr (std::is_same_v<Out, std::optional<T>>) {
+          static_cast<Out*>(out)->emplace(std::move(value));
+        } else {
+          static_cast<Out*>(out)->push_back(std::move(value));
+        }
+      };
+    } else {
+      return nullptr;
+    }
   }
 
   std::shared_ptr<detail::channel> channel_;

@@ -391,4 +391,78 @@ T from_bytes(std::span<const std::byte> bytes) {
 #undef MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE
 #undef MPROC_DETAIL_UNFIXED_ENUM_MESSAGE
 
+namespace detail {
+
+// Flat types: std::vector and std::basic_string of numbers (not bool). Their encoding is the
+// version byte, a u64 element count, then the elements' bytes as they lie in memory, so a
+// queue can put a big one straight from the value and take it straight into a new one,
+// without an encoded copy on either side (queue.hpp).
+template <class T>
+struct is_flat : std::false_type {};
+template <class E, class A>
+struct is_flat<std::vector<E, A>> : std::bool_constant<std::is_arithmetic_v<E> && !std::is_same_v<E, bool>> {};
+template <class C, class Traits, class A>
+struct is_flat<std::basic_string<C, Traits, A>> : std::bool_constant<std::is_arithmetic_v<C>> {};
+template <class T>
+inline constexpr bool is_flat_v = is_flat<T>::value;
+
+inline constexpr std::size_t flat_header_bytes = 1 + sizeof(std::uint64_t);
+
+// What to_bytes writes before a flat value's elements.
+template <class T>
+std::array<std::byte, flat_header_bytes> flat_header(const T& value) {
+  static_assert(is_flat_v<T>);
+  std::array<std::byte, flat_header_bytes> header{};
+  header[0] = std::byte{serialization_format_version};
+  const std::uint64_t count = value.size();
+  std::memcpy(header.data() + 1, &count, sizeof count);
+  return header;
+}
+
+// The elements' bytes of a flat value: what to_bytes writes after flat_header.
+template <class T>
+std::span<const std::byte> flat_elements(const T& value) {
+  static_assert(is_flat_v<T>);
+  return {reinterpret_cast<const std::byte*>(value.data()), value.size() * sizeof(typename T::value_type)};
+}
+
+// Decodes a flat T from a message of `size` bytes that `read(into, n)` hands over in order,
+// straight into the new value. serialization_error (nothing more read) unless the message
+// is one flat T; std::bad_alloc (nothing read) when the value cannot be allocated.
+template <class T, class Read>
+T read_flat(std::size_t size, Read&& read) {
+  static_assert(is_flat_v<T>);
+  using E = typename T::value_type;
+  if (size < flat_header_bytes) {  // not one: from_bytes says why
+    std::vector<std::byte> bytes(size);
+    read(bytes.data(), size);
+    return from_bytes<T>(bytes);
+  }
+  const std::size_t n = (size - flat_header_bytes) / sizeof(E);
+  if (n * sizeof(E) != size - flat_header_bytes) {
+    throw serialization_error(serial_prefix<T>("from_bytes") + "a message of " + std::to_string(size) +
+                              " bytes is not a whole number of elements");
+  }
+  T value;
+  if (n * sizeof(E) >= huge_page_advice_bytes) {
+    value.reserve(n);
+    advise_huge_pages(value.data(), n * sizeof(E));
+  }
+  value.resize(n);
+  std::array<std::byte, flat_header_bytes> header;
+  read(header.data(), header.size());
+  std::uint64_t count = 0;
+  std::memcpy(&count, header.data() + 1, sizeof count);
+  if (std::to_integer<unsigned>(header[0]) != serialization_format_version || count != n) {
+    std::vector<std::byte> prefix(header.begin(), header.end());
+    (void)from_bytes<T>(prefix);  // throws the error from_bytes gives for such a message
+    throw serialization_error(serial_prefix<T>("from_bytes") + "element count " + std::to_string(count) +
+                              " does not match the message's " + std::to_string(n) + " elements");
+  }
+  read(reinterpret_cast<std::byte*>(value.data()), n * sizeof(E));
+  return value;
+}
+
+}  // namespace detail
+
 }  // namespace mproc

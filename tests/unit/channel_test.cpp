@@ -6,9 +6,13 @@
 
 #include "mproc/error.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <thread>
@@ -73,6 +77,119 @@ TEST(Channel, LargeMessagesSpanBlocksAndBlocksAreReused) {
     EXPECT_TRUE(got[0] == big) << "round " << round;
     EXPECT_EQ(got[1], "after");
   }
+}
+
+std::span<const std::byte> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+std::string patterned(std::size_t n, std::size_t seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 31 + seed);
+  return s;
+}
+
+TEST(Channel, PutPiecesPutsTheirConcatenationAsOneMessage) {
+  channel ch(0);
+  const std::string head = "head:";
+  const std::string body = patterned(std::size_t{3} << 20, 7);  // spans blocks
+  const std::span<const std::byte> pieces[] = {as_bytes(head), {}, as_bytes(body)};
+  EXPECT_EQ(ch.put_pieces(pieces, nullptr), 1U);
+  EXPECT_EQ(ch.put_pieces({}, nullptr), 1U);  // no piece: an empty message
+  const auto got = take(ch, 2);
+  ASSERT_EQ(got.size(), 2U);
+  EXPECT_TRUE(got[0] == head + body);
+  EXPECT_EQ(got[1], "");
+}
+
+// What a spanning sink saw: each message's size and the bytes it chose to read.
+struct spanning_log {
+  std::size_t read_at_most = SIZE_MAX;
+  std::vector<std::size_t> sizes;
+  std::vector<std::string> read;
+  std::vector<std::string> in_one_block;
+};
+
+std::size_t take_spanning(channel& ch, spanning_log& log, std::size_t max) {
+  return ch.get(
+      [](void* context, std::span<const std::byte> bytes) {
+        static_cast<spanning_log*>(context)->in_one_block.emplace_back(reinterpret_cast<const char*>(bytes.data()),
+                                                                       bytes.size());
+      },
+      &log, max, nullptr, nullptr, [](void* context, mproc::detail::message_reader& message) {
+        auto& l = *static_cast<spanning_log*>(context);
+        l.sizes.push_back(message.size());
+        std::string part(std::min(message.size(), l.read_at_most), '\0');
+        message.read(reinterpret_cast<std::byte*>(part.data()), part.size());
+        EXPECT_EQ(message.remaining(), message.size() - part.size());
+        EXPECT_THROW(message.read(reinterpret_cast<std::byte*>(part.data()), message.remaining() + 1), mproc::error);
+        l.read.push_back(std::move(part));
+      });
+}
+
+TEST(Channel, ASpanningSinkReadsMessagesThatSpanBlocksInPlace) {
+  channel ch(0);
+  const std::string big = patterned(std::size_t{1} << 20, 3);
+  ASSERT_EQ(give(ch, {"small", big, "tail"}), 3U);
+  spanning_log log;
+  EXPECT_EQ(take_spanning(ch, log, 3), 3U);
+  EXPECT_EQ(log.in_one_block, (std::vector<std::string>{"small", "tail"}));
+  ASSERT_EQ(log.read.size(), 1U);
+  EXPECT_EQ(log.sizes[0], big.size());
+  EXPECT_TRUE(log.read[0] == big);
+}
+
+TEST(Channel, WhatASpanningSinkLeavesUnreadIsSkipped) {
+  channel ch(0);
+  const std::string big = patterned(std::size_t{2} << 20, 5);
+  ASSERT_EQ(give(ch, {big, "next"}), 2U);
+  spanning_log log;
+  log.read_at_most = 1000;
+  EXPECT_EQ(take_spanning(ch, log, 2), 2U);
+  ASSERT_EQ(log.read.size(), 1U);
+  EXPECT_EQ(log.read[0], big.substr(0, 1000));
+  EXPECT_EQ(log.in_one_block, std::vector<std::string>{"next"});
+  EXPECT_EQ(ch.size(), 0U);
+}
+
+TEST(Channel, ASpanningSinkOutOfMemoryBeforeReadingLeavesTheMessageQueued) {
+  channel ch(0);
+  const std::string big = patterned(std::size_t{1} << 20, 9);
+  ASSERT_EQ(give(ch, {big}), 1U);
+  const auto no_memory = [](void*, mproc::detail::message_reader&) { throw std::bad_alloc(); };
+  const auto sink = [](void*, std::span<const std::byte>) {};
+  EXPECT_THROW(ch.get(sink, nullptr, 1, nullptr, nullptr, no_memory), std::bad_alloc);
+  EXPECT_EQ(ch.size(), 1U);
+  // With on_unreadable, it is taken and reported instead.
+  struct seen {
+    std::size_t length = 0;
+    std::string prefix;
+  } s;
+  EXPECT_EQ(ch.get(sink, &s, 1, nullptr,
+                   [](void* c, std::span<const std::byte> prefix, std::size_t length) {
+                     auto& into = *static_cast<seen*>(c);
+                     into.length = length;
+                     into.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+                   },
+                   no_memory),
+            1U);
+  EXPECT_EQ(s.length, big.size());
+  EXPECT_EQ(s.prefix, big.substr(0, mproc::detail::unreadable_prefix_bytes));
+  EXPECT_EQ(ch.size(), 0U);
+}
+
+TEST(Channel, ASpanningSinkThatThrowsAfterReadingConsumesTheMessage) {
+  channel ch(0);
+  ASSERT_EQ(give(ch, {patterned(std::size_t{1} << 20, 1), "after"}), 2U);
+  const auto sink = [](void*, std::span<const std::byte>) {};
+  EXPECT_THROW(ch.get(sink, nullptr, 2, nullptr, nullptr,
+                      [](void*, mproc::detail::message_reader& message) {
+                        std::byte b[16];
+                        message.read(b, sizeof b);
+                        throw std::runtime_error("undecodable");
+                      }),
+               std::runtime_error);
+  EXPECT_EQ(take(ch, 2), std::vector<std::string>{"after"});
 }
 
 TEST(Channel, MaxsizeCountsMessages) {

@@ -792,3 +792,62 @@ TEST(Serialize, BigContiguousContainersRoundTripThroughTheHugePagePath) {
   for (std::size_t i = 0; i < doubles.size(); ++i) doubles[i] = static_cast<double>(i) / 3;
   EXPECT_EQ(mproc::from_bytes<std::vector<double>>(mproc::to_bytes(doubles)), doubles);
 }
+
+// Flat values (detail::is_flat_v) travel as flat_header + flat_elements, which must be
+// exactly what to_bytes writes, and read_flat must decode exactly what from_bytes does.
+template <class T>
+void expect_flat_matches_to_bytes(const T& value) {
+  static_assert(mproc::detail::is_flat_v<T>);
+  const auto header = mproc::detail::flat_header(value);
+  const auto elements = mproc::detail::flat_elements(value);
+  std::vector<std::byte> pieces(header.begin(), header.end());
+  pieces.insert(pieces.end(), elements.begin(), elements.end());
+  EXPECT_EQ(pieces, mproc::to_bytes(value));
+  std::size_t at = 0;
+  const T back = mproc::detail::read_flat<T>(pieces.size(), [&](std::byte* into, std::size_t n) {
+    ASSERT_LE(at + n, pieces.size());
+    std::memcpy(into, pieces.data() + at, n);
+    at += n;
+  });
+  EXPECT_EQ(back, value);
+  EXPECT_EQ(at, pieces.size());
+}
+
+TEST(Serialize, FlatValuesArePutAsTheirHeaderThenTheirElements) {
+  static_assert(!mproc::detail::is_flat_v<std::vector<bool>>);
+  static_assert(!mproc::detail::is_flat_v<std::vector<std::string>>);
+  static_assert(!mproc::detail::is_flat_v<int>);
+  expect_flat_matches_to_bytes(std::vector<std::uint8_t>{});
+  expect_flat_matches_to_bytes(std::vector<std::uint8_t>{1, 2, 3});
+  expect_flat_matches_to_bytes(std::vector<double>{1.5, -2.25});
+  expect_flat_matches_to_bytes(std::vector<std::int64_t>(1000, -7));
+  expect_flat_matches_to_bytes(std::string("hello"));
+  expect_flat_matches_to_bytes(std::string());
+  expect_flat_matches_to_bytes(std::u16string(u"wide"));
+}
+
+TEST(Serialize, ReadFlatRejectsWhatFromBytesRejects) {
+  const auto reader = [](const std::vector<std::byte>& bytes) {
+    return [&bytes, at = std::size_t{0}](std::byte* into, std::size_t n) mutable {
+      if (at + n > bytes.size()) throw std::logic_error("read past the message");
+      std::memcpy(into, bytes.data() + at, n);
+      at += n;
+    };
+  };
+  auto good = mproc::to_bytes(std::vector<std::int32_t>{1, 2, 3});
+  auto wrong_version = good;
+  wrong_version[0] = std::byte{9};
+  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(wrong_version.size(), reader(wrong_version)),
+               mproc::serialization_error);
+  auto wrong_count = good;
+  wrong_count[1] = std::byte{2};
+  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(wrong_count.size(), reader(wrong_count)),
+               mproc::serialization_error);
+  auto ragged = good;
+  ragged.push_back(std::byte{0});
+  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(ragged.size(), reader(ragged)),
+               mproc::serialization_error);
+  const std::vector<std::byte> short_message(5, std::byte{1});
+  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(short_message.size(), reader(short_message)),
+               mproc::serialization_error);
+}

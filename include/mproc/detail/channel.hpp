@@ -46,6 +46,27 @@ using message_sink = void (*)(void* context, std::span<const std::byte> message)
 using unreadable_sink = void (*)(void* context, std::span<const std::byte> prefix, std::size_t length);
 inline constexpr std::size_t unreadable_prefix_bytes = 64;
 
+// A message that spans blocks, read in order straight from them (get's `on_spanning`), so
+// that a consumer can put the bytes where they go (a big vector) instead of into a
+// gathered copy first.
+class message_reader {
+ public:
+  std::size_t size() const noexcept { return size_; }        // the message's length
+  std::size_t remaining() const noexcept { return left_; }  // bytes not read yet
+  // The next n bytes; mproc::error past the message's end.
+  virtual void read(std::byte* into, std::size_t n) = 0;
+
+ protected:
+  explicit message_reader(std::size_t size) noexcept : size_(size), left_(size) {}
+  ~message_reader() = default;
+  std::size_t size_;
+  std::size_t left_;
+};
+using spanning_sink = void (*)(void* context, message_reader& message);
+
+// A message given as pieces, written one after another (put_pieces).
+using message_pieces = std::span<const std::span<const std::byte>>;
+
 class channel {
  public:
   explicit channel(std::size_t maxsize);
@@ -59,15 +80,21 @@ class channel {
   // deadline passed (all of them when it did not).
   std::size_t put(std::span<const std::byte> data, std::span<const std::size_t> ends,
                   const deadline_t* deadline);
+  // Puts one message made of `pieces` (a header, then a payload read where it lies): as
+  // put of their concatenation, without making it. Returns 1, or 0 when the deadline passed.
+  std::size_t put_pieces(message_pieces pieces, const deadline_t* deadline);
 
   // Takes at least one and at most `max_messages` messages, handing each to `sink`.
   // Returns how many were taken: 0 when the deadline passed first. A message spanning
   // blocks is gathered into one buffer first; when that allocation fails (std::bad_alloc),
   // the message stays queued and get throws, unless it is the call's first message and
   // `on_unreadable` is given: then that callback gets the message's first bytes (up to
-  // unreadable_prefix_bytes) and its length, and the message is taken.
+  // unreadable_prefix_bytes) and its length, and the message is taken. With `on_spanning`,
+  // a message spanning blocks goes to it instead, to read in place: what it leaves unread
+  // is skipped; if it throws std::bad_alloc before reading a byte, the message is treated
+  // as one that could not be gathered (above); any other exception, as the sink's.
   std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
-                  unreadable_sink on_unreadable = nullptr);
+                  unreadable_sink on_unreadable = nullptr, spanning_sink on_spanning = nullptr);
 
   std::size_t size() const noexcept;  // messages put and not yet taken
   std::size_t maxsize() const noexcept;
