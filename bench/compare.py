@@ -266,7 +266,9 @@ ROWS: list[Row] = [
         # memcpy moves 8× the iterations, boost 2× (bench/queue_bench.cpp).
         row_programs("queue-large", "mproc_queue_bench", 1000, "queue_bench.py", 400),
         baseline="memcpy",
-        goals=[Goal("mproc ≥ 2× Boost", "mproc", "boost", min_speedup=2)],
+        # DESIGN.md: either one meets the row.
+        goals=[Goal("mproc ≥ 2× Boost", "mproc", "boost", min_speedup=2),
+               Goal("or mproc ≥ 0.9× memcpy", "mproc", "memcpy", min_speedup=0.9)],
         speedups=[("mproc", "boost"), ("mproc", "python_queue")]),
     Row("ping-pong", "round trip between two processes through two queue<uint64_t>", time_per_op("µs/round trip"),
         [Contender("futex_pingpong", "raw futex ping-pong, spin then FUTEX_WAIT"),

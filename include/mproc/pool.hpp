@@ -825,7 +825,9 @@ class pool {
   }
 
   // f over items, results in input order. chunksize 0: Python's rule,
-  // ceil(len / (4 × workers)).
+  // ceil(len / (4 × workers)), capped at 32 KiB of items per chunk. The chunks go to the
+  // workers a window at a time (4 per worker), whatever the input's size; map reads the
+  // caller's items in place, map_async copies them.
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& items, std::size_t chunksize = 0) {
     return map_and_wait<false>(f, std::forward<Range>(items), chunksize);

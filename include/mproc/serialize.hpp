@@ -459,7 +459,7 @@ T read_flat(std::size_t size, Read&& read) {
     throw serialization_error(serial_prefix<T>("from_bytes") + "element count " + std::to_string(count) +
                               " does not match the message's " + std::to_string(n) + " elements");
   }
-  read(reinterpret_cast<std::byte*>(value.data()), n * sizeof(E));
+  if (n != 0) read(reinterpret_cast<std::byte*>(value.data()), n * sizeof(E));  // data() may be null
   return value;
 }
 
