@@ -1,24 +1,26 @@
 // Memory for a pool's per-task states (async_state), kept for reuse instead of given back.
 //
-// A burst of N apply_async calls makes N states of ~250 bytes. Freed into malloc, they sit
-// at the top of the heap, which glibc then gives back to the kernel (trimming), so the
-// next burst faults every page in again: on the VMs mproc is measured on (~12 µs a fault)
-// that was ~0.7 µs of a 1M-task burst's ~2 µs per task, and the rate fell as bursts grew
-// (1.5M tasks/s at 10k, 0.45M at 1M; 1.5M at 1M with trimming turned off). The arena
-// keeps freed blocks on free lists by size, so a pool's memory for states stays at its
-// peak number of tasks in flight and is given back when the pool and its last result go.
+// A burst of N apply_async calls makes N states of ~250 bytes. From malloc, the first
+// burst faults each new page in (~12 µs a fault on the VMs mproc is measured on: ~0.75 µs
+// of a task's ~2 µs at 1M tasks), and freed states sit at the top of the heap, which glibc
+// gives back to the kernel (trimming), so every later burst faulted them in again: the
+// rate fell as bursts grew (1.5M tasks/s at 10k, 0.3-0.45M at 1M). The arena carves
+// states out of slabs that grow with it, up to 2 MiB ones in transparent huge pages (a
+// fault per 2 MiB), and keeps freed ones on free lists by size: a pool's memory for states
+// stays at its peak number of tasks in flight, and is given back when the pool and its
+// last result are gone.
 //
 // An arena belongs to the process that made it: in a forked child its lock may have been
-// held by a thread that does not exist there, so the child allocates and frees with
-// operator new and delete directly (every block came from operator new).
+// held by a thread that does not exist there, so the child allocates with operator new and
+// frees no block of the arena's sizes, its own or the parent's copies: a forked copy of a
+// pool is inert, and what its results hold is left to the child's exit.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <new>
-#include <utility>
+#include <vector>
 
 namespace mproc::detail {
 
@@ -30,54 +32,34 @@ class state_arena {
   state_arena() = default;
   state_arena(const state_arena&) = delete;
   state_arena& operator=(const state_arena&) = delete;
-  ~state_arena() {
-    for (block*& head : free_) {
-      while (head != nullptr) ::operator delete(std::exchange(head, head->next));
-    }
-  }
+  ~state_arena();
 
-  void* allocate(std::size_t bytes) {
-    const std::size_t c = size_class(bytes);
-    if (c == no_class || !mine()) return ::operator new(bytes);
-    {
-      std::lock_guard lock(mutex_);
-      if (block* b = free_[c]) {
-        free_[c] = b->next;
-        return b;
-      }
-    }
-    return ::operator new(class_bytes(c));
-  }
-  void deallocate(void* p, std::size_t bytes) noexcept {
-    const std::size_t c = size_class(bytes);
-    if (c == no_class || !mine()) {
-      ::operator delete(p);
-      return;
-    }
-    auto* b = ::new (p) block{nullptr};
-    std::lock_guard lock(mutex_);
-    b->next = free_[c];
-    free_[c] = b;
-  }
+  void* allocate(std::size_t bytes);
+  void deallocate(void* p, std::size_t bytes) noexcept;
+
+  // Blocks bigger than this come from operator new and go back to operator delete.
+  static constexpr std::size_t largest_block = 1024;
 
  private:
   struct block {
     block* next;
   };
+  struct slab {
+    std::byte* base;
+    std::size_t bytes;
+  };
   static constexpr std::size_t granule = 64;
-  static constexpr std::size_t classes = 16;  // up to 1 KiB; bigger states use operator new
-  static constexpr std::size_t no_class = classes;
-  static constexpr std::size_t size_class(std::size_t bytes) noexcept {
-    const std::size_t c = (bytes + granule - 1) / granule - 1;
-    return bytes == 0 || c >= classes ? no_class : c;
-  }
-  static constexpr std::size_t class_bytes(std::size_t c) noexcept { return (c + 1) * granule; }
+  static constexpr std::size_t classes = largest_block / granule;
   bool mine() const noexcept { return fork_generation_now() == generation_; }
+  void* carve(std::size_t bytes);  // under mutex_
 
   const std::uint32_t generation_ = fork_generation_now();
-
   std::mutex mutex_;
   block* free_[classes] = {};
+  std::vector<slab> slabs_;
+  std::byte* next_ = nullptr;  // the unused rest of the newest slab
+  std::byte* end_ = nullptr;
+  std::size_t slab_total_ = 0;  // bytes in all slabs
 };
 
 // An allocator for std::allocate_shared that draws from a state_arena, which it keeps alive.
@@ -90,7 +72,7 @@ class arena_allocator {
   arena_allocator(const arena_allocator<U>& other) noexcept : arena_(other.arena_) {}
 
   T* allocate(std::size_t n) {
-    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+    static_assert(alignof(T) <= 64, "state_arena blocks are aligned to 64 bytes");
     return static_cast<T*>(arena_->allocate(n * sizeof(T)));
   }
   void deallocate(T* p, std::size_t n) noexcept { arena_->deallocate(p, n * sizeof(T)); }
