@@ -159,12 +159,13 @@ class queue {
       const auto header = detail::flat_header(value);
       const std::span<const std::byte> pieces[] = {header, detail::flat_elements(value)};
       return channel_->put_pieces(pieces, deadline) == 1;
+    } else {
+      auto& buffer = detail::encode_buffer();
+      buffer.clear();
+      to_bytes(value, buffer);
+      const std::size_t end = buffer.size();
+      return channel_->put(buffer, {&end, 1}, deadline) == 1;
     }
-    auto& buffer = detail::encode_buffer();
-    buffer.clear();
-    to_bytes(value, buffer);
-    const std::size_t end = buffer.size();
-    return channel_->put(buffer, {&end, 1}, deadline) == 1;
   }
 
   std::optional<T> get_until(const detail::deadline_t* deadline) {
