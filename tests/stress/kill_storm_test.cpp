@@ -1324,9 +1324,11 @@ void storm::submit_tasks(mproc::pool& pool) {
               .then([this, id](const u64&) { settle(id, outcome_wrong, "returned instead of throwing"); }, on_error);
           break;
         case kind_map: {
-          std::vector<u64> items(1 + rng() % 12);
+          // Up to 48 chunks: past the map's window (4 per worker), so that chunks are fed
+          // from the result thread while workers die.
+          std::vector<u64> items(1 + rng() % 48);
           for (std::size_t k = 0; k < items.size(); ++k) items[k] = id * 64 + k;
-          pool.map_async(task_item, items, 1 + rng() % 4)
+          pool.map_async(task_item, items, 1 + rng() % 2)
               .then(
                   [this, id, items](const std::vector<u64>& v) {
                     bool right = v.size() == items.size();
