@@ -234,9 +234,7 @@ struct stream_reader {
   }
   // The next n bytes when they lie in one block (read in place, no copy); else null.
   const std::byte* contiguous(std::size_t n) {
-    if (n == 0) return s.block(pos.block) + pos.offset;
-    enter_next_block_if_full();
-    if (available_here() < n) return nullptr;
+    if (!fits_here(n)) return nullptr;
     const std::byte* p = s.block(pos.block) + pos.offset;
     pos.offset += static_cast<std::uint32_t>(n);
     return p;

@@ -489,8 +489,8 @@ class map_gather {
 // window keeps the task and result channels at a few chunks whatever the input's size, so
 // their memory stays mapped and warm; submitting a 10M-item map at once put 40 MB through
 // freshly faulted shared memory (~12 µs a page on a VM). After a failure it submits no more.
-template <bool star, class F, class T, class R>
-class map_feed : public std::enable_shared_from_this<map_feed<star, F, T, R>> {
+template <class T, class R>
+class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
  public:
   // `items` stays valid until the feed ends: the caller's own memory while it waits for the
   // result (map), or `owned` (map_async).
@@ -959,7 +959,7 @@ class pool {
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, star>())::type;
     static_assert(!std::is_void_v<R>, "pool::map needs a function that returns a value; use apply_async for void tasks");
-    using feed_type = detail::map_feed<star, F, T, R>;
+    using feed_type = detail::map_feed<T, R>;
     auto state = make_state<std::vector<R>>();
     if (all.empty()) {
       state->set_value(std::vector<R>{});

@@ -444,11 +444,7 @@ T read_flat(std::size_t size, Read&& read) {
                               " bytes is not a whole number of elements");
   }
   T value;
-  if (n * sizeof(E) >= huge_page_advice_bytes) {
-    value.reserve(n);
-    advise_huge_pages(value.data(), n * sizeof(E));
-  }
-  value.resize(n);
+  resize_big(value, n);
   std::array<std::byte, flat_header_bytes> header;
   read(header.data(), header.size());
   std::uint64_t count = 0;

@@ -355,12 +355,7 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
   void load_contiguous(C& c) {
     using T = typename C::value_type;
     const std::size_t n = load_count(sizeof(T));
-    if (n * sizeof(T) >= detail::huge_page_advice_bytes && c.capacity() < n) {  // see big_vector.hpp
-      c.clear();
-      c.reserve(n);
-      detail::advise_huge_pages(c.data(), n * sizeof(T));
-    }
-    c.resize(n);
+    detail::resize_big(c, n);
     load_binary(c.data(), n * sizeof(T));
   }
 

@@ -20,15 +20,25 @@ inline constexpr std::size_t huge_page_advice_bytes = std::size_t{4} << 20;
 // pages. Memory outside that range is untouched; failure (no THP support) is ignored.
 void advise_huge_pages(void* data, std::size_t bytes) noexcept;
 
-// std::vector<T>(n), with the advice above for a big one: reserve, advise, then construct.
+// c.resize(n) for a contiguous container (a vector, a string), with the advice above when
+// the n elements take huge_page_advice_bytes or more and need a new allocation: reserve,
+// advise, then construct the elements.
+template <class C>
+void resize_big(C& c, std::size_t n) {
+  const std::size_t bytes = n * sizeof(typename C::value_type);
+  if (bytes >= huge_page_advice_bytes && c.capacity() < n) {
+    c.clear();
+    c.reserve(n);
+    advise_huge_pages(c.data(), bytes);
+  }
+  c.resize(n);
+}
+
+// std::vector<T>(n), through resize_big.
 template <class T>
 std::vector<T> make_big_vector(std::size_t n) {
   std::vector<T> v;
-  if (n * sizeof(T) >= huge_page_advice_bytes) {
-    v.reserve(n);
-    advise_huge_pages(v.data(), n * sizeof(T));
-  }
-  v.resize(n);
+  resize_big(v, n);
   return v;
 }
 
