@@ -30,7 +30,7 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 5;
+constexpr std::uint32_t layout_version = 6;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).
@@ -115,6 +115,7 @@ struct header {
   wakeup all_done;
 
   alignas(64) std::atomic<std::uint64_t> owner_deaths;
+  std::atomic<std::uint64_t> lane_takeovers;  // those of owner_deaths that were a lane's producer
 
   lane lanes[lane_count];
 };
@@ -447,6 +448,7 @@ struct channel::state {
         l.holder.store(serial, std::memory_order_relaxed);
         if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
           h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+          h->lane_takeovers.fetch_add(1, std::memory_order_relaxed);
           chosen = i;
         }
       }
@@ -569,6 +571,7 @@ channel::~channel() = default;
 std::size_t channel::size() const noexcept { return state_->size(); }
 std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(state_->h->maxsize); }
 std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
+std::uint64_t channel::lane_takeovers() const noexcept { return state_->h->lane_takeovers.load(); }
 fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
 void channel::forget_descriptor() noexcept { state_->mem->forget_descriptor(); }
 

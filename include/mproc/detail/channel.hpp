@@ -105,6 +105,9 @@ class channel {
 
   // How many times a process was found dead holding one of the channel's locks.
   std::uint64_t owner_deaths() const noexcept;
+  // Of those, how many were a producer found dead owning its lane, which a new producer
+  // then took over (the others: a lock's holder).
+  std::uint64_t lane_takeovers() const noexcept;
 
   // Inside the sink of a get: the id of the message handed (its lane and its place there).
   std::uint64_t message_id() const noexcept;
