@@ -139,7 +139,7 @@ int start_watcher(pid_t pid, std::error_code& ec) noexcept {
 
 // --- child_handle --------------------------------------------------------------------------
 
-child_handle child_handle::open(pid_t pid, std::error_code& ec) noexcept {
+child_handle child_handle::open(pid_t pid, std::error_code& ec, without_pidfd fallback) noexcept {
   child_handle handle;
   const int pidfd = pidfd_open(pid, ec);
   if (pidfd >= 0) {
@@ -150,6 +150,11 @@ child_handle child_handle::open(pid_t pid, std::error_code& ec) noexcept {
   }
   if (ec != std::errc::function_not_supported) return handle;
   // No pidfds here (old kernel, valgrind, MPROC_FORCE_NO_PIDFD=1): fall back to the pid.
+  if (fallback == without_pidfd::pid_only) {
+    ec.clear();
+    handle.pid_ = pid;
+    return handle;
+  }
   const int notice = start_watcher(pid, ec);
   if (notice < 0) return handle;
   handle.pid_ = pid;

@@ -18,6 +18,10 @@
 //   pthread_atfork handler), so a process that has watchers may still fork; a forked
 //   child closes every watcher's write end it inherited, so it never delays another
 //   process's end-of-file. A watcher costs one thread while its child runs.
+//   A process that must stay single-threaded (the pool's zygote: its workers are forked
+//   from it and must inherit no lock a thread holds) opens its handles with
+//   without_pidfd::pid_only instead: no watcher, fd() is -1 without pidfds, and the
+//   process learns of its children's ends another way (a SIGCHLD signalfd).
 // - Pid-reuse caveat of the fallback: a pid is unique only until it is reaped. The owner
 //   of the handle reaps through it and never signals after reaping (child_record holds
 //   its lock across both), so it cannot hit a recycled pid -- unless someone reaped the
@@ -34,13 +38,20 @@
 
 namespace mproc::detail {
 
+// What a handle does for a child's end when the system has no pidfds.
+enum class without_pidfd {
+  watcher_thread,  // fd() is a pipe that a watcher thread closes when the child ends
+  pid_only,        // fd() is -1: the caller learns of the end itself, and starts no thread
+};
+
 class child_handle {
  public:
   child_handle() noexcept = default;
   // For `pid`, a child of the calling process not yet reaped: call it right after
   // fork(2). On failure (no descriptor, no thread) the handle is empty and `ec` says why;
   // the child is then still the caller's to end and reap.
-  static child_handle open(pid_t pid, std::error_code& ec) noexcept;
+  static child_handle open(pid_t pid, std::error_code& ec,
+                           without_pidfd fallback = without_pidfd::watcher_thread) noexcept;
 
   child_handle(child_handle&& other) noexcept;
   child_handle& operator=(child_handle&& other) noexcept;
@@ -48,9 +59,10 @@ class child_handle {
   child_handle& operator=(const child_handle&) = delete;
   ~child_handle() { reset(); }
 
-  explicit operator bool() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return pid_ != 0; }
   pid_t pid() const noexcept { return pid_; }
-  // Readable once the child has ended (before it is reaped); for poll(2). -1 when empty.
+  // Readable once the child has ended (before it is reaped); for poll(2). -1 when empty,
+  // and without pidfds when opened pid_only.
   int fd() const noexcept { return fd_; }
   // The pidfd, or -1 without pidfd support: what to pass to another process that must
   // signal the child (see send_signal() in syscall.hpp).

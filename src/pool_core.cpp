@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -828,6 +829,20 @@ namespace {
   const int parent_fd = pidfd_open(parent, ec);
   if ((parent_fd < 0 && ec != std::errc::function_not_supported) || ::getppid() != parent) ::_exit(1);
   const int parent_check_ms = parent_fd < 0 ? 100 : -1;
+  // Without pidfds the zygote hears of its workers' ends through a SIGCHLD signalfd, not
+  // through child_handle's watcher threads: it must stay single-threaded, or a worker
+  // forked while a watcher thread held a lock (an allocator's, as ASan's does as the
+  // thread exits) would inherit it held, and deadlock on it.
+  sigset_t chld_only, old_mask;
+  sigemptyset(&old_mask);
+  sigemptyset(&chld_only);
+  sigaddset(&chld_only, SIGCHLD);
+  unique_fd child_ended;
+  if (!pidfds_supported()) {
+    ::sigprocmask(SIG_BLOCK, &chld_only, &old_mask);  // blocked: queued for the signalfd
+    child_ended.reset(::signalfd(-1, &chld_only, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!child_ended) ::_exit(1);
+  }
   struct child {
     std::uint32_t slot;
     child_handle handle;  // an unreaped child of the zygote: signals never hit a reused pid
@@ -845,13 +860,19 @@ namespace {
   std::vector<pollfd> fds;
   for (;;) {
     if (quitting && children.empty()) ::_exit(0);
-    fds.assign({{sock, POLLIN, 0}, {parent_fd, POLLIN, 0}});
+    fds.assign({{sock, POLLIN, 0}, {parent_fd, POLLIN, 0}, {child_ended.get(), POLLIN, 0}});
     for (const child& c : children) fds.push_back({c.handle.fd(), POLLIN, 0});
     if (::poll(fds.data(), fds.size(), parent_check_ms) < 0) continue;
     if (fds[1].revents != 0 || (parent_fd < 0 && ::getppid() != parent)) reap_all_and_exit();  // the parent died
-    for (std::size_t i = 2; i < fds.size(); ++i) {
-      if (fds[i].revents == 0) continue;
-      child& c = children[i - 2];
+    const bool some_child_ended = fds[2].revents != 0;
+    if (some_child_ended) {
+      signalfd_siginfo info;
+      while (::read(child_ended.get(), &info, sizeof info) > 0) {
+      }
+    }
+    for (std::size_t i = 3; i < fds.size(); ++i) {
+      if (fds[i].revents == 0 && !some_child_ended) continue;
+      child& c = children[i - 3];
       const std::optional<int> code = c.handle.try_reap(ec);
       if (!code) continue;
       const report r{report_kind::exited, c.slot, c.handle.pid(), *code};
@@ -872,6 +893,10 @@ namespace {
         if (pid == 0) {
           ::close(sock);
           ::close(parent_fd);
+          if (child_ended) {
+            child_ended.reset();
+            ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+          }
           for (child& c : children) c.handle.reset();
           worker_main(p, cmd.slot, self);
         }
@@ -886,7 +911,7 @@ namespace {
           spawn_failed(errno);
           break;
         }
-        child_handle handle = child_handle::open(pid, ec);
+        child_handle handle = child_handle::open(pid, ec, without_pidfd::pid_only);
         if (!handle) {  // a worker we could not watch would never be reported
           ::kill(pid, SIGKILL);
           int status;
