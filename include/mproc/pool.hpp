@@ -58,10 +58,10 @@
 #include <utility>
 #include <vector>
 
-#include "mproc/detail/big_vector.hpp"
-#include "mproc/detail/duration.hpp"
-#include "mproc/detail/pool_core.hpp"
-#include "mproc/detail/state_arena.hpp"
+#include "mproc/detail/os/big_vector.hpp"
+#include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 

@@ -49,7 +49,7 @@
 #include <utility>
 #include <vector>
 
-#include "mproc/detail/duration.hpp"
+#include "mproc/detail/wait/duration.hpp"
 #include "mproc/error.hpp"
 #include "mproc/types.hpp"
 

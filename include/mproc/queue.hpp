@@ -35,8 +35,8 @@
 #include <string>
 #include <vector>
 
-#include "mproc/detail/channel.hpp"
-#include "mproc/detail/duration.hpp"
+#include "mproc/detail/ipc/channel.hpp"
+#include "mproc/detail/wait/duration.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 

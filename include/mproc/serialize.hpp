@@ -122,7 +122,7 @@
 #include <cxxabi.h>  // abi::__forced_unwind: thread cancellation must unwind untouched
 #endif
 
-#include "mproc/detail/archive.hpp"
+#include "mproc/detail/serialize/archive.hpp"
 #include "mproc/error.hpp"
 
 namespace mproc {

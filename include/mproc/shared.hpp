@@ -31,7 +31,7 @@
 #include <string>
 #include <type_traits>
 
-#include "mproc/detail/sync_core.hpp"
+#include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
 #include "mproc/sync.hpp"
 

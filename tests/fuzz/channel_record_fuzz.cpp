@@ -31,7 +31,7 @@
 #include <span>
 #include <vector>
 
-#include "channel_stream.hpp"
+#include "ipc/channel_stream.hpp"
 #include "fuzz_target.hpp"
 #include "mproc/error.hpp"
 

@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "fuzz_target.hpp"
-#include "mproc/detail/pool_core.hpp"
+#include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/error.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/serialize.hpp"

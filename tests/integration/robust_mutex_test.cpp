@@ -1,6 +1,6 @@
 // The robust process-shared mutex under every mproc lock (src/robust_mutex.hpp), with real
 // processes: a waiter whose wake was lost must still take the lock once it is free.
-#include "robust_mutex.hpp"
+#include "wait/robust_mutex.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -2,7 +2,7 @@
 // a take: a worker killed before its take of a task commits must leave the task to
 // another worker (not fail it as lost, or it runs and is reported lost), and one killed
 // after must lose it (not leave it unreported, or its caller waits forever).
-#include "task_claim.hpp"
+#include "pool/task_claim.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -18,7 +18,7 @@
 #include <span>
 #include <vector>
 
-#include "mproc/detail/channel.hpp"
+#include "mproc/detail/ipc/channel.hpp"
 
 namespace {
 

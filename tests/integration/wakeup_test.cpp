@@ -11,7 +11,7 @@
 #include <chrono>
 #include <new>
 
-#include "futex.hpp"
+#include "wait/futex.hpp"
 #include "test_support.hpp"
 
 namespace {

@@ -1,5 +1,5 @@
 // The byte-level channel under the queues, in one process.
-#include "mproc/detail/channel.hpp"
+#include "mproc/detail/ipc/channel.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>

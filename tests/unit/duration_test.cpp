@@ -1,4 +1,4 @@
-#include "mproc/detail/duration.hpp"
+#include "mproc/detail/wait/duration.hpp"
 
 #include <gtest/gtest.h>
 

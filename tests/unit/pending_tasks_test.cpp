@@ -1,5 +1,5 @@
 // The pool's table of pending tasks (src/pending_tasks.hpp).
-#include "pending_tasks.hpp"
+#include "pool/pending_tasks.hpp"
 
 #include <gtest/gtest.h>
 

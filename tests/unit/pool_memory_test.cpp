@@ -6,8 +6,8 @@
 #include <numeric>
 #include <vector>
 
-#include "mproc/detail/big_vector.hpp"
-#include "mproc/detail/state_arena.hpp"
+#include "mproc/detail/os/big_vector.hpp"
+#include "mproc/detail/pool/state_arena.hpp"
 
 namespace {
 

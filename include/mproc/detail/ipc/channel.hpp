@@ -1,0 +1,136 @@
+// The byte-level core under every queue type: a multi-producer multi-consumer channel of
+// variable-size messages in shared memory. Typed queues are thin templates over it.
+//
+// Contract:
+// - Messages are byte strings of any size; each is delivered whole to exactly one
+//   consumer, FIFO per producer. `maxsize` (0: unbounded) counts messages, as in Python:
+//   a producer waits while the queue holds maxsize. Producers that put at the same instant
+//   may each add their message past it (at most one message per such producer); a single
+//   producer never does.
+// - Shared memory is one memfd: nothing is ever named in /dev/shm. A process maps it when
+//   it creates the channel, inherits it by fork, or claims it from an fd_token.
+// - Lanes: each producing thread (per channel object) writes its own lane, a record
+//   stream that only it appends to, so a put takes no lock at all: it writes, then
+//   publishes the lane's end with one release store. Consumers take from any lane, each
+//   lane under a robust process-shared lock of its own. When every lane is held by a live
+//   producer, the others share one lane under a robust lock.
+// - Crash safety: a process killed at any instant inside any call leaves the channel
+//   consistent. A producer killed mid-write never published: its message is absent, and
+//   the next owner of its lane overwrites the bytes. A consumer's commit (head and count)
+//   goes through a small journal that the lane's next locker replays. A consumer commits
+//   its read only once it has used the bytes, so a consumer killed mid-get leaves the
+//   message for the next one.
+// - Blocking calls take an optional absolute CLOCK_MONOTONIC deadline (null: forever; in
+//   the past: do not wait). They spin briefly, then sleep on a futex; a side is woken only
+//   when it announced that it sleeps.
+// - Thread safety: every member may be called from any thread of any process.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "mproc/detail/os/fd_token.hpp"
+
+namespace mproc::detail {
+
+using deadline_t = std::chrono::steady_clock::time_point;
+
+// Receives one message's bytes; valid only during the call. May throw: the message is
+// consumed all the same (a message that cannot be decoded must not block the channel).
+using message_sink = void (*)(void* context, std::span<const std::byte> message);
+
+// Receives the first bytes and the full length of a message too large to gather (get).
+using unreadable_sink = void (*)(void* context, std::span<const std::byte> prefix, std::size_t length);
+inline constexpr std::size_t unreadable_prefix_bytes = 64;
+
+// A message that spans blocks, read in order straight from them (get's `on_spanning`), so
+// that a consumer can put the bytes where they go (a big vector) instead of into a
+// gathered copy first.
+class message_reader {
+ public:
+  std::size_t size() const noexcept { return size_; }        // the message's length
+  std::size_t remaining() const noexcept { return left_; }  // bytes not read yet
+  // The next n bytes; mproc::error past the message's end.
+  virtual void read(std::byte* into, std::size_t n) = 0;
+
+ protected:
+  explicit message_reader(std::size_t size) noexcept : size_(size), left_(size) {}
+  ~message_reader() = default;
+  std::size_t size_;
+  std::size_t left_;
+};
+using spanning_sink = void (*)(void* context, message_reader& message);
+
+// A message given as pieces, written one after another (put_pieces).
+using message_pieces = std::span<const std::span<const std::byte>>;
+
+class channel {
+ public:
+  explicit channel(std::size_t maxsize);
+  explicit channel(const fd_token& token);  // the channel another process described
+  ~channel();
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  // Puts `messages[i]` = bytes [ends[i-1], ends[i]) of `data`, in order. Waits for room
+  // while the channel holds maxsize messages. Returns how many were put before the
+  // deadline passed (all of them when it did not).
+  std::size_t put(std::span<const std::byte> data, std::span<const std::size_t> ends,
+                  const deadline_t* deadline);
+  // Puts one message made of `pieces` (a header, then a payload read where it lies): as
+  // put of their concatenation, without making it. Returns 1, or 0 when the deadline passed.
+  std::size_t put_pieces(message_pieces pieces, const deadline_t* deadline);
+
+  // Takes at least one and at most `max_messages` messages, handing each to `sink`.
+  // Returns how many were taken: 0 when the deadline passed first. A message spanning
+  // blocks is gathered into one buffer first; when that allocation fails (std::bad_alloc),
+  // the message stays queued and get throws, unless it is the call's first message and
+  // `on_unreadable` is given: then that callback gets the message's first bytes (up to
+  // unreadable_prefix_bytes) and its length, and the message is taken. With `on_spanning`,
+  // a message spanning blocks goes to it instead, to read in place: what it leaves unread
+  // is skipped; if it throws std::bad_alloc before reading a byte, the message is treated
+  // as one that could not be gathered (above); any other exception, as the sink's.
+  std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
+                  unreadable_sink on_unreadable = nullptr, spanning_sink on_spanning = nullptr);
+
+  std::size_t size() const noexcept;  // messages put and not yet taken
+  std::size_t maxsize() const noexcept;
+
+  // joinable_queue: one task of the messages put is done; join waits until all are.
+  void task_done();
+  bool join(const deadline_t* deadline);
+
+  // How many times a process was found dead holding one of the channel's locks.
+  std::uint64_t owner_deaths() const noexcept;
+  // Of those, how many were a producer found dead owning its lane, which a new producer
+  // then took over (the others: a lock's holder).
+  std::uint64_t lane_takeovers() const noexcept;
+
+  // Inside the sink of a get: the id of the message handed (its lane and its place there).
+  std::uint64_t message_id() const noexcept;
+  // Whether the take of message `id` has committed (it can no longer be taken again).
+  bool committed(std::uint64_t id) const noexcept;
+  // Whether the calling thread holds the consumers' lock of the lane of message `id`: in
+  // a get's sink, that message's lane; in hold_consumers' action, every lane.
+  bool held_by_caller(std::uint64_t id) const noexcept;
+
+  // Runs `action(context)` holding the consumers' lock of every lane, recovered first from
+  // a consumer that died holding it: no get commits meanwhile. Waits for live consumers.
+  void hold_consumers(void (*action)(void* context), void* context);
+
+  fd_token token() const;
+
+  // For a copy in a forked process that will never use the channel (a pool's, in a
+  // child): closes its descriptor. Async-signal-safe.
+  void forget_descriptor() noexcept;
+
+  struct state;  // defined in src/channel.cpp
+
+ private:
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,247 @@
+#include "mproc/process.hpp"
+
+#include <cxxabi.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <exception>
+#include <typeinfo>
+
+#include "mproc/detail/os/type_name.hpp"
+#include "process/child_record.hpp"
+#include "process/runtime.hpp"
+#include "os/syscall.hpp"
+
+namespace mproc {
+namespace {
+
+std::string next_default_name() {
+  static std::atomic<unsigned> counter{0};
+  return "process-" + std::to_string(++counter);
+}
+
+// Python prints the traceback of an exception escaping run(); mproc prints one line.
+void report_uncaught(const std::string& process_name) noexcept {
+  try {
+    std::string line = "process " + process_name + " (pid " + std::to_string(detail::current_pid()) + "): ";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      line += detail::demangled_name(typeid(e)) + ": " + e.what();
+    } catch (...) {
+      const std::type_info* type = abi::__cxa_current_exception_type();
+      line += (type != nullptr ? detail::demangled_name(*type) : std::string("unknown")) +
+              ": (not derived from std::exception)";
+    }
+    line += '\n';
+    detail::flush_std_streams();
+    // One write(2), so that lines of processes sharing stderr do not interleave.
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+  } catch (...) {
+  }
+}
+
+}  // namespace
+
+struct process::impl {
+  std::unique_ptr<detail::target_base> target;
+  std::string name = next_default_name();
+  bool daemon = false;
+  std::shared_ptr<detail::child_record> child;  // null before start()
+
+  // The child of a started process, checked to belong to the calling process.
+  detail::child_record& own_child(const char* action) const {
+    if (!child) throw error("cannot " + std::string(action) + " process " + name + ": it was never started");
+    if (child->owner() != detail::current_pid()) {
+      throw error("cannot " + std::string(action) + " process " + name +
+                  ": only the process that started it can");
+    }
+    return *child;
+  }
+};
+
+process::process() : process(std::unique_ptr<detail::target_base>{}) {}
+
+process::process(std::unique_ptr<detail::target_base> target) : impl_(std::make_unique<impl>()) {
+  impl_->target = std::move(target);
+}
+
+process::process(process&&) noexcept = default;
+
+process& process::operator=(process&& other) noexcept {
+  if (this != &other) {
+    process doomed(std::move(*this));  // hands a running child to the runtime
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+
+process::~process() {
+  if (!impl_ || !impl_->child || impl_->child->owner() != detail::current_pid()) return;
+  detail::runtime::instance().hand_off(std::move(impl_->child));
+}
+
+process::impl& process::state() const {
+  if (!impl_) throw error("use of a moved-from mproc::process");
+  return *impl_;
+}
+
+void process::start() {
+  impl& s = state();
+  if (s.child) throw error("process " + s.name + " was already started; a process can start only once");
+  auto child = std::make_shared<detail::child_record>(s.name, s.daemon);
+  detail::runtime& rt = detail::runtime::instance();
+  rt.active_children();  // reap what ended meanwhile, as Python's start() does
+  const process_info parent = current_process();
+
+  detail::flush_std_streams();
+  const pid_t pid = ::fork();
+  if (pid < 0) detail::throw_system_error(detail::last_error(), "fork");
+  if (pid == 0) run_in_child(parent);
+
+  std::error_code ec;
+  detail::child_handle handle = detail::child_handle::open(pid, ec);
+  if (!handle && ec == std::errc::no_such_process) {
+    // A child not yet reaped has a pidfd, zombie or not: this one has already ended and
+    // been reaped by someone else (SIGCHLD ignored, SA_NOCLDWAIT, or a SIGCHLD handler that
+    // reaps every child). It did start and run, so start() succeeds; its exit code is
+    // lost, as for any child reaped outside mproc. No kill(2): the pid is no longer ours.
+    child->set_reaped_elsewhere(pid);
+    s.child = std::move(child);
+    s.target.reset();
+    return;
+  }
+  if (!handle) {
+    // Without a handle the child cannot be managed: end it now rather than leak it. Its
+    // pid is still ours (unreaped), so kill(2) cannot hit another process.
+    ::kill(pid, SIGKILL);
+    int status;
+    detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
+    detail::throw_system_error(ec, "pidfd_open");
+  }
+  child->set_started(std::move(handle));
+  try {
+    rt.track(child);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    child->wait(nullptr);
+    throw;
+  }
+  s.child = std::move(child);
+  // As Python does: the parent has no use for the target and its arguments any more, and
+  // keeping them would keep the child's ends of pipes and queues open here.
+  s.target.reset();
+}
+
+void process::run_in_child(const process_info& parent) noexcept {
+  impl& s = *impl_;
+  if (s.daemon) {
+    // Die with the parent. If it died before prctl took effect, no signal will come:
+    // die the same way by hand.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent.pid) ::kill(::getpid(), SIGKILL);
+  }
+  detail::runtime& rt = detail::runtime::instance();
+  try {
+    rt.become_child(s.name, s.daemon, parent);
+  } catch (...) {
+  }
+  int code = 0;
+  try {
+    run();
+  } catch (...) {
+    report_uncaught(s.name);
+    code = 1;
+  }
+  rt.shutdown_children();
+  detail::flush_std_streams();
+  // _exit, not exit: the parent's atexit handlers and static destructors belong to it.
+  ::_exit(code);
+}
+
+void process::run() {
+  impl& s = state();
+  if (s.target) s.target->invoke();
+}
+
+void process::join() { state().own_child("join").wait(nullptr); }
+
+bool process::join_for(std::chrono::nanoseconds timeout) {
+  detail::child_record& child = state().own_child("join");
+  const auto deadline = detail::deadline_after(timeout);
+  return child.wait(&deadline);
+}
+
+bool process::is_alive() {
+  impl& s = state();
+  if (!s.child) return false;
+  if (s.child->pid() == detail::current_pid()) return true;  // asked from inside the child itself
+  return !s.own_child("poll").try_reap();
+}
+
+void process::terminate() {
+  if (auto ec = state().own_child("terminate").signal(SIGTERM)) detail::throw_system_error(ec, "terminate");
+}
+
+void process::kill() {
+  if (auto ec = state().own_child("kill").signal(SIGKILL)) detail::throw_system_error(ec, "kill");
+}
+
+std::optional<int> process::exitcode() {
+  impl& s = state();
+  if (!s.child || s.child->pid() == detail::current_pid()) return std::nullopt;
+  return s.own_child("poll").exitcode();
+}
+
+std::optional<pid_t> process::pid() const {
+  const impl& s = state();
+  if (!s.child) return std::nullopt;
+  return s.child->pid();
+}
+
+const std::string& process::name() const { return state().name; }
+
+void process::set_name(std::string name) { state().name = std::move(name); }
+
+bool process::daemon() const { return state().daemon; }
+
+void process::set_daemon(bool daemon) {
+  impl& s = state();
+  if (s.child) throw error("process " + s.name + ": set_daemon() must be called before start()");
+  s.daemon = daemon;
+}
+
+int process::sentinel() const {
+  const impl& s = state();
+  const int fd = s.own_child("get the sentinel of").sentinel();
+  if (fd < 0) {
+    throw error("process " + s.name +
+                " ended and was reaped outside mproc (SIGCHLD set to SIG_IGN, or a handler that reaps) "
+                "before start() returned: it has no sentinel");
+  }
+  return fd;
+}
+
+process_info current_process() { return detail::runtime::instance().current(); }
+
+std::optional<process_info> parent_process() { return detail::runtime::instance().parent(); }
+
+std::vector<pid_t> active_children() { return detail::runtime::instance().active_children(); }
+
+unsigned cpu_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return static_cast<unsigned>(n);
+  }
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1U;
+}
+
+}  // namespace mproc

@@ -1,0 +1,238 @@
+#include "process/runtime.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <stdio_ext.h>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "process/child_record.hpp"
+#include "os/syscall.hpp"
+
+namespace mproc::detail {
+namespace {
+
+// How long daemon children get to end after SIGTERM before SIGKILL.
+constexpr std::chrono::milliseconds daemon_grace{1000};
+
+}  // namespace
+
+namespace {
+
+// Whether a stream buffer holds output not yet handed to the OS. Synchronised with stdio
+// (the default), the standard streams keep no buffer of their own and this is false, so
+// a fresh child need not touch their code or data pages (each first touch after fork is
+// a page fault: flushing them unconditionally made start+join ~15% slower).
+struct put_area_probe : std::streambuf {
+  static bool pending(std::streambuf* buffer) {
+    return buffer != nullptr && (buffer->*(&put_area_probe::pptr))() != (buffer->*(&put_area_probe::pbase))();
+  }
+};
+
+void flush_if_pending(std::ostream& stream) {
+  if (put_area_probe::pending(stream.rdbuf())) stream.flush();
+}
+
+}  // namespace
+
+void flush_std_streams() noexcept {
+  try {
+    flush_if_pending(std::cout);
+    flush_if_pending(std::cerr);
+    flush_if_pending(std::clog);
+  } catch (...) {  // a stream set to throw must not stop a fork or an exit
+  }
+  std::fflush(nullptr);
+}
+
+void flush_std_output() noexcept {
+  try {
+    flush_if_pending(std::cout);
+    flush_if_pending(std::cerr);
+    flush_if_pending(std::clog);
+  } catch (...) {
+  }
+  if (__fpending(stdout) != 0) std::fflush(stdout);
+  if (__fpending(stderr) != 0) std::fflush(stderr);
+}
+
+runtime& runtime::instance() {
+  static runtime* const the = new runtime;
+  return *the;
+}
+
+pid_t current_pid() noexcept { return runtime::instance().pid(); }
+
+runtime::runtime() : pid_(::getpid()) {
+  // The registry's mutex is held across fork(2), so the child never inherits it locked
+  // by a thread that does not exist there.
+  ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                   [] { instance().after_fork_in_child(); });
+  std::atexit([] { instance().shutdown_children(); });
+}
+
+void runtime::after_fork_in_child() noexcept {
+  pid_ = ::getpid();
+  // The parent's children and pools are not ours: drop their descriptors without
+  // touching their mutexes (another parent thread may have held one at the fork).
+  for (fork_local* local : fork_locals_) local->forget_in_fork_child();
+  if (reaper_wake_fd_ >= 0) {
+    ::close(reaper_wake_fd_);
+    reaper_wake_fd_ = -1;
+  }
+  if (reaper_running_) reaper_running_ = false;  // threads do not survive fork
+  std::vector<std::shared_ptr<child_record>> running, handed_off;
+  if (!running_.empty()) running.swap(running_);
+  if (!handed_off_.empty()) handed_off.swap(handed_off_);
+  mutex_.unlock();
+  // `running` and `handed_off` release their records here, after the unlock, because a
+  // record's destructor takes mutex_.
+}
+
+void runtime::register_fork_local(fork_local* local) {
+  std::lock_guard lock(mutex_);
+  fork_locals_.insert(local);
+}
+
+void runtime::unregister_fork_local(fork_local* local) noexcept {
+  std::lock_guard lock(mutex_);
+  fork_locals_.erase(local);
+}
+
+void runtime::track(std::shared_ptr<child_record> child) {
+  std::lock_guard lock(mutex_);
+  running_.push_back(std::move(child));
+}
+
+void runtime::untrack(const child_record* child) noexcept {
+  std::lock_guard lock(mutex_);
+  auto same = [child](const std::shared_ptr<child_record>& c) { return c.get() == child; };
+  std::erase_if(running_, same);
+  std::erase_if(handed_off_, same);
+}
+
+void runtime::hand_off(std::shared_ptr<child_record> child) noexcept {
+  try {
+    if (child->try_reap()) return;
+    std::lock_guard lock(mutex_);
+    handed_off_.push_back(std::move(child));
+    if (reaper_running_) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(reaper_wake_fd_, &one, sizeof one);
+    } else {
+      start_reaper();
+    }
+  } catch (...) {
+    // No thread could be made: the child stays in running_, where active_children(),
+    // the next start() and the exit rule still reap it.
+  }
+}
+
+void runtime::start_reaper() {
+  if (reaper_wake_fd_ < 0) {
+    reaper_wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (reaper_wake_fd_ < 0) throw_system_error(last_error(), "eventfd");
+  }
+  // The thread must not take signals meant for the program (SIGINT, SIGTERM handlers).
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  try {
+    std::thread([this] { reaper_loop(); }).detach();
+  } catch (...) {
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  reaper_running_ = true;
+}
+
+void runtime::reaper_loop() noexcept {
+  std::vector<std::shared_ptr<child_record>> watched;
+  std::vector<pollfd> fds;
+  for (;;) {
+    int wake_fd;
+    {
+      std::lock_guard lock(mutex_);
+      if (handed_off_.empty()) {
+        reaper_running_ = false;
+        return;
+      }
+      watched = handed_off_;
+      wake_fd = reaper_wake_fd_;
+    }
+    fds.assign(1, pollfd{wake_fd, POLLIN, 0});
+    for (const auto& c : watched) fds.push_back(pollfd{c->sentinel(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) continue;  // EINTR
+    if (fds[0].revents != 0) {
+      std::uint64_t count;
+      [[maybe_unused]] auto n = ::read(wake_fd, &count, sizeof count);
+    }
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      try {
+        watched[i - 1]->try_reap();
+      } catch (...) {  // waitid cannot fail on our own child; never let the thread die
+      }
+    }
+    watched.clear();
+  }
+}
+
+std::vector<pid_t> runtime::active_children() {
+  std::vector<std::shared_ptr<child_record>> snapshot;
+  {
+    std::lock_guard lock(mutex_);
+    snapshot = running_;
+  }
+  std::vector<pid_t> alive;
+  for (const auto& c : snapshot) {
+    if (!c->try_reap()) alive.push_back(c->pid());
+  }
+  return alive;
+}
+
+void runtime::shutdown_children() noexcept {
+  try {
+    std::vector<std::shared_ptr<child_record>> snapshot;
+    {
+      std::lock_guard lock(mutex_);
+      if (running_.empty()) return;
+      snapshot = running_;
+    }
+    for (const auto& c : snapshot) {
+      if (c->daemon()) (void)c->signal(SIGTERM);
+    }
+    const auto deadline = deadline_after(daemon_grace);
+    for (const auto& c : snapshot) {
+      if (!c->daemon()) continue;
+      if (!c->wait(&deadline)) {
+        (void)c->signal(SIGKILL);
+        c->wait(nullptr);
+      }
+    }
+    for (const auto& c : snapshot) {
+      if (!c->daemon()) c->wait(nullptr);
+    }
+  } catch (...) {  // at exit there is no one left to report to
+  }
+}
+
+process_info runtime::current() const { return {name_, pid_, daemon_}; }
+
+std::optional<process_info> runtime::parent() const { return parent_; }
+
+void runtime::become_child(const std::string& name, bool daemon, process_info parent) {
+  name_ = name;
+  daemon_ = daemon;
+  parent_ = std::move(parent);
+}
+
+}  // namespace mproc::detail

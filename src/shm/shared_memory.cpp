@@ -1,0 +1,131 @@
+#include "shm/shared_memory.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <memory>
+#include <string>
+
+#include "mproc/error.hpp"
+#include "os/syscall.hpp"
+
+namespace mproc::detail {
+namespace {
+
+constexpr std::size_t page = 4096;
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+// Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for `most`
+// (a queue may hold gigabytes) and settles for less under RLIMIT_AS.
+std::pair<std::byte*, std::size_t> reserve(std::size_t at_least, std::size_t most) {
+  at_least = round_up(at_least, page);
+  for (std::size_t want = std::max(round_up(most, page), at_least); want >= at_least && want >= page; want /= 2) {
+    void* p = ::mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) return {static_cast<std::byte*>(p), want};
+  }
+  throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
+                          "mmap: cannot reserve address space for shared memory");
+}
+
+std::size_t file_size(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_system_error(last_error(), "fstat");
+  return static_cast<std::size_t>(st.st_size);
+}
+
+// fallocate(2) past RLIMIT_FSIZE fails with EFBIG and also raises SIGXFSZ, whose default
+// action ends the process (Python ignores SIGXFSZ at start-up for this reason; a library
+// must not change the program's dispositions). So SIGXFSZ is blocked in this thread around
+// the call, and the one a refused call raised is taken back before the mask is restored:
+// the caller gets std::system_error (EFBIG) and nothing else happens. A program that blocks
+// SIGXFSZ itself finds it pending afterwards, as the kernel would leave it.
+void allocate(int fd, std::size_t offset, std::size_t length) {
+  sigset_t xfsz, old;
+  sigemptyset(&xfsz);
+  sigaddset(&xfsz, SIGXFSZ);
+  ::pthread_sigmask(SIG_BLOCK, &xfsz, &old);
+  const int r = retry_on_eintr([&] {
+    return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
+  });
+  const std::error_code ec = r != 0 ? last_error() : std::error_code{};
+  if (ec.value() == EFBIG && sigismember(&old, SIGXFSZ) == 0) {
+    const timespec now{};
+    ::sigtimedwait(&xfsz, nullptr, &now);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (ec) throw_system_error(ec, "fallocate (shared memory)");
+}
+
+}  // namespace
+
+shared_memory::shared_memory(unique_fd fd, std::byte* base, std::size_t reserved)
+    : fd_(std::move(fd)), base_(base), reserved_(reserved) {}
+
+shared_memory::~shared_memory() { ::munmap(base_, reserved_); }
+
+std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size_t size, std::size_t reservation) {
+  size = round_up(size, page);
+  unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
+  if (!fd) throw_system_error(last_error(), "memfd_create");
+  // A memfd has no name in any directory, but /proc/<pid>/fd/<n> opens it for whoever may
+  // inspect this process; it is created 0777, so narrow it to its owner.
+  if (::fchmod(fd.get(), 0600) != 0) throw_system_error(last_error(), "fchmod (shared memory)");
+  allocate(fd.get(), 0, size);
+  const auto [base, reserved] = reserve(size, reservation);
+  std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
+  m->map_more(size);
+  return m;
+}
+
+std::unique_ptr<shared_memory> shared_memory::adopt(unique_fd fd, std::size_t reservation) {
+  const std::size_t size = file_size(fd.get());
+  const auto [base, reserved] = reserve(size, reservation);
+  std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved));
+  m->map_more(size);
+  return m;
+}
+
+void shared_memory::map_more(std::size_t end) {
+  std::lock_guard lock(map_mutex_);
+  const std::size_t mapped = mapped_.load(std::memory_order_relaxed);
+  if (end <= mapped) return;
+  const std::size_t size = std::min(file_size(fd_.get()), reserved_);
+  if (end > size) {
+    throw error("shared memory of " + std::to_string(size) + " bytes does not reach offset " +
+                std::to_string(end) + (end > reserved_ ? " (beyond this process's address reservation)" : ""));
+  }
+  const std::size_t new_end = round_up(size, page) > reserved_ ? reserved_ : round_up(size, page);
+  void* p = ::mmap(base_ + mapped, new_end - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_.get(),
+                   static_cast<off_t>(mapped));
+  if (p == MAP_FAILED) throw_system_error(last_error(), "mmap (shared memory)");
+  mapped_.store(new_end, std::memory_order_release);
+}
+
+void shared_memory::grow(std::size_t size) {
+  size = round_up(size, page);
+  if (size > reserved_) {
+    throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
+                            "shared memory would exceed this process's reservation of " +
+                                std::to_string(reserved_) + " bytes");
+  }
+  const std::size_t current = file_size(fd_.get());
+  if (size > current) allocate(fd_.get(), current, size - current);
+  ensure_mapped(size);
+}
+
+void shared_memory::release(std::size_t offset, std::size_t length) noexcept {
+  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+              static_cast<off_t>(length));
+}
+
+void shared_memory::reallocate(std::size_t offset, std::size_t length) { allocate(fd_.get(), offset, length); }
+
+}  // namespace mproc::detail

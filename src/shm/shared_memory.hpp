@@ -1,0 +1,63 @@
+// Shared memory that can grow: one memfd (never a name in /dev/shm), mapped into an
+// address range reserved up front, so that growing it never moves what is mapped and
+// pointers into it stay valid while other threads use them.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+
+#include "os/fd.hpp"
+
+namespace mproc::detail {
+
+class shared_memory {
+ public:
+  // How far the memory may grow: the address range reserved for it up front (it costs no
+  // memory, only address space, which RLIMIT_AS may limit: less is taken if need be).
+  // 0: exactly its size, it never grows.
+  static constexpr std::size_t queue_reservation = std::size_t{64} << 30;
+  static constexpr std::size_t small_reservation = std::size_t{16} << 20;
+
+  // A new memfd of `size` bytes, all allocated now (fallocate), so that running out of
+  // memory is an error here instead of a SIGBUS on first touch.
+  static std::unique_ptr<shared_memory> create(const char* name, std::size_t size, std::size_t reservation = 0);
+  // Maps a memfd received from elsewhere.
+  static std::unique_ptr<shared_memory> adopt(unique_fd fd, std::size_t reservation = 0);
+
+  ~shared_memory();
+  shared_memory(const shared_memory&) = delete;
+  shared_memory& operator=(const shared_memory&) = delete;
+
+  std::byte* base() const noexcept { return base_; }
+  int fd() const noexcept { return fd_.get(); }
+  std::size_t reserved() const noexcept { return reserved_; }
+
+  // Makes [0, end) accessible in this process; the file must already be that large
+  // (another process may have grown it). Cheap when already mapped.
+  void ensure_mapped(std::size_t end) {
+    if (end > mapped_.load(std::memory_order_acquire)) map_more(end);
+  }
+  // Extends the file to at least `size` bytes (allocated) and maps it.
+  void grow(std::size_t size);
+  // Gives the memory of [offset, offset+length) back to the system / takes it again.
+  void release(std::size_t offset, std::size_t length) noexcept;
+  void reallocate(std::size_t offset, std::size_t length);
+
+  // For a copy in a forked process that will never use the memory (a pool's, in a child):
+  // closes the descriptor; what is mapped stays mapped until destruction.
+  void forget_descriptor() noexcept { fd_.reset(); }
+
+ private:
+  shared_memory(unique_fd fd, std::byte* base, std::size_t reserved);
+  void map_more(std::size_t end);
+
+  unique_fd fd_;
+  std::byte* base_;
+  std::size_t reserved_;
+  std::atomic<std::size_t> mapped_{0};
+  std::mutex map_mutex_;  // serialises this process's mmap calls
+};
+
+}  // namespace mproc::detail
