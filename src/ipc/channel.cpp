@@ -18,6 +18,7 @@
 #include "mproc/error.hpp"
 #include "os/process_incarnation.hpp"
 #include "wait/robust_mutex.hpp"
+#include "os/page_size.hpp"
 #include "shm/shared_memory.hpp"
 
 namespace mproc::detail {
@@ -206,7 +207,7 @@ struct channel::state {
     return mem->base() + offset;
   }
   block_header& meta(std::uint32_t i) { return *reinterpret_cast<block_header*>(block(i)); }
-  std::size_t data_offset(std::uint32_t i) const { return header_bytes + std::size_t{i} * block_bytes + 4096; }
+  std::size_t data_offset(std::uint32_t i) const { return header_bytes + std::size_t{i} * block_bytes + page_size; }
   std::uint32_t block_count() const noexcept { return h->block_count.load(std::memory_order_acquire); }
 
   std::uint32_t pop(block_stack& stack) {
@@ -244,7 +245,7 @@ struct channel::state {
         return allocate_block(true);
       }
       index = pop(h->released);
-      if (index != no_block) mem->reallocate(data_offset(index), block_bytes - 4096);
+      if (index != no_block) mem->reallocate(data_offset(index), block_bytes - page_size);
     }
     if (index == no_block) {
       index = h->block_count.load(std::memory_order_relaxed);
@@ -269,7 +270,7 @@ struct channel::state {
     const std::uint32_t blocks = h->block_count.load(std::memory_order_relaxed);
     const std::uint32_t in_use = blocks - std::min(unused, blocks);
     if (free_now >= std::max(keep_free_blocks, in_use)) {
-      mem->release(data_offset(index), block_bytes - 4096);
+      mem->release(data_offset(index), block_bytes - page_size);
       push(h->released, index);
     } else {
       push(h->free, index);

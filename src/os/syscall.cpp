@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -73,6 +74,12 @@ std::error_code send_signal(pid_t pid, int pidfd, int signal) noexcept {
   if (pidfd >= 0) return pidfd_send_signal(pidfd, signal);
   if (::kill(pid, signal) < 0) return last_error();
   return {};
+}
+
+void kill_and_reap(pid_t pid) noexcept {
+  ::kill(pid, SIGKILL);
+  int status;
+  retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
 }
 
 std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {

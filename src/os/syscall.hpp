@@ -47,6 +47,10 @@ int pidfd_getfd(int pidfd, int fd, std::error_code& ec) noexcept;
 // it without a pidfd say why that is acceptable.
 std::error_code send_signal(pid_t pid, int pidfd, int signal) noexcept;
 
+// SIGKILL to `pid`, an unreaped child of the caller that must not outlive a failed start,
+// then reaps it (so kill(2) cannot hit a reused pid).
+void kill_and_reap(pid_t pid) noexcept;
+
 // Blocks until `fd` is readable or the absolute CLOCK_MONOTONIC `deadline` passes (no
 // deadline: forever). EINTR never stretches the wait. Returns true when readable.
 bool wait_readable(int fd, const std::chrono::steady_clock::time_point* deadline);

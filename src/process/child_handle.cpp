@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "os/quiet_thread.hpp"
 #include "os/syscall.hpp"
 
 #ifndef P_PIDFD
@@ -117,13 +118,12 @@ int start_watcher(pid_t pid, std::error_code& ec) noexcept {
   ::pthread_attr_init(&attr);
   ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   ::pthread_attr_setstacksize(&attr, 256 * 1024);  // it only waits: the default 8 MiB is waste
-  // The thread must not take signals meant for the program (SIGINT, SIGTERM handlers).
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t thread;
-  const int err = ::pthread_create(&thread, &attr, watch_child, reinterpret_cast<void*>(std::intptr_t{ends[1]}));
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  int err;
+  {
+    const all_signals_blocked quiet;  // see quiet_thread.hpp
+    err = ::pthread_create(&thread, &attr, watch_child, reinterpret_cast<void*>(std::intptr_t{ends[1]}));
+  }
   ::pthread_attr_destroy(&attr);
   if (err != 0) {
     drop_write_end(ends[1]);

@@ -119,9 +119,7 @@ void process::start() {
   if (!handle) {
     // Without a handle the child cannot be managed: end it now rather than leak it. Its
     // pid is still ours (unreaped), so kill(2) cannot hit another process.
-    ::kill(pid, SIGKILL);
-    int status;
-    detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
+    detail::kill_and_reap(pid);
     detail::throw_system_error(ec, "pidfd_open");
   }
   child->set_started(std::move(handle));

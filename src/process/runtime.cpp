@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "process/child_record.hpp"
+#include "os/quiet_thread.hpp"
 #include "os/syscall.hpp"
 
 namespace mproc::detail {
@@ -140,17 +141,7 @@ void runtime::start_reaper() {
     reaper_wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (reaper_wake_fd_ < 0) throw_system_error(last_error(), "eventfd");
   }
-  // The thread must not take signals meant for the program (SIGINT, SIGTERM handlers).
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  try {
-    std::thread([this] { reaper_loop(); }).detach();
-  } catch (...) {
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  start_quiet_thread([this] { reaper_loop(); }).detach();
   reaper_running_ = true;
 }
 

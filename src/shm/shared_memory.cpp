@@ -14,20 +14,18 @@
 #include <string>
 
 #include "mproc/error.hpp"
+#include "os/page_size.hpp"
 #include "os/syscall.hpp"
 
 namespace mproc::detail {
 namespace {
 
-constexpr std::size_t page = 4096;
-
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 // Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for `most`
 // (a queue may hold gigabytes) and settles for less under RLIMIT_AS.
 std::pair<std::byte*, std::size_t> reserve(std::size_t at_least, std::size_t most) {
-  at_least = round_up(at_least, page);
-  for (std::size_t want = std::max(round_up(most, page), at_least); want >= at_least && want >= page; want /= 2) {
+  at_least = round_up_to_page(at_least);
+  for (std::size_t want = std::max(round_up_to_page(most), at_least); want >= at_least && want >= page_size; want /= 2) {
     void* p = ::mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) return {static_cast<std::byte*>(p), want};
   }
@@ -72,7 +70,7 @@ shared_memory::shared_memory(unique_fd fd, std::byte* base, std::size_t reserved
 shared_memory::~shared_memory() { ::munmap(base_, reserved_); }
 
 std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size_t size, std::size_t reservation) {
-  size = round_up(size, page);
+  size = round_up_to_page(size);
   unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd) throw_system_error(last_error(), "memfd_create");
   // A memfd has no name in any directory, but /proc/<pid>/fd/<n> opens it for whoever may
@@ -102,7 +100,7 @@ void shared_memory::map_more(std::size_t end) {
     throw error("shared memory of " + std::to_string(size) + " bytes does not reach offset " +
                 std::to_string(end) + (end > reserved_ ? " (beyond this process's address reservation)" : ""));
   }
-  const std::size_t new_end = round_up(size, page) > reserved_ ? reserved_ : round_up(size, page);
+  const std::size_t new_end = round_up_to_page(size) > reserved_ ? reserved_ : round_up_to_page(size);
   void* p = ::mmap(base_ + mapped, new_end - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_.get(),
                    static_cast<off_t>(mapped));
   if (p == MAP_FAILED) throw_system_error(last_error(), "mmap (shared memory)");
@@ -110,7 +108,7 @@ void shared_memory::map_more(std::size_t end) {
 }
 
 void shared_memory::grow(std::size_t size) {
-  size = round_up(size, page);
+  size = round_up_to_page(size);
   if (size > reserved_) {
     throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
                             "shared memory would exceed this process's reservation of " +

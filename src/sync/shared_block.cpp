@@ -9,6 +9,7 @@
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
+#include "os/page_size.hpp"
 #include "sync/sync_memory.hpp"
 
 namespace mproc::detail {
@@ -25,14 +26,11 @@ namespace {
 
 constexpr std::size_t lock_offset = 0;
 constexpr std::size_t state_offset = lock_bytes;
-constexpr std::size_t page = 4096;
-
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 }  // namespace
 
 shared_block::shared_block(std::size_t element_size, std::size_t alignment, std::size_t count) : count_(count) {
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page) {
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > page_size) {
     throw error("mproc::shared_array: unsupported alignment " + std::to_string(alignment));
   }
   const std::size_t data_offset = round_up(state_offset + sizeof(state), std::max(alignment, object_alignment));

@@ -1,0 +1,127 @@
+// The parent's state of one pool, and the work of its two threads. What each part does is
+// in its own file:
+//   pool_core.cpp     the API: construction, submit, feeds, close, terminate, join
+//   result_thread.cpp the result thread: reads results, completes tasks, runs posted work
+//   monitor.cpp       the monitor thread: the zygote's reports, deaths, timeouts
+//   zygote.cpp        the zygote process, which forks and reaps the workers
+//   worker.cpp        a worker process: take a task, run it, post its result
+//
+// A pool belongs to the process that made it (`owner`). A forked child's copy is inert:
+// its threads, zygote and workers are the parent's. Using it there would interleave its
+// task ids with the parent's in the shared channels (the parent would take the child's
+// results for its own) and wait for results no thread reads, so every call throws; its
+// descriptors are closed at the fork, so a `process` child holds none of them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/ipc/channel.hpp"
+#include "mproc/detail/pool/pool_core.hpp"
+#include "os/fd.hpp"
+#include "os/fork_local.hpp"
+#include "pool/pending_tasks.hpp"
+#include "pool/task_claim.hpp"
+#include "pool/wire.hpp"
+#include "process/child_handle.hpp"
+#include "process/runtime.hpp"
+#include "shm/shared_memory.hpp"
+
+namespace mproc::detail {
+
+struct pool_core::impl final : fork_local {
+  pool_config config;
+  unsigned processes = 0;
+  pid_t owner = current_pid();
+
+  std::unique_ptr<shared_memory> control_memory;
+  control_block* control = nullptr;
+  std::unique_ptr<channel> tasks;
+  std::unique_ptr<channel> results;
+  std::optional<task_claims> claims;  // `processes` slots, after the control block
+
+  pid_t zygote_pid = 0;
+  child_handle zygote;
+  unique_fd zygote_socket;
+  unique_fd monitor_wake;  // eventfd
+
+  struct worker_info {
+    pid_t pid = 0;
+    unique_fd pidfd;  // passed by the zygote; empty without pidfd support (see kill_worker)
+  };
+
+  std::mutex mutex;  // guards everything below
+  enum class phase { running, closed, terminated } state = phase::running;
+  pending_tasks pending;
+  std::uint64_t next_task = 1;
+  std::size_t in_flight = 0;  // submitted and not yet through complete/fail
+  unsigned retired = 0;
+  unsigned feeds = 0;           // begun and not ended (pool_core::begin_feed)
+  bool sentinels_owed = false;  // close() came while feeds ran: the last one puts them
+  std::vector<worker_info> workers;
+  std::deque<std::function<void()>> posted;
+  std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
+  std::condition_variable in_flight_changed;  // in_flight or retired changed
+  std::condition_variable result_thread_cv;   // posted work, helpers gone, or stop
+  bool monitor_stop = false;
+  bool result_stop = false;
+  std::atomic<bool> result_thread_gone{false};  // posted work then runs on the posting thread
+  bool shut_down = false;
+
+  // Whoever reads the results channel and dispatches what it reads holds `reader`: the
+  // result thread, or a caller blocked in get() (pump_results), which saves the hop
+  // through the result thread. Dispatching under it keeps completions in channel order.
+  std::mutex reader;
+  std::atomic<unsigned> helpers{0};  // callers in pump_results; the result thread steps aside
+
+  std::thread result_thread;
+  std::thread monitor_thread;
+
+  ~impl() { runtime::instance().unregister_fork_local(this); }
+
+  // mproc::error unless the calling process made the pool.
+  void check_owner(const char* call) const;
+  void forget_in_fork_child() noexcept override;
+
+  // --- result_thread.cpp ---
+  void put_result(const result_header& header, std::span<const std::byte> payload = {});
+  static void deliver(task_state& state, const result_header& header, std::span<const std::byte> payload);
+  void mark_done(std::size_t count);  // `count` tasks left flight: completed or failed
+  void run_posted();
+  static bool& on_result_thread();
+  bool read_results(const deadline_t* deadline);
+  void result_loop();
+  void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
+  void post_work(std::function<void()> work);
+  void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::string why);
+  void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::exception_ptr error);
+
+  // --- monitor.cpp ---
+  void request(command_kind kind, std::uint32_t slot = 0);
+  void monitor_loop();
+  void on_report(const report& r, int passed_fd);
+  void on_worker_exit(const report& r);
+  bool settle_dead_worker(std::uint32_t slot, std::int32_t exitcode);
+  void on_spawn_failed(std::uint32_t slot, int err);
+  void fail_queued_tasks(std::exception_ptr error);
+  void put_sentinel();
+  int enforce_timeouts();
+  void zygote_lost();
+  void wake_monitor();
+  void shut_down_threads();
+  static void kill_worker(const worker_info& w);
+};
+
+}  // namespace mproc::detail
