@@ -59,7 +59,7 @@
 #include <vector>
 
 #include "mproc/detail/os/big_vector.hpp"
-#include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/error.hpp"
@@ -318,11 +318,14 @@ class async_state : public task_state {
     std::unique_lock lock(mutex_);
     ready_cv_.wait(lock, [&] { return ready_; });
   }
-  bool wait_until(std::chrono::steady_clock::time_point deadline) {
-    pump(std::clamp<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now(),
-                                              std::chrono::nanoseconds::zero(), std::chrono::microseconds(50)));
+  bool wait_until(deadline until) {
+    pump(std::min<std::chrono::nanoseconds>(until.left(), std::chrono::microseconds(50)));
     std::unique_lock lock(mutex_);
-    return ready_cv_.wait_until(lock, deadline, [&] { return ready_; });
+    if (until.is_never()) {
+      ready_cv_.wait(lock, [&] { return ready_; });
+      return true;
+    }
+    return ready_cv_.wait_until(lock, until.when(), [&] { return ready_; });
   }
   bool ready() const {
     std::lock_guard lock(mutex_);
@@ -700,13 +703,13 @@ class async_result {
   // Blocks at most `timeout`; then throws timeout_error.
   template <detail::duration D>
   R get(D timeout) {
-    if (!state_->wait_until(detail::deadline_in(timeout))) throw timeout_error("async_result::get timed out");
+    if (!state_->wait_until(detail::deadline::in(timeout))) throw timeout_error("async_result::get timed out");
     return take();
   }
   void wait() { state_->wait(); }
   template <detail::duration D>
   bool wait(D timeout) {
-    return state_->wait_until(detail::deadline_in(timeout));
+    return state_->wait_until(detail::deadline::in(timeout));
   }
   bool ready() const { return state_->ready(); }
   // Whether the task succeeded. Before ready(): mproc::error, as Python's ValueError.

@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "mproc/detail/ipc/channel.hpp"
-#include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/wait/deadline.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -49,31 +49,28 @@ class queue {
   explicit queue(std::size_t maxsize = 0) : channel_(std::make_shared<detail::channel>(maxsize)) {}
 
   // Blocks while the queue is full.
-  void put(const T& value) { put_until(value, nullptr); }
+  void put(const T& value) { put_until(value, detail::deadline::never()); }
   // Blocks at most `timeout`; then throws queue_full.
   template <detail::duration D>
   void put(const T& value, D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    if (!put_until(value, &deadline)) throw queue_full("queue is full: put timed out");
+    if (!put_until(value, detail::deadline::in(timeout))) throw queue_full("queue is full: put timed out");
   }
   // Never waits; throws queue_full when full.
   void put_nowait(const T& value) {
     if (!try_put(value)) throw queue_full("queue is full");
   }
-  bool try_put(const T& value) { return put_until(value, &detail::no_wait); }
+  bool try_put(const T& value) { return put_until(value, detail::deadline::no_wait()); }
   template <detail::duration D>
   bool try_put_for(const T& value, D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    return put_until(value, &deadline);
+    return put_until(value, detail::deadline::in(timeout));
   }
 
   // Blocks while the queue is empty.
-  T get() { return *get_until(nullptr); }
+  T get() { return *get_until(detail::deadline::never()); }
   // Blocks at most `timeout`; then throws queue_empty.
   template <detail::duration D>
   T get(D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    auto value = get_until(&deadline);
+    auto value = get_until(detail::deadline::in(timeout));
     if (!value) throw queue_empty("queue is empty: get timed out");
     return std::move(*value);
   }
@@ -83,11 +80,10 @@ class queue {
     if (!value) throw queue_empty("queue is empty");
     return std::move(*value);
   }
-  std::optional<T> try_get() { return get_until(&detail::no_wait); }
+  std::optional<T> try_get() { return get_until(detail::deadline::no_wait()); }
   template <detail::duration D>
   std::optional<T> try_get_for(D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    return get_until(&deadline);
+    return get_until(detail::deadline::in(timeout));
   }
 
   // Batches, for small messages: one synchronisation for many values. put_many blocks
@@ -103,14 +99,13 @@ class queue {
       to_bytes(v, buffer);
       ends.push_back(buffer.size());
     }
-    channel_->put(buffer, ends, nullptr);
+    channel_->put(buffer, ends, detail::deadline::never());
   }
-  std::vector<T> get_many(std::size_t max_items) { return get_many_until(max_items, nullptr); }
+  std::vector<T> get_many(std::size_t max_items) { return get_many_until(max_items, detail::deadline::never()); }
   // As get_many, waiting at most `timeout`: empty when nothing came.
   template <detail::duration D>
   std::vector<T> get_many(std::size_t max_items, D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    return get_many_until(max_items, &deadline);
+    return get_many_until(max_items, detail::deadline::in(timeout));
   }
 
   // Messages in the queue now (a snapshot: others may put and get meanwhile).
@@ -153,61 +148,53 @@ class queue {
     if (closed_) throw closed_error("queue handle is closed");
   }
 
-  bool put_until(const T& value, const detail::deadline_t* deadline) {
+  bool put_until(const T& value, detail::deadline until) {
     check_open();
     if constexpr (detail::is_flat_v<T>) {  // the header, then the elements where they lie
       const auto header = detail::flat_header(value);
       const std::span<const std::byte> pieces[] = {header, detail::flat_elements(value)};
-      return channel_->put_pieces(pieces, deadline) == 1;
+      return channel_->put_pieces(pieces, until) == 1;
     } else {
       auto& buffer = detail::encode_buffer();
       buffer.clear();
       to_bytes(value, buffer);
-      const std::size_t end = buffer.size();
-      return channel_->put(buffer, {&end, 1}, deadline) == 1;
+      return channel_->put_one(buffer, until);
     }
   }
 
-  std::optional<T> get_until(const detail::deadline_t* deadline) {
+  std::optional<T> get_until(detail::deadline until) {
     check_open();
     std::optional<T> value;
-    channel_->get(
-        [](void* out, std::span<const std::byte> bytes) {
-          static_cast<std::optional<T>*>(out)->emplace(from_bytes<T>(bytes));
-        },
-        &value, 1, deadline, nullptr, spanning_sink<std::optional<T>>());
+    const auto take = [&](std::span<const std::byte> bytes) { value.emplace(from_bytes<T>(bytes)); };
+    const auto take_spanning = [&](auto& message) -> void { value.emplace(read_spanning(message)); };
+    channel_->get(take, 1, until, {}, spanning_sink(take_spanning));
     return value;
   }
 
-  std::vector<T> get_many_until(std::size_t max_items, const detail::deadline_t* deadline) {
+  std::vector<T> get_many_until(std::size_t max_items, detail::deadline until) {
     check_open();
     std::vector<T> values;
     if (max_items == 0) return values;
     values.reserve(std::min<std::size_t>(max_items, 4096));
-    channel_->get(
-        [](void* out, std::span<const std::byte> bytes) {
-          static_cast<std::vector<T>*>(out)->push_back(from_bytes<T>(bytes));
-        },
-        &values, max_items, deadline, nullptr, spanning_sink<std::vector<T>>());
+    const auto take = [&](std::span<const std::byte> bytes) { values.push_back(from_bytes<T>(bytes)); };
+    const auto take_spanning = [&](auto& message) -> void { values.push_back(read_spanning(message)); };
+    channel_->get(take, max_items, until, {}, spanning_sink(take_spanning));
     return values;
   }
 
   // For a flat T: a message spanning blocks is decoded straight from them into the new
-  // value (emplaced or pushed into `Out`), without a gathered copy. Null for other types.
-  template <class Out>
-  static detail::spanning_sink spanning_sink() {
+  // value, without a gathered copy (`take` is generic, so it is never instantiated for
+  // other types). Empty for other types.
+  template <class Take>
+  static detail::spanning_sink spanning_sink(const Take& take) {
     if constexpr (detail::is_flat_v<T>) {
-      return [](void* out, detail::message_reader& message) {
-        auto value = detail::read_flat<T>(message.size(), [&](std::byte* into, std::size_t n) { message.read(into, n); });
-        if constexpr (std::is_same_v<Out, std::optional<T>>) {
-          static_cast<Out*>(out)->emplace(std::move(value));
-        } else {
-          static_cast<Out*>(out)->push_back(std::move(value));
-        }
-      };
+      return take;
     } else {
-      return nullptr;
+      return {};
     }
+  }
+  static T read_spanning(detail::message_reader& message) {
+    return detail::read_flat<T>(message.size(), [&](std::byte* into, std::size_t n) { message.read(into, n); });
   }
 
   std::shared_ptr<detail::channel> channel_;
@@ -225,12 +212,11 @@ class joinable_queue : public queue<T> {
   // mproc::error.
   void task_done() { this->channel().task_done(); }
   // Blocks until every value put has been marked done.
-  void join() { this->channel().join(nullptr); }
+  void join() { this->channel().join(detail::deadline::never()); }
   // As join(), at most `timeout`; true when all were done.
   template <detail::duration D>
   bool join(D timeout) {
-    const auto deadline = detail::deadline_in(timeout);
-    return this->channel().join(&deadline);
+    return this->channel().join(detail::deadline::in(timeout));
   }
 };
 

@@ -90,19 +90,17 @@ class lock_handle {
 
   // TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
   // Blocks until acquired.
-  void lock() { core_->lock(nullptr); }
+  void lock() { core_->lock(detail::deadline::never()); }
   // Never waits.
-  [[nodiscard]] bool try_lock() { return core_->lock(&no_wait); }
+  [[nodiscard]] bool try_lock() { return core_->lock(detail::deadline::no_wait()); }
   // Waits at most `timeout`; false when it passed.
   template <duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    const deadline_t deadline = deadline_in(timeout);
-    return core_->lock(&deadline);
+    return core_->lock(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    const deadline_t deadline = steady_deadline(when);
-    return core_->lock(&deadline);
+    return core_->lock(detail::deadline::at(when));
   }
   // Throws mproc::error if this thread does not hold the lock.
   void unlock() { core_->unlock(); }
@@ -192,18 +190,16 @@ class semaphore {
   ~semaphore() = default;
 
   // Blocks until a unit is there, then takes it.
-  void acquire() { core_->acquire(nullptr); }
-  [[nodiscard]] bool try_acquire() { return core_->acquire(&detail::no_wait); }
+  void acquire() { core_->acquire(detail::deadline::never()); }
+  [[nodiscard]] bool try_acquire() { return core_->acquire(detail::deadline::no_wait()); }
   // Waits at most `timeout`; false when it passed.
   template <detail::duration D>
   [[nodiscard]] bool try_acquire_for(D timeout) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
-    return core_->acquire(&deadline);
+    return core_->acquire(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& when) {
-    const detail::deadline_t deadline = detail::steady_deadline(when);
-    return core_->acquire(&deadline);
+    return core_->acquire(detail::deadline::at(when));
   }
   // Gives back one unit (n units), waking as many waiters. Throws mproc::error above the
   // bound: a bounded_semaphore's initial value, INT_MAX for a semaphore.
@@ -257,13 +253,12 @@ class event {
   void clear() noexcept { core_->clear(); }
   bool is_set() const noexcept { return core_->is_set(); }
   // Blocks until the flag is set.
-  void wait() { core_->wait(nullptr); }
+  void wait() { core_->wait(detail::deadline::never()); }
   // Waits at most `timeout`. True when the flag was set, or was set while waiting (even if
   // cleared since, as threading.Event); false when the timeout passed first.
   template <detail::duration D>
   bool wait(D timeout) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
-    return core_->wait(&deadline);
+    return core_->wait(detail::deadline::in(timeout));
   }
   // Always 0: an event has no lock, so no death is ever recovered from.
   std::uint64_t owner_deaths() const noexcept { return 0; }
@@ -298,17 +293,15 @@ class condition {
   ~condition() = default;
 
   // The lock, as for mutex / recursive_mutex.
-  void lock() { core_->lock()->lock(nullptr); }
-  [[nodiscard]] bool try_lock() { return core_->lock()->lock(&detail::no_wait); }
+  void lock() { core_->lock()->lock(detail::deadline::never()); }
+  [[nodiscard]] bool try_lock() { return core_->lock()->lock(detail::deadline::no_wait()); }
   template <detail::duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
-    return core_->lock()->lock(&deadline);
+    return core_->lock()->lock(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    const detail::deadline_t deadline = detail::steady_deadline(when);
-    return core_->lock()->lock(&deadline);
+    return core_->lock()->lock(detail::deadline::at(when));
   }
   void unlock() { core_->lock()->unlock(); }
   bool acquire(bool block = true) {
@@ -325,31 +318,29 @@ class condition {
   // Releases the lock (every level of a recursive one), sleeps until notified, then takes
   // the lock back as it was. No spurious wakeups: it returns when notified (or, for the
   // timed forms, when the timeout passed). Throws mproc::error without the lock.
-  void wait() { core_->wait(nullptr); }
+  void wait() { core_->wait(detail::deadline::never()); }
   // As wait(), at most `timeout`: true when notified, false when the timeout passed. The
   // lock is held again on return either way.
   template <detail::duration D>
   bool wait_for(D timeout) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
-    return core_->wait(&deadline);
+    return core_->wait(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   bool wait_until(const std::chrono::time_point<Clock, Duration>& when) {
-    const detail::deadline_t deadline = detail::steady_deadline(when);
-    return core_->wait(&deadline);
+    return core_->wait(detail::deadline::at(when));
   }
   // Waits until `pred()` holds (checked under the lock, first before any wait).
   template <std::predicate P>
   void wait(P pred) {
-    while (!pred()) core_->wait(nullptr);
+    while (!pred()) core_->wait(detail::deadline::never());
   }
   // Python's wait_for(predicate, timeout): waits until `pred()` holds or `timeout` passed,
   // then returns pred()'s last value.
   template <detail::duration D, std::predicate P>
   bool wait_for(D timeout, P pred) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
+    const auto until = detail::deadline::in(timeout);
     while (!pred()) {
-      if (!core_->wait(&deadline)) return static_cast<bool>(pred());
+      if (!core_->wait(until)) return static_cast<bool>(pred());
     }
     return true;
   }
@@ -397,13 +388,12 @@ class barrier {
 
   // Blocks until `parties` waits have arrived. Throws broken_barrier if the barrier is or
   // becomes broken, aborted or reset meanwhile.
-  std::size_t wait() { return core_->wait(nullptr); }
+  std::size_t wait() { return core_->wait(detail::deadline::never()); }
   // As wait(), at most `timeout`: then the barrier breaks, for every waiter, and this
   // throws broken_barrier.
   template <detail::duration D>
   std::size_t wait(D timeout) {
-    const detail::deadline_t deadline = detail::deadline_in(timeout);
-    return core_->wait(&deadline);
+    return core_->wait(detail::deadline::in(timeout));
   }
   // Breaks the barrier: waiters and later waits get broken_barrier until reset().
   void abort() { core_->abort(); }

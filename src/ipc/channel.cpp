@@ -240,7 +240,7 @@ struct channel::state {
     std::uint32_t index = pop(h->free);
     if (index == no_block) {
       if (!put_locked) {
-        robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
+        robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
         robust_unlock_guard unlock(h->put_lock);
         return allocate_block(true);
       }
@@ -433,7 +433,7 @@ struct channel::state {
   // A lane for this process to write: one of its own when one is free (or its owner dead),
   // else the shared one. Under put_lock.
   std::uint32_t claim_lane(std::uint64_t me) {
-    robust_mutex_lock(h->put_lock, nullptr, [&] { recover_shared_lane(); });
+    robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
     robust_unlock_guard unlock(h->put_lock);
     const std::uint32_t used = lanes_used();
     std::uint32_t chosen = shared_lane;
@@ -591,7 +591,7 @@ bool channel::held_by_caller(std::uint64_t id) const noexcept {
   return current_handing.lane == all_lanes || current_handing.lane == static_cast<std::uint32_t>(id >> lane_shift);
 }
 
-void channel::hold_consumers(void (*action)(void* context), void* context) {
+void channel::hold_consumers(function_ref<void()> action) {
   state& s = *state_;
   std::uint32_t locked = 0;
   struct unlock_all {
@@ -604,10 +604,10 @@ void channel::hold_consumers(void (*action)(void* context), void* context) {
   } unlock{s, locked};
   for (; locked < lane_count; ++locked) {
     lane& l = s.h->lanes[locked];
-    robust_mutex_lock(l.reader, nullptr, [&] { s.recover_reader(l); });
+    robust_mutex_lock(l.reader, deadline::never(), [&] { s.recover_reader(l); });
   }
   current_handing = {state_.get(), all_lanes, 0};
-  action(context);
+  action();
 }
 
 // Wakes a consumer for `k` messages just put, if one sleeps. A put of one message skips the
@@ -629,7 +629,7 @@ static void announce_put(header& h, std::size_t k) {
 
 // put and put_pieces: waits for room, writes to this process's lane (or the shared one).
 template <class Messages>
-static std::size_t put_messages(channel::state& s, const Messages& messages, const deadline_t* deadline) {
+static std::size_t put_messages(channel::state& s, const Messages& messages, deadline until) {
   header& h = *s.h;
   const std::size_t n = messages.count();
   const std::size_t maxsize = static_cast<std::size_t>(h.maxsize);
@@ -639,7 +639,7 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, con
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
     if (maxsize != 0) {
-      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, deadline,
+      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, until,
                               full_queue_sleep)) {
         break;
       }
@@ -649,7 +649,7 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, con
     }
     bool written;
     if (own_lane == shared_lane) {
-      if (!robust_mutex_lock(h.put_lock, deadline, [&] { s.recover_shared_lane(); })) break;
+      if (!robust_mutex_lock(h.put_lock, until, [&] { s.recover_shared_lane(); })) break;
       robust_unlock_guard unlock(h.put_lock);
       s.start_lane(shared_lane);  // its first block, if no claim gave it one yet
       written = s.write_messages(shared_lane, true, messages, done, k);
@@ -659,7 +659,7 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, con
     }
     if (!written) {
       // The lane holds 2^29 messages nobody took (8 GiB or more): wait as for a full queue.
-      if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) break;
+      if (until.passed()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
@@ -669,13 +669,17 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, con
   return done;
 }
 
-std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends,
-                         const deadline_t* deadline) {
-  return put_messages(*state_, contiguous_messages{data, ends}, deadline);
+std::size_t channel::put(std::span<const std::byte> data, std::span<const std::size_t> ends, deadline until) {
+  return put_messages(*state_, contiguous_messages{data, ends}, until);
 }
 
-std::size_t channel::put_pieces(message_pieces pieces, const deadline_t* deadline) {
-  return put_messages(*state_, pieced_message{pieces}, deadline);
+bool channel::put_one(std::span<const std::byte> message, deadline until) {
+  const std::size_t end = message.size();
+  return put(message, {&end, 1}, until) == 1;
+}
+
+std::size_t channel::put_pieces(message_pieces pieces, deadline until) {
+  return put_messages(*state_, pieced_message{pieces}, until);
 }
 
 namespace {
@@ -683,7 +687,6 @@ namespace {
 // What one get hands to its sinks, and how many it took.
 struct take_request {
   message_sink sink;
-  void* context;
   std::size_t max_messages;
   unreadable_sink on_unreadable;
   spanning_sink on_spanning;
@@ -750,22 +753,22 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
       }
       const std::uint64_t length = record_length - sizeof ticket;
       const auto cannot_hold = [&] {  // a message this consumer has no memory for
-        if (taken != 0 || request.on_unreadable == nullptr) throw;  // left queued
+        if (taken != 0 || !request.on_unreadable) throw;  // left queued
         std::byte prefix[unreadable_prefix_bytes];
         const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
         r.read(prefix, k);
         r.skip_payload(length - k);
         ++taken;
         try {
-          request.on_unreadable(request.context, {prefix, k}, static_cast<std::size_t>(length));
+          request.on_unreadable({prefix, k}, static_cast<std::size_t>(length));
         } catch (...) {
           failure = std::current_exception();
         }
       };
-      if (request.on_spanning != nullptr && !r.fits_here(length)) {
+      if (request.on_spanning && !r.fits_here(length)) {
         lane_message_reader message(r, static_cast<std::size_t>(length));
         try {
-          request.on_spanning(request.context, message);
+          request.on_spanning(message);
         } catch (const std::bad_alloc&) {
           if (message.remaining() == message.size()) {
             cannot_hold();  // nothing read: the reader is still at the message's start
@@ -791,7 +794,7 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
       }
       ++taken;
       try {
-        request.sink(request.context, message);
+        request.sink(message);
       } catch (...) {
         failure = std::current_exception();
         break;
@@ -814,8 +817,8 @@ static std::size_t take_from_lane(channel::state& s, const void* self, std::uint
   return taken;
 }
 
-std::size_t channel::get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
-                         unreadable_sink on_unreadable, spanning_sink on_spanning) {
+std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline until, unreadable_sink on_unreadable,
+                         spanning_sink on_spanning) {
   state& s = *state_;
   header& h = *s.h;
   // Takes from lane `i`, whose reader lock the caller just got, messages with tickets below
@@ -825,7 +828,7 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     std::size_t taken = 0;
     std::exception_ptr failure;
     try {
-      taken = take_from_lane(s, state_.get(), i, {sink, context, max_messages, on_unreadable, on_spanning, below});
+      taken = take_from_lane(s, state_.get(), i, {sink, max_messages, on_unreadable, on_spanning, below});
     } catch (...) {
       failure = std::current_exception();
     }
@@ -846,7 +849,7 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
     return taken;
   };
   for (;;) {
-    if (!wait_for_condition(h.not_empty, [&] { return s.any_messages(); }, deadline)) return 0;
+    if (!wait_for_condition(h.not_empty, [&] { return s.any_messages(); }, until)) return 0;
     // Which lanes hold messages, looked at twice: a lane seen empty the first time may have
     // been published to before a message seen in another (a put made after that one
     // returned), and is visible the second time. Only when several hold messages are their
@@ -911,7 +914,7 @@ std::size_t channel::get(message_sink sink, void* context, std::size_t max_messa
         robust_mutex_mark_consistent(l.reader);
       } else if (r < 0) {
         if (!s.has_messages(busy)) continue;
-        if (!robust_mutex_lock(l.reader, deadline, [&] { s.recover_reader(l); })) return 0;
+        if (!robust_mutex_lock(l.reader, until, [&] { s.recover_reader(l); })) return 0;
       }
       if (const std::size_t taken = take_locked(busy, busy_limit)) return taken;
     }
@@ -929,10 +932,10 @@ void channel::task_done() {
   h.all_done.announce(INT_MAX);
 }
 
-bool channel::join(const deadline_t* deadline) {
+bool channel::join(deadline until) {
   header& h = *state_->h;
   return wait_for_condition(
-      h.all_done, [&] { return h.done.load(std::memory_order_acquire) >= state_->put_total(); }, deadline);
+      h.all_done, [&] { return h.done.load(std::memory_order_acquire) >= state_->put_total(); }, until);
 }
 
 }  // namespace mproc::detail

@@ -11,6 +11,7 @@
 
 #include "os/fd.hpp"
 #include "os/syscall.hpp"
+#include "wait/readable.hpp"
 
 namespace mproc {
 namespace {
@@ -67,7 +68,7 @@ read_result read_exact(int fd, std::byte* data, std::size_t size, std::size_t& g
       // The peer closed with bytes of ours unread; for us it is the end of the stream.
       return read_result::eof;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      detail::wait_readable(fd, nullptr);
+      detail::wait_readable(fd, detail::deadline::never());
     } else if (errno != EINTR) {
       detail::throw_system_error(detail::last_error(), "recv");
     }
@@ -265,8 +266,7 @@ bool connection::poll_for(std::chrono::nanoseconds timeout) {
   if (!readable_) {
     throw error("cannot poll the write end of a one-way pipe: nothing is ever received on it");
   }
-  const auto deadline = detail::deadline_after(timeout);
-  return detail::wait_readable(fd_, &deadline);
+  return detail::wait_readable(fd_, detail::deadline::in(timeout));
 }
 
 detail::fd_token connection::make_token() const {

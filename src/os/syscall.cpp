@@ -82,32 +82,4 @@ void kill_and_reap(pid_t pid) noexcept {
   retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
 }
 
-std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
-  const auto now = std::chrono::steady_clock::now();
-  if (timeout >= std::chrono::steady_clock::time_point::max() - now) {
-    return std::chrono::steady_clock::time_point::max();
-  }
-  return now + timeout;
-}
-
-bool wait_readable(int fd, const std::chrono::steady_clock::time_point* deadline) {
-  pollfd pfd{fd, POLLIN, 0};
-  for (;;) {
-    timespec ts{};
-    timespec* tsp = nullptr;
-    if (deadline != nullptr && *deadline != std::chrono::steady_clock::time_point::max()) {
-      auto left = *deadline - std::chrono::steady_clock::now();
-      if (left < decltype(left)::zero()) left = decltype(left)::zero();
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-      ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-      ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-      tsp = &ts;
-    }
-    const int n = ::ppoll(&pfd, 1, tsp, nullptr);
-    if (n > 0) return true;
-    if (n == 0) return false;
-    if (errno != EINTR) throw_system_error(last_error(), "poll");
-  }
-}
-
 }  // namespace mproc::detail

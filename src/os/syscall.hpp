@@ -51,11 +51,5 @@ std::error_code send_signal(pid_t pid, int pidfd, int signal) noexcept;
 // then reaps it (so kill(2) cannot hit a reused pid).
 void kill_and_reap(pid_t pid) noexcept;
 
-// Blocks until `fd` is readable or the absolute CLOCK_MONOTONIC `deadline` passes (no
-// deadline: forever). EINTR never stretches the wait. Returns true when readable.
-bool wait_readable(int fd, const std::chrono::steady_clock::time_point* deadline);
-
-// The deadline `timeout` from now, saturated at time_point::max().
-std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept;
 
 }  // namespace mproc::detail

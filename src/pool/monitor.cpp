@@ -142,25 +142,17 @@ void pool_core::impl::on_spawn_failed(std::uint32_t slot, int err) {
 void pool_core::impl::fail_queued_tasks(std::exception_ptr error) {
   std::vector<std::uint64_t> ids;
   unsigned sentinels = 0;
-  struct taken {
-    std::vector<std::uint64_t>* ids;
-    unsigned* sentinels;
-    task_claims* claims;
-  } into{&ids, &sentinels, &*claims};
-  const deadline_t now{};  // in the past: never wait
-  while (tasks->get(
-             [](void* c, std::span<const std::byte> bytes) {
-               auto& t = *static_cast<taken*>(c);
-               t.claims->void_abandoned();  // a dead worker's claim on this task is void
-               const auto h = read_header<task_header>(bytes);
-               if (!h) return;
-               if (h->sentinel != 0) {
-                 ++*t.sentinels;
-               } else {
-                 t.ids->push_back(h->task);
-               }
-             },
-             &into, 64, &now) != 0) {
+  const auto take = [&](std::span<const std::byte> bytes) {
+    claims->void_abandoned();  // a dead worker's claim on this task is void
+    const auto h = read_header<task_header>(bytes);
+    if (!h) return;
+    if (h->sentinel != 0) {
+      ++sentinels;
+    } else {
+      ids.push_back(h->task);
+    }
+  };
+  while (tasks->get(take, 64, deadline::no_wait()) != 0) {
   }
   for (unsigned k = 0; k < sentinels; ++k) put_sentinel();
   std::vector<std::shared_ptr<task_state>> failed;
@@ -175,8 +167,7 @@ void pool_core::impl::fail_queued_tasks(std::exception_ptr error) {
 
 void pool_core::impl::put_sentinel() {
   const task_header h{0, 0, 1};
-  const std::size_t end = sizeof h;
-  tasks->put({reinterpret_cast<const std::byte*>(&h), sizeof h}, {&end, 1}, nullptr);
+  tasks->put_one(std::as_bytes(std::span(&h, 1)), deadline::never());
 }
 
 // Kills workers whose task ran past task_timeout; returns ms until the next deadline.

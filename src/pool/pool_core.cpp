@@ -145,9 +145,8 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
   }
   const task_header h{id, function_id, 0};
   std::memcpy(message.data(), &h, sizeof h);
-  const std::size_t end = message.size();
   try {
-    p.tasks->put(message, {&end, 1}, nullptr);
+    p.tasks->put_one(message, deadline::never());
   } catch (...) {
     std::lock_guard lock(p.mutex);
     if (p.pending.take(id)) --p.in_flight;

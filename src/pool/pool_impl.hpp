@@ -101,7 +101,7 @@ struct pool_core::impl final : fork_local {
   void mark_done(std::size_t count);  // `count` tasks left flight: completed or failed
   void run_posted();
   static bool& on_result_thread();
-  bool read_results(const deadline_t* deadline);
+  bool read_results(deadline until);
   void result_loop();
   void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
   void post_work(std::function<void()> work);

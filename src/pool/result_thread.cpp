@@ -13,8 +13,7 @@ void pool_core::impl::put_result(const result_header& header, std::span<const st
   std::vector<std::byte> message(sizeof header + payload.size());
   std::memcpy(message.data(), &header, sizeof header);
   if (!payload.empty()) std::memcpy(message.data() + sizeof header, payload.data(), payload.size());
-  const std::size_t end = message.size();
-  results->put(message, {&end, 1}, nullptr);
+  results->put_one(message, deadline::never());
 }
 
 // Completes or fails `state` as its result says.
@@ -68,9 +67,9 @@ bool& pool_core::impl::on_result_thread() {
   return is;
 }
 
-// Reads up to 64 results (waiting until `deadline`, null: forever) and dispatches them;
-// the caller holds `reader`. Returns whether it read anything.
-bool pool_core::impl::read_results(const deadline_t* deadline) {
+// Reads up to 64 results (waiting until `until`) and dispatches them; the caller holds
+// `reader`. Returns whether it read anything.
+bool pool_core::impl::read_results(deadline until) {
   struct batch {
     std::vector<std::byte> bytes;
     std::vector<std::size_t> ends;
@@ -79,12 +78,11 @@ bool pool_core::impl::read_results(const deadline_t* deadline) {
   b.bytes.clear();
   b.ends.clear();
   const std::size_t n = results->get(
-      [](void* out, std::span<const std::byte> message) {
-        auto& into = *static_cast<batch*>(out);
-        into.bytes.insert(into.bytes.end(), message.begin(), message.end());
-        into.ends.push_back(into.bytes.size());
+      [](std::span<const std::byte> message) {
+        b.bytes.insert(b.bytes.end(), message.begin(), message.end());
+        b.ends.push_back(b.bytes.size());
       },
-      &b, 64, deadline);
+      64, until);
   // One lock for the whole batch: the submitting threads contend for the same mutex.
   struct result {
     result_header header;
@@ -148,7 +146,7 @@ void pool_core::impl::result_loop() {
       std::lock_guard lock(mutex);
       if (result_stop) return;
     }
-    read_results(nullptr);
+    read_results(deadline::never());
   }
 }
 
@@ -158,20 +156,20 @@ void pool_core::impl::pump_results(const std::atomic<bool>& done, std::chrono::n
   // A callback blocking on a result waits, as documented; after shut-down nothing comes.
   if (on_result_thread() || result_thread_gone.load(std::memory_order_acquire)) return;
   if (budget <= std::chrono::nanoseconds::zero()) return;  // a poll: no wake to send
-  const deadline_t deadline = std::chrono::steady_clock::now() + budget;
+  const deadline until = deadline::in(budget);
   helpers.fetch_add(1, std::memory_order_acq_rel);
   bool kicked = false;
   while (!done.load(std::memory_order_acquire)) {
     std::unique_lock read_lock(reader, std::try_to_lock);
     if (read_lock) {
-      if (!read_results(&deadline) && std::chrono::steady_clock::now() >= deadline) break;
+      if (!read_results(until) && until.passed()) break;
       continue;
     }
     if (!kicked) {
       put_result({0, result_kind::wake, 0});  // the result thread may be asleep in its read
       kicked = true;
     }
-    if (std::chrono::steady_clock::now() >= deadline) break;
+    if (until.passed()) break;
     std::this_thread::yield();
   }
   if (helpers.fetch_sub(1, std::memory_order_acq_rel) == 1 && !done.load(std::memory_order_acquire)) {

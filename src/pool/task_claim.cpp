@@ -39,19 +39,12 @@ void task_claims::void_abandoned() noexcept {
 }
 
 std::uint64_t task_claims::settle_dead(unsigned k) {
-  struct context {
-    task_claims* self;
-    unsigned k;
-    std::uint64_t task;
-  } c{this, k, 0};
-  tasks_->hold_consumers(
-      [](void* p) {
-        auto& c = *static_cast<context*>(p);
-        c.self->void_abandoned();
-        c.task = c.self->slots_[c.k].task.exchange(0, std::memory_order_acq_rel);
-      },
-      &c);
-  return c.task;
+  std::uint64_t task = 0;
+  tasks_->hold_consumers([&] {
+    void_abandoned();
+    task = slots_[k].task.exchange(0, std::memory_order_acq_rel);
+  });
+  return task;
 }
 
 }  // namespace mproc::detail

@@ -73,11 +73,8 @@ class task_taker {
     task_.clear();
     for (;;) {
       try {
-        p_.tasks->get([](void* c, std::span<const std::byte> bytes) { static_cast<task_taker*>(c)->on_task(bytes); },
-                      this, 1, nullptr,
-                      [](void* c, std::span<const std::byte> prefix, std::size_t) {
-                        static_cast<task_taker*>(c)->on_too_big(prefix);
-                      });
+        p_.tasks->get([this](std::span<const std::byte> bytes) { on_task(bytes); }, 1, deadline::never(),
+                      [this](std::span<const std::byte> prefix, std::size_t) { on_too_big(prefix); });
         return;
       } catch (...) {
         continue;  // a corrupted channel dropped its content; take the next
@@ -149,8 +146,7 @@ result_header run_task(const pool_core::impl& p, const task_header& h, std::span
 // Posts `result` (whose header is `rh`) and releases the claim on its task.
 void post_result(pool_core::impl& p, unsigned slot, const result_header& rh, std::vector<std::byte>& result) {
   std::memcpy(result.data(), &rh, sizeof rh);
-  const std::size_t end = result.size();
-  p.results->put(result, {&end, 1}, nullptr);
+  p.results->put_one(result, deadline::never());
   if (!p.claims->release(slot, rh.task)) wait_for_kill();
 }
 

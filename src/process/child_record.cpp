@@ -3,6 +3,7 @@
 #include "mproc/error.hpp"
 #include "process/runtime.hpp"
 #include "os/syscall.hpp"
+#include "wait/readable.hpp"
 
 namespace mproc::detail {
 
@@ -41,14 +42,14 @@ bool child_record::try_reap() {
   return true;
 }
 
-bool child_record::wait(const std::chrono::steady_clock::time_point* deadline) {
+bool child_record::wait(deadline until) {
   {
     std::lock_guard lock(mutex_);
     if (reaped_) return true;
   }
   // Sleep first: a waitid probe before sleeping finds a just-started child running.
   for (;;) {
-    if (!wait_readable(handle_.fd(), deadline)) return try_reap();
+    if (!wait_readable(handle_.fd(), until)) return try_reap();
     if (try_reap()) return true;
   }
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <system_error>
 
+#include "mproc/detail/wait/deadline.hpp"
 #include "process/child_handle.hpp"
 #include "os/fork_local.hpp"
 #include "mproc/types.hpp"
@@ -46,8 +47,8 @@ class child_record final : public fork_local {
 
   // Reaps the child if it has ended; true when it is reaped (now or before). Never blocks.
   bool try_reap();
-  // Waits until the child ends and reaps it; false when `deadline` passed first.
-  bool wait(const std::chrono::steady_clock::time_point* deadline);
+  // Waits until the child ends and reaps it; false when `until` passed first.
+  bool wait(deadline until);
   // nullopt while running; -N for signal N. Throws mproc::error if someone else reaped it.
   std::optional<int> exitcode();
   // Sends `signal`; a no-op once reaped. Under the lock that reaping takes, so the pid

@@ -127,7 +127,7 @@ void process::start() {
     rt.track(child);
   } catch (...) {
     ::kill(pid, SIGKILL);
-    child->wait(nullptr);
+    child->wait(detail::deadline::never());
     throw;
   }
   s.child = std::move(child);
@@ -167,12 +167,11 @@ void process::run() {
   if (s.target) s.target->invoke();
 }
 
-void process::join() { state().own_child("join").wait(nullptr); }
+void process::join() { state().own_child("join").wait(detail::deadline::never()); }
 
 bool process::join_for(std::chrono::nanoseconds timeout) {
   detail::child_record& child = state().own_child("join");
-  const auto deadline = detail::deadline_after(timeout);
-  return child.wait(&deadline);
+  return child.wait(detail::deadline::in(timeout));
 }
 
 bool process::is_alive() {

@@ -201,16 +201,16 @@ void runtime::shutdown_children() noexcept {
     for (const auto& c : snapshot) {
       if (c->daemon()) (void)c->signal(SIGTERM);
     }
-    const auto deadline = deadline_after(daemon_grace);
+    const deadline grace_ends = deadline::in(daemon_grace);
     for (const auto& c : snapshot) {
       if (!c->daemon()) continue;
-      if (!c->wait(&deadline)) {
+      if (!c->wait(grace_ends)) {
         (void)c->signal(SIGKILL);
-        c->wait(nullptr);
+        c->wait(deadline::never());
       }
     }
     for (const auto& c : snapshot) {
-      if (!c->daemon()) c->wait(nullptr);
+      if (!c->daemon()) c->wait(deadline::never());
     }
   } catch (...) {  // at exit there is no one left to report to
   }

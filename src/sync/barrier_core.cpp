@@ -85,7 +85,7 @@ barrier_core::barrier_core(const sync_token& token) : memory_(sync_memory::open(
 }
 
 void barrier_core::lock_state() {
-  robust_mutex_lock(state_->mutex, nullptr, [this] { recover(); });
+  robust_mutex_lock(state_->mutex, deadline::never(), [this] { recover(); });
 }
 
 void barrier_core::recover() noexcept {
@@ -132,7 +132,7 @@ void barrier_core::break_locked() noexcept {
   }
 }
 
-std::size_t barrier_core::wait(const deadline_t* deadline) {
+std::size_t barrier_core::wait(deadline until) {
   state& s = *state_;
   lock_state();
   std::uint32_t slot = 0;
@@ -160,7 +160,7 @@ std::size_t barrier_core::wait(const deadline_t* deadline) {
       throw;
     }
   }
-  list_of(*memory_, s).sleep(slot, deadline, holder_check_period, [this] { check_holder(); });
+  list_of(*memory_, s).sleep(slot, until, holder_check_period, [this] { check_holder(); });
   lock_state();
   state_guard unlock(s);
   const std::uint32_t outcome = list_of(*memory_, s).leave(slot);

@@ -54,14 +54,14 @@ condition_core::condition_core(const sync_token& lock, const sync_token& self)
   lock_ = std::make_shared<lock_core>(std::move(lock_memory), static_cast<std::size_t>(lock.offset), false, false);
 }
 
-bool condition_core::wait(const deadline_t* deadline) {
+bool condition_core::wait(deadline until) {
   if (!lock_->held_by_this_thread()) {
     throw error("mproc::condition::wait(): the condition's lock is not held by this thread");
   }
   wait_list list = list_of(*memory_, *state_);
   const std::uint32_t slot = list.enter();
   const unsigned levels = lock_->release_all();
-  list.sleep(slot, deadline, std::chrono::milliseconds(0), [] {});
+  list.sleep(slot, until, std::chrono::milliseconds(0), [] {});
   lock_->reacquire(levels);
   // Read under the lock: a notify that came between the timeout and now still counts.
   return list.leave(slot) == slot_woken;

@@ -39,13 +39,13 @@ void event_core::clear() noexcept { state_->word.fetch_and(~std::uint32_t{1}, st
 
 bool event_core::is_set() const noexcept { return (state_->word.load(std::memory_order_acquire) & 1) != 0; }
 
-bool event_core::wait(const deadline_t* deadline) {
+bool event_core::wait(deadline until) {
   state& s = *state_;
   const std::uint32_t start = s.word.load(std::memory_order_acquire);
   if ((start & 1) != 0) return true;
   // A set() since `start` changes the generation bits, even if a clear() followed.
   return wait_for_condition(
-      s.changed, [&s, start] { return s.word.load(std::memory_order_acquire) != start; }, deadline);
+      s.changed, [&s, start] { return s.word.load(std::memory_order_acquire) != start; }, until);
 }
 
 sync_token event_core::token() const { return memory_->token(0); }

@@ -55,21 +55,17 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-bool passed(const deadline_t* deadline) noexcept {
-  return deadline != nullptr && (*deadline == no_wait || *deadline <= std::chrono::steady_clock::now());
-}
-
 // 0, EOWNERDEAD or ETIMEDOUT, after the first trylock said EBUSY.
-int lock_contended(lock_core::state& s, const deadline_t* deadline) {
-  if (deadline != nullptr && *deadline == no_wait) return ETIMEDOUT;
+int lock_contended(lock_core::state& s, deadline until) {
+  if (until == deadline::no_wait()) return ETIMEDOUT;
   for (int i = 0, pauses = 1; i < spin_limit; ++i, pauses = pauses < 64 ? 2 * pauses : pauses) {
     for (int k = 0; k < pauses; ++k) cpu_relax();
     if (s.owner.load(std::memory_order_relaxed) != 0) continue;
     const int r = ::pthread_mutex_trylock(&s.mutex);
     if (r != EBUSY) return r;
   }
-  if (passed(deadline)) return ETIMEDOUT;
-  switch (robust_mutex_lock_raw(s.mutex, deadline)) {  // throws on ENOTRECOVERABLE
+  if (until.passed()) return ETIMEDOUT;
+  switch (robust_mutex_lock_raw(s.mutex, until)) {  // throws on ENOTRECOVERABLE
     case 0:
       return 0;
     case 1:
@@ -138,7 +134,7 @@ lock_core::~lock_core() {
   }
 }
 
-bool lock_core::lock(const deadline_t* deadline) {
+bool lock_core::lock(deadline until) {
   state& s = *state_;
   const std::uint64_t me = this_thread_id();
   // Trylock first, our owner word only when that fails: when another process is using the
@@ -153,12 +149,12 @@ bool lock_core::lock(const deadline_t* deadline) {
       }
       // Only this thread could release it: waiting would be forever (Python's Lock would
       // hang here, a std::mutex has undefined behaviour).
-      if (deadline != nullptr) return false;
+      if (!until.is_never()) return false;
       throw error(
           "mproc::mutex::lock(): this thread already holds the lock, and would wait forever for itself "
           "(use mproc::recursive_mutex to lock it again)");
     }
-    r = lock_contended(s, deadline);
+    r = lock_contended(s, until);
   }
   if (r == ETIMEDOUT) return false;
   if (r == EOWNERDEAD) {
@@ -202,7 +198,7 @@ unsigned lock_core::release_all() {
 }
 
 void lock_core::reacquire(unsigned levels) {
-  lock(nullptr);
+  lock(deadline::never());
   state_->levels = levels;
 }
 

@@ -40,7 +40,7 @@ semaphore_core::semaphore_core(const sync_token& token) : memory_(sync_memory::o
       memory_->open_object(static_cast<std::size_t>(token.offset), sync_kind::semaphore, sizeof(state)));
 }
 
-bool semaphore_core::acquire(const deadline_t* deadline) {
+bool semaphore_core::acquire(deadline until) {
   state& s = *state_;
   const auto take = [&s] {
     std::uint32_t v = s.value.load(std::memory_order_relaxed);
@@ -54,7 +54,7 @@ bool semaphore_core::acquire(const deadline_t* deadline) {
   for (;;) {
     if (take()) return true;
     const bool available = wait_for_condition(
-        s.released, [&s] { return s.value.load(std::memory_order_relaxed) != 0; }, deadline);
+        s.released, [&s] { return s.value.load(std::memory_order_relaxed) != 0; }, until);
     if (!available) return take();
   }
 }

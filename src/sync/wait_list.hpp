@@ -56,12 +56,12 @@ class wait_list {
   // Throws mproc::error past max_slots waiters, std::system_error if memory runs out.
   std::uint32_t enter();
 
-  // Owner's lock NOT held: waits until the slot is no longer slot_waiting, or the deadline
+  // Owner's lock NOT held: waits until the slot is no longer slot_waiting, or `until`
   // passes; returns the slot's state then (slot_waiting: timed out). When `period` is
   // non-zero, calls `check()` that often while waiting (the barrier's test for a dead
   // holder of its mutex, which nobody else would notice while every waiter sleeps).
   template <class Check>
-  std::uint32_t sleep(std::uint32_t index, const deadline_t* deadline, std::chrono::milliseconds period, Check check);
+  std::uint32_t sleep(std::uint32_t index, deadline until, std::chrono::milliseconds period, Check check);
 
   // Owner's lock held: frees the slot; returns its last state.
   std::uint32_t leave(std::uint32_t index);
@@ -97,19 +97,15 @@ struct wait_list::slot {
 static_assert(sizeof(wait_list::slot) <= wait_list::slot_bytes);
 
 template <class Check>
-std::uint32_t wait_list::sleep(std::uint32_t index, const deadline_t* deadline, std::chrono::milliseconds period,
+std::uint32_t wait_list::sleep(std::uint32_t index, deadline until, std::chrono::milliseconds period,
                                Check check) {
   slot& s = at(index);
   const auto woken = [&s] { return s.state.load(std::memory_order_acquire) != slot_waiting; };
   for (;;) {
-    deadline_t until{};
-    const deadline_t* wait_until = deadline;
-    if (period.count() > 0) {
-      until = std::chrono::steady_clock::now() + period;
-      if (deadline == nullptr || until < *deadline) wait_until = &until;
-    }
+    deadline wait_until = until;
+    if (period.count() > 0) wait_until = std::min(until, deadline(deadline::clock::now() + period));
     if (wait_for_condition(s.wake, woken, wait_until)) return s.state.load(std::memory_order_acquire);
-    if (wait_until == deadline) return s.state.load(std::memory_order_acquire);  // the caller's deadline
+    if (wait_until == until) return s.state.load(std::memory_order_acquire);  // the caller's deadline
     check();
   }
 }

@@ -15,13 +15,13 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free,
               "futex words must be plain 32-bit atomics");
 
-bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const deadline_t* deadline) noexcept {
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, deadline until) noexcept {
   timespec ts{};
   timespec* tsp = nullptr;
-  if (deadline != nullptr && *deadline != deadline_t::max()) {
+  if (!until.is_never()) {
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, the clock of steady_clock,
     // so retries after EINTR never stretch the wait.
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.when().time_since_epoch()).count();
     if (ns <= 0) return false;
     ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
     ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);

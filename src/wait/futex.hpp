@@ -6,13 +6,14 @@
 #include <chrono>
 #include <cstdint>
 
+#include "mproc/detail/wait/deadline.hpp"
+
 namespace mproc::detail {
 
-using deadline_t = std::chrono::steady_clock::time_point;
+using deadline_clock = std::chrono::steady_clock;
 
-// Sleeps while *word == expected, until woken or the absolute CLOCK_MONOTONIC `deadline`
-// (null: none). Returns false only when the deadline passed; spurious returns are allowed.
-bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const deadline_t* deadline) noexcept;
+// Sleeps while *word == expected, until woken or `until` passes. Returns false only when the deadline passed; spurious returns are allowed.
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, deadline until) noexcept;
 void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept;
 void yield_cpu() noexcept;
 
@@ -99,11 +100,11 @@ inline thread_local std::chrono::nanoseconds spin_budget = max_spin;
 // `ready()` every `longest_sleep` (at most recheck_period) even if nobody announces.
 // Returns false if the deadline passed first (after a last check of ready()).
 template <class Ready>
-bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline,
+bool wait_for_condition(wakeup& w, Ready ready, deadline until,
                         std::chrono::nanoseconds longest_sleep = recheck_period) {
   if (ready()) return true;
   const auto start = std::chrono::steady_clock::now();
-  if (deadline != nullptr && *deadline <= start) return false;
+  if (until.passed(start)) return false;
   // Busy-wait a little, then yield while waiting: when the peer shares our CPU, yielding
   // lets it run instead of burning the spin budget against it.
   const auto spin_until = start + spin_budget;
@@ -132,7 +133,7 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline,
   // condition came, up to recheck_period more.
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    const deadline_t pass_end = now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
+    const deadline_clock::time_point pass_end = now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
     // The margin covers timer slack: the kernel may end the sleep a little after `pass_end`.
     w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(pass_end.time_since_epoch()).count() +
                    2'000'000);
@@ -141,11 +142,11 @@ bool wait_for_condition(wakeup& w, Ready ready, const deadline_t* deadline,
       wakeup& w;
       ~uncount() { w.sleepers.fetch_sub(1, std::memory_order_seq_cst); }
     } counted{w};
-    for (const deadline_t slice_end : {now + first_slice, pass_end}) {
+    for (const deadline_clock::time_point slice_end : {now + first_slice, pass_end}) {
       const std::uint32_t seen = w.event.load(std::memory_order_seq_cst);
       if (ready()) return true;
-      const bool final_slice = deadline != nullptr && *deadline <= slice_end;
-      const bool in_time = futex_wait(w.event, seen, final_slice ? deadline : &slice_end);
+      const bool final_slice = until <= deadline(slice_end);
+      const bool in_time = futex_wait(w.event, seen, final_slice ? until : deadline(slice_end));
       if (ready()) return true;
       if (!in_time && final_slice) return false;
     }

@@ -17,15 +17,15 @@ namespace {
 // intercept it (only pthread_mutex_timedlock, which takes CLOCK_REALTIME), and would
 // otherwise see the later unlock of a mutex it never saw locked. The annotations match
 // what TSan's own interceptor of a timed lock records (a try lock that may fail).
-int clocklock(pthread_mutex_t& m, const timespec& deadline) {
+int clocklock(pthread_mutex_t& m, const timespec& until) {
 #if defined(__SANITIZE_THREAD__)
   __tsan_mutex_pre_lock(&m, __tsan_mutex_try_lock);
-  const int r = ::pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &deadline);
+  const int r = ::pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &until);
   const bool locked = r == 0 || r == EOWNERDEAD;
   __tsan_mutex_post_lock(&m, __tsan_mutex_try_lock | (locked ? 0U : __tsan_mutex_try_lock_failed), 0);
   return r;
 #else
-  return ::pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &deadline);
+  return ::pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &until);
 #endif
 }
 
@@ -35,7 +35,7 @@ int clocklock(pthread_mutex_t& m, const timespec& deadline) {
 // whose monitor thread waited so could no longer replace its dead workers).
 constexpr std::chrono::milliseconds recheck_interval{100};
 
-timespec to_timespec(deadline_t t) {
+timespec to_timespec(deadline::clock::time_point t) {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   timespec ts{};
   if (ns > 0) {
@@ -57,16 +57,15 @@ void robust_mutex_init(pthread_mutex_t& m) {
   if (r != 0) throw_system_error({r, std::system_category()}, "pthread_mutex_init");
 }
 
-int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline) {
-  const bool forever = deadline == nullptr || *deadline == deadline_t::max();
+int robust_mutex_lock_raw(pthread_mutex_t& m, deadline until) {
   int r = ::pthread_mutex_trylock(&m);
   while (r == EBUSY) {
-    const deadline_t now = std::chrono::steady_clock::now();
-    if (!forever && now >= *deadline) {
+    const auto now = deadline::clock::now();
+    if (until.passed(now)) {
       r = ETIMEDOUT;
       break;
     }
-    const deadline_t slice_end = forever ? now + recheck_interval : std::min(*deadline, now + recheck_interval);
+    const auto slice_end = std::min(until.when(), now + recheck_interval);
     r = clocklock(m, to_timespec(slice_end));
     if (r == ETIMEDOUT) r = EBUSY;  // the slice passed: look again
   }

@@ -4,31 +4,29 @@
 
 #include <pthread.h>
 
-#include <chrono>
+#include "mproc/detail/wait/deadline.hpp"
 
 namespace mproc::detail {
-
-using deadline_t = std::chrono::steady_clock::time_point;
 
 // Initialises `m` in place (once, by the process that creates the shared memory).
 void robust_mutex_init(pthread_mutex_t& m);
 
-// Locks `m`, waiting at most until `deadline` (null: forever); false if it passed. When
+// Locks `m`, waiting at most until `until`; false if it passed. When
 // the previous owner died holding it, calls `recover()` before marking it consistent.
 // `recover` must not throw.
 template <class Recover>
-bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover recover);
+bool robust_mutex_lock(pthread_mutex_t& m, deadline until, Recover recover);
 
 // The non-template part: 0 locked, 1 locked after owner death (recover, then call
 // robust_mutex_mark_consistent), -1 deadline passed. Other failures throw.
-int robust_mutex_lock_raw(pthread_mutex_t& m, const deadline_t* deadline);
+int robust_mutex_lock_raw(pthread_mutex_t& m, deadline until);
 void robust_mutex_mark_consistent(pthread_mutex_t& m);
 // Never waits: 0 locked, 1 locked after owner death (as above), -1 held by someone else.
 int robust_mutex_try_lock_raw(pthread_mutex_t& m);
 
 template <class Recover>
-bool robust_mutex_lock(pthread_mutex_t& m, const deadline_t* deadline, Recover recover) {
-  const int r = robust_mutex_lock_raw(m, deadline);
+bool robust_mutex_lock(pthread_mutex_t& m, deadline until, Recover recover) {
+  const int r = robust_mutex_lock_raw(m, until);
   if (r < 0) return false;
   if (r == 1) {
     recover();

@@ -56,7 +56,7 @@ TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheLockOnceItIsFree) {
   ASSERT_GE(locker, 0);
   if (locker == 0) {
     bool recovered = false;
-    robust_mutex_lock(s->mutex, nullptr, [&] { recovered = true; });
+    robust_mutex_lock(s->mutex, mproc::detail::deadline::never(), [&] { recovered = true; });
     ::_exit(recovered ? 2 : 0);
   }
   // The locker is asleep in the kernel once it has marked the word as having waiters.

@@ -42,8 +42,7 @@ class TaskClaim : public ::testing::Test {
   void TearDown() override { ::munmap(memory_, sizeof(task_claim_slot) * workers); }
 
   void put_task(std::uint64_t id) {
-    const std::size_t end = sizeof id;
-    tasks_.put({reinterpret_cast<const std::byte*>(&id), sizeof id}, {&end, 1}, nullptr);
+    tasks_.put_one(std::as_bytes(std::span(&id, 1)), mproc::detail::deadline::never());
   }
 
   enum class death { inside_take, after_take, after_release };
@@ -58,22 +57,15 @@ class TaskClaim : public ::testing::Test {
   // SIGKILLs the calling process inside the take (holding the consumers' lock) when
   // `die_inside`. Returns the task's id; 0 when none was queued.
   std::uint64_t take_claiming(unsigned slot, bool die_inside) {
-    struct context {
-      task_claims* claims;
-      unsigned slot;
-      bool die_inside;
-      std::uint64_t id = 0;
-    } c{&*claims_, slot, die_inside};
-    const mproc::detail::deadline_t now{};
+    std::uint64_t id = 0;
     tasks_.get(
-        [](void* p, std::span<const std::byte> message) {
-          auto& c = *static_cast<context*>(p);
-          c.id = task_id(message);
-          c.claims->claim(c.slot, c.id, 1);
-          if (c.die_inside) ::raise(SIGKILL);
+        [&](std::span<const std::byte> message) {
+          id = task_id(message);
+          claims_->claim(slot, id, 1);
+          if (die_inside) ::raise(SIGKILL);
         },
-        &c, 1, &now);
-    return c.id;
+        1, mproc::detail::deadline::no_wait());
+    return id;
   }
 
   // Worker `slot`, in a child process, takes the next task as the pool's worker does and
@@ -98,12 +90,8 @@ class TaskClaim : public ::testing::Test {
   // The ids of the tasks still queued, taken in order.
   std::vector<std::uint64_t> drain() {
     std::vector<std::uint64_t> ids;
-    const mproc::detail::deadline_t now{};
-    while (tasks_.get(
-               [](void* p, std::span<const std::byte> message) {
-                 static_cast<std::vector<std::uint64_t>*>(p)->push_back(task_id(message));
-               },
-               &ids, 1, &now) != 0) {
+    const auto take = [&](std::span<const std::byte> message) { ids.push_back(task_id(message)); };
+    while (tasks_.get(take, 1, mproc::detail::deadline::no_wait()) != 0) {
     }
     return ids;
   }

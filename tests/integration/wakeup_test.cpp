@@ -47,7 +47,7 @@ class Wakeup : public ::testing::Test {
     sleeper_ = ::fork();
     ASSERT_GE(sleeper_, 0);
     if (sleeper_ == 0) {
-      wait_for_condition(s_->w, [&] { return s_->go.load() != 0; }, nullptr);
+      wait_for_condition(s_->w, [&] { return s_->go.load() != 0; }, mproc::detail::deadline::never());
       ::_exit(0);
     }
     ASSERT_TRUE(mproc_test::eventually(

@@ -23,26 +23,23 @@ namespace {
 using namespace std::chrono_literals;
 using mproc::detail::channel;
 
-std::vector<std::string> take(channel& ch, std::size_t max, const mproc::detail::deadline_t* deadline = nullptr) {
+using mproc::detail::deadline;
+
+std::vector<std::string> take(channel& ch, std::size_t max, deadline until = deadline::never()) {
   std::vector<std::string> out;
-  ch.get(
-      [](void* context, std::span<const std::byte> bytes) {
-        static_cast<std::vector<std::string>*>(context)->emplace_back(reinterpret_cast<const char*>(bytes.data()),
-                                                                      bytes.size());
-      },
-      &out, max, deadline);
+  ch.get([&](std::span<const std::byte> bytes) { out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size()); },
+         max, until);
   return out;
 }
 
-std::size_t give(channel& ch, const std::vector<std::string>& messages,
-                 const mproc::detail::deadline_t* deadline = nullptr) {
+std::size_t give(channel& ch, const std::vector<std::string>& messages, deadline until = deadline::never()) {
   std::vector<std::byte> data;
   std::vector<std::size_t> ends;
   for (const auto& m : messages) {
     for (char c : m) data.push_back(static_cast<std::byte>(c));
     ends.push_back(data.size());
   }
-  return ch.put(data, ends, deadline);
+  return ch.put(data, ends, until);
 }
 
 TEST(Channel, MessagesKeepTheirBoundariesAndOrderAcrossBlocks) {
@@ -94,8 +91,8 @@ TEST(Channel, PutPiecesPutsTheirConcatenationAsOneMessage) {
   const std::string head = "head:";
   const std::string body = patterned(std::size_t{3} << 20, 7);  // spans blocks
   const std::span<const std::byte> pieces[] = {as_bytes(head), {}, as_bytes(body)};
-  EXPECT_EQ(ch.put_pieces(pieces, nullptr), 1U);
-  EXPECT_EQ(ch.put_pieces({}, nullptr), 1U);  // no piece: an empty message
+  EXPECT_EQ(ch.put_pieces(pieces, deadline::never()), 1U);
+  EXPECT_EQ(ch.put_pieces({}, deadline::never()), 1U);  // no piece: an empty message
   const auto got = take(ch, 2);
   ASSERT_EQ(got.size(), 2U);
   EXPECT_TRUE(got[0] == head + body);
@@ -112,12 +109,11 @@ struct spanning_log {
 
 std::size_t take_spanning(channel& ch, spanning_log& log, std::size_t max) {
   return ch.get(
-      [](void* context, std::span<const std::byte> bytes) {
-        static_cast<spanning_log*>(context)->in_one_block.emplace_back(reinterpret_cast<const char*>(bytes.data()),
-                                                                       bytes.size());
+      [&](std::span<const std::byte> bytes) {
+        log.in_one_block.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       },
-      &log, max, nullptr, nullptr, [](void* context, mproc::detail::message_reader& message) {
-        auto& l = *static_cast<spanning_log*>(context);
+      max, deadline::never(), {}, [&](mproc::detail::message_reader& message) {
+        auto& l = log;
         l.sizes.push_back(message.size());
         std::string part(std::min(message.size(), l.read_at_most), '\0');
         message.read(reinterpret_cast<std::byte*>(part.data()), part.size());
@@ -156,20 +152,19 @@ TEST(Channel, ASpanningSinkOutOfMemoryBeforeReadingLeavesTheMessageQueued) {
   channel ch(0);
   const std::string big = patterned(std::size_t{1} << 20, 9);
   ASSERT_EQ(give(ch, {big}), 1U);
-  const auto no_memory = [](void*, mproc::detail::message_reader&) { throw std::bad_alloc(); };
-  const auto sink = [](void*, std::span<const std::byte>) {};
-  EXPECT_THROW(ch.get(sink, nullptr, 1, nullptr, nullptr, no_memory), std::bad_alloc);
+  const auto no_memory = [](mproc::detail::message_reader&) { throw std::bad_alloc(); };
+  const auto sink = [](std::span<const std::byte>) {};
+  EXPECT_THROW(ch.get(sink, 1, deadline::never(), {}, no_memory), std::bad_alloc);
   EXPECT_EQ(ch.size(), 1U);
   // With on_unreadable, it is taken and reported instead.
   struct seen {
     std::size_t length = 0;
     std::string prefix;
   } s;
-  EXPECT_EQ(ch.get(sink, &s, 1, nullptr,
-                   [](void* c, std::span<const std::byte> prefix, std::size_t length) {
-                     auto& into = *static_cast<seen*>(c);
-                     into.length = length;
-                     into.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+  EXPECT_EQ(ch.get(sink, 1, deadline::never(),
+                   [&](std::span<const std::byte> prefix, std::size_t length) {
+                     s.length = length;
+                     s.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
                    },
                    no_memory),
             1U);
@@ -181,9 +176,9 @@ TEST(Channel, ASpanningSinkOutOfMemoryBeforeReadingLeavesTheMessageQueued) {
 TEST(Channel, ASpanningSinkThatThrowsAfterReadingConsumesTheMessage) {
   channel ch(0);
   ASSERT_EQ(give(ch, {patterned(std::size_t{1} << 20, 1), "after"}), 2U);
-  const auto sink = [](void*, std::span<const std::byte>) {};
-  EXPECT_THROW(ch.get(sink, nullptr, 2, nullptr, nullptr,
-                      [](void*, mproc::detail::message_reader& message) {
+  const auto sink = [](std::span<const std::byte>) {};
+  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {},
+                      [](mproc::detail::message_reader& message) {
                         std::byte b[16];
                         message.read(b, sizeof b);
                         throw std::runtime_error("undecodable");
@@ -195,26 +190,25 @@ TEST(Channel, ASpanningSinkThatThrowsAfterReadingConsumesTheMessage) {
 TEST(Channel, MaxsizeCountsMessages) {
   channel ch(3);
   EXPECT_EQ(ch.maxsize(), 3U);
-  const auto past = mproc::detail::deadline_t{};
-  EXPECT_EQ(give(ch, {"a", "b", "c", "d", "e"}, &past), 3U);
+  EXPECT_EQ(give(ch, {"a", "b", "c", "d", "e"}, deadline::no_wait()), 3U);
   EXPECT_EQ(ch.size(), 3U);
-  const auto soon = std::chrono::steady_clock::now() + 20ms;
-  EXPECT_EQ(give(ch, {"x"}, &soon), 0U);
-  EXPECT_GE(std::chrono::steady_clock::now(), soon);
+  const auto soon = deadline::in(20ms);
+  EXPECT_EQ(give(ch, {"x"}, soon), 0U);
+  EXPECT_TRUE(soon.passed());
   EXPECT_EQ(take(ch, 10), (std::vector<std::string>{"a", "b", "c"}));
 }
 
 TEST(Channel, GetTimesOutWhenEmpty) {
   channel ch(0);
-  const auto soon = std::chrono::steady_clock::now() + 20ms;
-  EXPECT_TRUE(take(ch, 1, &soon).empty());
-  EXPECT_GE(std::chrono::steady_clock::now(), soon);
+  const auto soon = deadline::in(20ms);
+  EXPECT_TRUE(take(ch, 1, soon).empty());
+  EXPECT_TRUE(soon.passed());
 }
 
 TEST(Channel, ThrowingSinkConsumesTheMessage) {
   channel ch(0);
   give(ch, {"bad", "good"});
-  EXPECT_THROW(ch.get([](void*, std::span<const std::byte>) { throw std::runtime_error("nope"); }, nullptr, 2, nullptr),
+  EXPECT_THROW(ch.get([](std::span<const std::byte>) { throw std::runtime_error("nope"); }, 2, deadline::never()),
                std::runtime_error);
   EXPECT_EQ(take(ch, 2), std::vector<std::string>{"good"});
 }
@@ -223,12 +217,11 @@ TEST(Channel, TaskDoneAndJoin) {
   channel ch(0);
   EXPECT_THROW(ch.task_done(), mproc::error);
   give(ch, {"a", "b"});
-  const auto past = mproc::detail::deadline_t{};
-  EXPECT_FALSE(ch.join(&past));
+  EXPECT_FALSE(ch.join(deadline::no_wait()));
   ch.task_done();
-  EXPECT_FALSE(ch.join(&past));
+  EXPECT_FALSE(ch.join(deadline::no_wait()));
   ch.task_done();
-  EXPECT_TRUE(ch.join(&past));
+  EXPECT_TRUE(ch.join(deadline::no_wait()));
   EXPECT_THROW(ch.task_done(), mproc::error);
 }
 
@@ -258,8 +251,7 @@ TEST(Channel, ThreadsProduceAndConsumeEachMessageOnce) {
   for (auto& mine : got) {
     threads.emplace_back([&ch, &received, &mine] {
       while (received.load() < producers * per_producer) {
-        const auto deadline = std::chrono::steady_clock::now() + 20ms;
-        const auto batch = take(ch, 16, &deadline);
+        const auto batch = take(ch, 16, deadline::in(20ms));
         received += static_cast<int>(batch.size());
         mine.insert(mine.end(), batch.begin(), batch.end());
       }
@@ -297,14 +289,12 @@ long minor_faults() {
 }
 
 void put_bytes(channel& ch, const std::vector<std::byte>& message) {
-  const std::size_t end = message.size();
-  ch.put(message, {&end, 1}, nullptr);
+  ch.put_one(message, deadline::never());
 }
 
 std::size_t get_size(channel& ch) {
   std::size_t size = 0;
-  ch.get([](void* context, std::span<const std::byte> bytes) { *static_cast<std::size_t*>(context) = bytes.size(); },
-         &size, 1, nullptr);
+  ch.get([&](std::span<const std::byte> bytes) { size = bytes.size(); }, 1, deadline::never());
   return size;
 }
 

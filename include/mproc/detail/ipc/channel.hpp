@@ -20,8 +20,8 @@
 //   goes through a small journal that the lane's next locker replays. A consumer commits
 //   its read only once it has used the bytes, so a consumer killed mid-get leaves the
 //   message for the next one.
-// - Blocking calls take an optional absolute CLOCK_MONOTONIC deadline (null: forever; in
-//   the past: do not wait). They spin briefly, then sleep on a futex; a side is woken only
+// - Blocking calls take a deadline (deadline::never(): forever; deadline::no_wait(): do
+//   not wait). They spin briefly, then sleep on a futex; a side is woken only
 //   when it announced that it sleeps.
 // - Thread safety: every member may be called from any thread of any process.
 #pragma once
@@ -33,17 +33,17 @@
 #include <span>
 
 #include "mproc/detail/os/fd_token.hpp"
+#include "mproc/detail/os/function_ref.hpp"
+#include "mproc/detail/wait/deadline.hpp"
 
 namespace mproc::detail {
 
-using deadline_t = std::chrono::steady_clock::time_point;
-
 // Receives one message's bytes; valid only during the call. May throw: the message is
 // consumed all the same (a message that cannot be decoded must not block the channel).
-using message_sink = void (*)(void* context, std::span<const std::byte> message);
+using message_sink = function_ref<void(std::span<const std::byte> message)>;
 
 // Receives the first bytes and the full length of a message too large to gather (get).
-using unreadable_sink = void (*)(void* context, std::span<const std::byte> prefix, std::size_t length);
+using unreadable_sink = function_ref<void(std::span<const std::byte> prefix, std::size_t length)>;
 inline constexpr std::size_t unreadable_prefix_bytes = 64;
 
 // A message that spans blocks, read in order straight from them (get's `on_spanning`), so
@@ -62,7 +62,7 @@ class message_reader {
   std::size_t size_;
   std::size_t left_;
 };
-using spanning_sink = void (*)(void* context, message_reader& message);
+using spanning_sink = function_ref<void(message_reader& message)>;
 
 // A message given as pieces, written one after another (put_pieces).
 using message_pieces = std::span<const std::span<const std::byte>>;
@@ -76,13 +76,14 @@ class channel {
   channel& operator=(const channel&) = delete;
 
   // Puts `messages[i]` = bytes [ends[i-1], ends[i]) of `data`, in order. Waits for room
-  // while the channel holds maxsize messages. Returns how many were put before the
-  // deadline passed (all of them when it did not).
-  std::size_t put(std::span<const std::byte> data, std::span<const std::size_t> ends,
-                  const deadline_t* deadline);
+  // while the channel holds maxsize messages. Returns how many were put before `until`
+  // passed (all of them when it did not).
+  std::size_t put(std::span<const std::byte> data, std::span<const std::size_t> ends, deadline until);
+  // Puts one message; false when `until` passed first.
+  bool put_one(std::span<const std::byte> message, deadline until);
   // Puts one message made of `pieces` (a header, then a payload read where it lies): as
   // put of their concatenation, without making it. Returns 1, or 0 when the deadline passed.
-  std::size_t put_pieces(message_pieces pieces, const deadline_t* deadline);
+  std::size_t put_pieces(message_pieces pieces, deadline until);
 
   // Takes at least one and at most `max_messages` messages, handing each to `sink`.
   // Returns how many were taken: 0 when the deadline passed first. A message spanning
@@ -93,15 +94,15 @@ class channel {
   // a message spanning blocks goes to it instead, to read in place: what it leaves unread
   // is skipped; if it throws std::bad_alloc before reading a byte, the message is treated
   // as one that could not be gathered (above); any other exception, as the sink's.
-  std::size_t get(message_sink sink, void* context, std::size_t max_messages, const deadline_t* deadline,
-                  unreadable_sink on_unreadable = nullptr, spanning_sink on_spanning = nullptr);
+  std::size_t get(message_sink sink, std::size_t max_messages, deadline until, unreadable_sink on_unreadable = {},
+                  spanning_sink on_spanning = {});
 
   std::size_t size() const noexcept;  // messages put and not yet taken
   std::size_t maxsize() const noexcept;
 
   // joinable_queue: one task of the messages put is done; join waits until all are.
   void task_done();
-  bool join(const deadline_t* deadline);
+  bool join(deadline until);
 
   // How many times a process was found dead holding one of the channel's locks.
   std::uint64_t owner_deaths() const noexcept;
@@ -117,9 +118,9 @@ class channel {
   // a get's sink, that message's lane; in hold_consumers' action, every lane.
   bool held_by_caller(std::uint64_t id) const noexcept;
 
-  // Runs `action(context)` holding the consumers' lock of every lane, recovered first from
-  // a consumer that died holding it: no get commits meanwhile. Waits for live consumers.
-  void hold_consumers(void (*action)(void* context), void* context);
+  // Runs `action()` holding the consumers' lock of every lane, recovered first from a
+  // consumer that died holding it: no get commits meanwhile. Waits for live consumers.
+  void hold_consumers(function_ref<void()> action);
 
   fd_token token() const;
 

@@ -17,21 +17,10 @@
 #include <functional>
 #include <memory>
 
-#include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/os/fd_token.hpp"
 
 namespace mproc::detail {
-
-using deadline_t = std::chrono::steady_clock::time_point;
-
-// The absolute CLOCK_MONOTONIC deadline of a time point of any clock, saturated; one that
-// has passed is no_wait.
-template <class Clock, class Duration>
-deadline_t steady_deadline(const std::chrono::time_point<Clock, Duration>& when) {
-  const auto now = Clock::now();
-  if (when <= now) return no_wait;
-  return deadline_in(when - now);
-}
 
 class sync_memory;  // src/sync_memory.hpp
 
@@ -64,7 +53,7 @@ class lock_core {
 
   // Acquires; false when the deadline passed first. The holder of a non-recursive lock:
   // mproc::error with no deadline (it would wait forever), false with one.
-  bool lock(const deadline_t* deadline);
+  bool lock(deadline until);
   // Throws mproc::error unless this thread holds the lock.
   void unlock();
   bool held_by_this_thread() const noexcept;
@@ -94,7 +83,7 @@ class semaphore_core {
   semaphore_core(unsigned value, bool bounded);
   explicit semaphore_core(const sync_token& token);
 
-  bool acquire(const deadline_t* deadline);  // false when the deadline passed first
+  bool acquire(deadline until);  // false when the deadline passed first
   void release(unsigned n);                  // mproc::error above the bound
   int value() const noexcept;
   bool bounded() const noexcept;
@@ -117,7 +106,7 @@ class event_core {
   void set() noexcept;
   void clear() noexcept;
   bool is_set() const noexcept;
-  bool wait(const deadline_t* deadline);  // true when set, or set while waiting
+  bool wait(deadline until);  // true when set, or set while waiting
   sync_token token() const;
 
   struct state;
@@ -137,7 +126,7 @@ class condition_core {
   const std::shared_ptr<lock_core>& lock() const noexcept { return lock_; }
   // The lock must be held by this thread (mproc::error otherwise). True when notified,
   // false when the deadline passed first; holds the lock again on return either way.
-  bool wait(const deadline_t* deadline);
+  bool wait(deadline until);
   // The lock must be held by this thread. Wakes the `n` longest-waiting live waiters (or
   // all there are); returns how many it woke.
   unsigned notify(unsigned n);
@@ -159,7 +148,7 @@ class barrier_core {
   barrier_core(unsigned parties, std::function<void()> action);
   explicit barrier_core(const sync_token& token);
 
-  std::size_t wait(const deadline_t* deadline);  // throws broken_barrier
+  std::size_t wait(deadline until);  // throws broken_barrier
   void abort();
   void reset();
   bool broken() const noexcept;

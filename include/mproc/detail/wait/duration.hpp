@@ -31,18 +31,4 @@ constexpr std::chrono::nanoseconds to_nanoseconds(D timeout) noexcept {
 
 namespace mproc::detail {
 
-// The absolute CLOCK_MONOTONIC deadline `timeout` from now, saturated: a timed wait turns
-// its timeout into one deadline, so retries after EINTR or spurious wakes never stretch it.
-template <duration D>
-std::chrono::steady_clock::time_point deadline_in(D timeout) noexcept {
-  using clock = std::chrono::steady_clock;
-  const auto now = clock::now();
-  const std::chrono::nanoseconds ns = to_nanoseconds(timeout);
-  if (ns >= clock::time_point::max() - now) return clock::time_point::max();
-  return now + ns;
-}
-
-// A deadline that has already passed: "do not wait".
-inline constexpr std::chrono::steady_clock::time_point no_wait{};
-
 }  // namespace mproc::detail
