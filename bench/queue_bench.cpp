@@ -542,7 +542,7 @@ void cpu_relax() {
 }
 
 // Spins until ready() holds, with the budget of mproc's queues (wait_for_condition in
-// src/futex.hpp): 255 pauses, then sched_yield, for 20 µs. Returns whether ready() held;
+// src/wait/futex.hpp): 255 pauses, then sched_yield, for 20 µs. Returns whether ready() held;
 // `forever` keeps yielding past the budget instead of giving up.
 template <class Ready>
 bool spin_until(Ready ready, bool forever) {

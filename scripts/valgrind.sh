@@ -4,7 +4,7 @@
 #   scripts/valgrind.sh [build-dir]        (default build-valgrind)
 #
 # valgrind has no pidfd_open (it answers ENOSYS), so these runs also exercise mproc's
-# pid-based fallback for children (src/child_handle.hpp).
+# pid-based fallback for children (src/process/child_handle.hpp).
 #
 # Every process is checked, not only the example's main one:
 # - forked children always run under valgrind (fork copies the valgrind'd process), and

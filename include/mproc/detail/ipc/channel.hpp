@@ -9,11 +9,12 @@
 //   producer never does.
 // - Shared memory is one memfd: nothing is ever named in /dev/shm. A process maps it when
 //   it creates the channel, inherits it by fork, or claims it from an fd_token.
-// - Lanes: each producing thread (per channel object) writes its own lane, a record
-//   stream that only it appends to, so a put takes no lock at all: it writes, then
-//   publishes the lane's end with one release store. Consumers take from any lane, each
-//   lane under a robust process-shared lock of its own. When every lane is held by a live
-//   producer, the others share one lane under a robust lock.
+// - Lanes: each producing process (per channel object) writes its own lane, a record
+//   stream that only it appends to (its threads take turns on a process-local mutex), so a
+//   put takes no shared lock: it writes, then publishes the lane's end with one release
+//   store. Consumers take from any lane, each lane under a robust process-shared lock of
+//   its own. When every lane is held by a live producer, the others share one lane under
+//   a robust lock.
 // - Crash safety: a process killed at any instant inside any call leaves the channel
 //   consistent. A producer killed mid-write never published: its message is absent, and
 //   the next owner of its lane overwrites the bytes. A consumer's commit (head and count)
@@ -128,7 +129,7 @@ class channel {
   // child): closes its descriptor. Async-signal-safe.
   void forget_descriptor() noexcept;
 
-  struct state;  // defined in src/channel.cpp
+  struct state;  // defined in src/ipc/channel_state.hpp
 
  private:
   std::unique_ptr<state> state_;

@@ -10,7 +10,7 @@
 //   (PR_SET_PDEATHSIG), and ignore SIGINT.
 // - Tasks go through one shared channel that idle workers take from; results come back
 //   through another. A worker claims the task it takes in a shared slot, settled under the
-//   channel's consumer lock (src/task_claim.hpp), so when it dies the parent knows exactly
+//   channel's consumer lock (src/pool/task_claim.hpp), so when it dies the parent knows exactly
 //   whether a task went with it (worker_lost, or timeout_error when the parent killed it
 //   for task_timeout) or is still queued for another worker; the zygote replaces it.
 // - A pool belongs to the process that made it: in a forked child its copy is inert (every
@@ -112,7 +112,7 @@ class pool_core {
   void terminate();
   void join();  // mproc::error unless closed or terminated
 
-  struct impl;  // defined in src/pool_core.cpp
+  struct impl;  // defined in src/pool/pool_impl.hpp
 
  private:
   std::unique_ptr<impl> impl_;

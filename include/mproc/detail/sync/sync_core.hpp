@@ -22,7 +22,7 @@
 
 namespace mproc::detail {
 
-class sync_memory;  // src/sync_memory.hpp
+class sync_memory;  // src/sync/sync_memory.hpp
 
 // A sync object as it travels between processes: the memfd it lives in, and where in it.
 struct sync_token {

@@ -1,0 +1,409 @@
+// The state one process keeps of a channel (struct channel::state) over its shared
+// layout (channel_layout.hpp): what channel.cpp, channel_put.cpp and channel_get.cpp share.
+#pragma once
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "ipc/channel_layout.hpp"
+#include "ipc/channel_stream.hpp"
+#include "mproc/detail/ipc/channel.hpp"
+#include "mproc/error.hpp"
+#include "os/page_size.hpp"
+#include "os/process_incarnation.hpp"
+#include "shm/shared_memory.hpp"
+#include "wait/futex.hpp"
+#include "wait/robust_mutex.hpp"
+
+namespace mproc::detail {
+
+// The channel's files speak in its layout's words.
+using namespace channel_layout;
+
+// The channel's memory, as the Store of channel_stream.hpp, and what this process knows of
+// its lanes.
+struct channel::state {
+  static constexpr std::size_t block_bytes = 64 * 1024;
+
+  // The Store of a producer's stream_writer: allocates blocks knowing whether it holds
+  // put_lock already.
+  struct lane_store {
+    state& s;
+    bool put_locked;
+    static constexpr std::size_t block_bytes = state::block_bytes;
+    std::byte* block(std::uint32_t b) { return s.block(b); }
+    std::uint32_t block_count() const noexcept { return s.block_count(); }
+    std::uint32_t allocate_block() { return s.allocate_block(put_locked); }
+  };
+
+  // This process's lane for this channel object, claimed on its first put. Its threads
+  // take turns on it, so one process's puts keep the order in which they were made, across
+  // its threads too, as with Python's Queue (whose feeder thread sends a process's puts in
+  // order). A forked child finds the parent's incarnation here and claims a lane of its
+  // own; the mutex it inherited may be held by a thread that did not survive the fork, and
+  // is never touched there.
+  struct writer {
+    std::uint64_t incarnation;
+    std::uint32_t lane;
+    std::mutex mutex;
+    writer* replaced = nullptr;  // the parent's, copied by fork: freed with this one
+    ~writer() { delete replaced; }
+  };
+
+  std::unique_ptr<shared_memory> mem;
+  header* h = nullptr;
+  const std::uint64_t serial = next_serial();  // tells this object's lanes from others' in this process
+  std::atomic<writer*> writer_{nullptr};
+
+  // What this process last read of each lane's end (under the lane's reader lock): a
+  // consumer reads the producer's line again only once it has taken all it saw, so during
+  // a burst that line stays in the producer's cache. Each value was true once, and ends
+  // only move forward, so a stale one is an older end, still ahead of any head before it.
+  struct seen_end {
+    std::atomic<std::uint64_t> published{0};  // the full count
+    std::atomic<std::uint64_t> end{0};        // pack_end
+  };
+  seen_end seen[lane_count];
+  // Each lane's get_seq as this process's producers last read it: a lower bound, read
+  // again only when the queue looks full (or the lane's count nears 2^29), so that a
+  // producer does not fetch the consumers' line on each put.
+  std::atomic<std::uint64_t> taken_seen[lane_count]{};
+
+  static std::uint64_t next_serial() noexcept {
+    static std::atomic<std::uint64_t> serials{0};
+    return serials.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
+  // Gives back the lane this object holds in this process.
+  ~state() {
+    delete writer_.load(std::memory_order_acquire);
+    if (h == nullptr) return;
+    const std::uint64_t me = this_process_incarnation();
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 1; i < used; ++i) release_lane(h, i, me, serial);
+  }
+
+  static void release_lane(header* h, std::uint32_t i, std::uint64_t incarnation, std::uint64_t serial) noexcept {
+    lane& l = h->lanes[i];
+    if (l.holder.load(std::memory_order_relaxed) != serial) return;
+    l.owner.compare_exchange_strong(incarnation, 0, std::memory_order_acq_rel);
+  }
+
+  std::byte* block(std::uint32_t i) {
+    const std::size_t offset = header_bytes + std::size_t{i} * block_bytes;
+    mem->ensure_mapped(offset + block_bytes);
+    return mem->base() + offset;
+  }
+  block_header& meta(std::uint32_t i) { return *reinterpret_cast<block_header*>(block(i)); }
+  std::size_t data_offset(std::uint32_t i) const { return header_bytes + std::size_t{i} * block_bytes + page_size; }
+  std::uint32_t block_count() const noexcept { return h->block_count.load(std::memory_order_acquire); }
+
+  std::uint32_t pop(block_stack& stack) {
+    std::uint64_t top = stack.top.load(std::memory_order_acquire);
+    for (;;) {
+      const auto index = static_cast<std::uint32_t>(top);
+      if (index == no_block) return no_block;
+      if (index >= block_count()) corrupted("bad free block");
+      const std::uint64_t next = ((top >> 32) + 1) << 32 | meta(index).next_free.load(std::memory_order_relaxed);
+      if (stack.top.compare_exchange_weak(top, next, std::memory_order_acq_rel)) {
+        stack.count.fetch_sub(1, std::memory_order_relaxed);
+        return index;
+      }
+    }
+  }
+
+  void push(block_stack& stack, std::uint32_t index) {
+    block_header& b = meta(index);
+    std::uint64_t top = stack.top.load(std::memory_order_acquire);
+    for (;;) {
+      b.next_free.store(static_cast<std::uint32_t>(top), std::memory_order_relaxed);
+      if (stack.top.compare_exchange_weak(top, ((top >> 32) + 1) << 32 | index, std::memory_order_acq_rel)) break;
+    }
+    stack.count.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A block whose next is no_block: a warm free one without any lock; else, under
+  // put_lock (taken here unless `put_locked`), a released one or a new one.
+  std::uint32_t allocate_block(bool put_locked) {
+    std::uint32_t index = pop(h->free);
+    if (index == no_block) {
+      if (!put_locked) {
+        robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
+        robust_unlock_guard unlock(h->put_lock);
+        return allocate_block(true);
+      }
+      index = pop(h->released);
+      if (index != no_block) mem->reallocate(data_offset(index), block_bytes - page_size);
+    }
+    if (index == no_block) {
+      index = h->block_count.load(std::memory_order_relaxed);
+      if (index >= max_blocks) throw error("mproc::queue::put: the queue holds 64 GiB, its most; get some first");
+      mem->grow(header_bytes + (std::size_t{index} + 1) * block_bytes);
+      h->block_count.store(index + 1, std::memory_order_release);
+    }
+    meta(index).next.store(no_block, std::memory_order_relaxed);
+    return index;
+  }
+
+  // Free blocks keep their memory up to the number in use (at least keep_free_blocks), so
+  // that a stream with N blocks in flight reuses its blocks without fallocate or page
+  // faults; the surplus gives its memory back. A drained queue thus keeps at most half its
+  // peak, then keep_free_blocks once its next burst is smaller. (Releasing into the same
+  // LIFO list handed the cold block out next: every reuse faulted its pages in again, and
+  // 1 MiB messages ran at 0.4 GB/s instead of 20.) The counts are read without a lock:
+  // a race only moves the line between kept and released by a block.
+  void free_block(std::uint32_t index) {
+    const std::uint32_t free_now = h->free.count.load(std::memory_order_relaxed);
+    const std::uint32_t unused = free_now + h->released.count.load(std::memory_order_relaxed);
+    const std::uint32_t blocks = h->block_count.load(std::memory_order_relaxed);
+    const std::uint32_t in_use = blocks - std::min(unused, blocks);
+    if (free_now >= std::max(keep_free_blocks, in_use)) {
+      mem->release(data_offset(index), block_bytes - page_size);
+      push(h->released, index);
+    } else {
+      push(h->free, index);
+    }
+  }
+
+  std::uint32_t lanes_used() const noexcept {
+    return std::min(h->lanes_used.load(std::memory_order_acquire), lane_count);
+  }
+  // Lane i's messages published and taken. The taken count is read first: read after, it
+  // could pass the end read before it.
+  std::pair<std::uint64_t, std::uint64_t> counts(std::uint32_t i) const noexcept {
+    const lane& l = h->lanes[i];
+    const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+    return {published(l.tail.load(std::memory_order_acquire), taken), taken};
+  }
+  bool has_messages(std::uint32_t i) const noexcept {
+    const std::uint64_t taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
+    if (seen[i].published.load(std::memory_order_relaxed) > taken) return true;
+    return published(h->lanes[i].tail.load(std::memory_order_acquire), taken) > taken;
+  }
+  static constexpr std::uint64_t no_ticket = UINT64_MAX;
+
+  // The ticket of lane i's first message, read under the lane's reader lock if it is free:
+  // no_ticket when the lane holds none, or another consumer is reading it (which then takes
+  // that message itself). Anything inconsistent in the memory reads as no_ticket too.
+  std::uint64_t head_ticket(std::uint32_t i) noexcept {
+    lane& l = h->lanes[i];
+    int locked;
+    try {
+      locked = robust_mutex_try_lock_raw(l.reader);
+    } catch (...) {
+      return no_ticket;
+    }
+    if (locked < 0) return no_ticket;
+    if (locked == 1) {
+      recover_reader(l);
+      robust_mutex_mark_consistent(l.reader);
+    }
+    const std::uint64_t ticket = head_ticket_locked(i);
+    ::pthread_mutex_unlock(&l.reader);
+    return ticket;
+  }
+  // Lane i's reader lock held, `taken` its get_seq: the lane's end as this process last read
+  // it (seen), read again only once everything seen has been taken; and its full count.
+  struct lane_view {
+    std::uint64_t end_word;
+    std::uint64_t published;
+  };
+  lane_view published_end(std::uint32_t i, std::uint64_t taken) noexcept {
+    seen_end& e = seen[i];
+    lane_view v{e.end.load(std::memory_order_relaxed), e.published.load(std::memory_order_relaxed)};
+    if (v.published <= taken) {
+      v.end_word = h->lanes[i].tail.load(std::memory_order_acquire);
+      v.published = published(v.end_word, taken);
+      e.end.store(v.end_word, std::memory_order_relaxed);
+      e.published.store(v.published, std::memory_order_relaxed);
+    }
+    return v;
+  }
+
+  std::uint64_t head_ticket_locked(std::uint32_t i) noexcept {
+    const lane& l = h->lanes[i];
+    const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+    const lane_view v = published_end(i, taken);
+    if (v.published <= taken) return no_ticket;
+    try {
+      stream_reader r(*this, unpack(l.head.load(std::memory_order_acquire)), unpack_end(v.end_word).pos);
+      if (r.at_end()) return no_ticket;
+      if (r.next_length() < sizeof(std::uint64_t)) return no_ticket;
+      std::uint64_t ticket;
+      r.read(&ticket, sizeof ticket);
+      return ticket;
+    } catch (...) {
+      return no_ticket;
+    }
+  }
+
+  bool any_messages() const noexcept {
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) {
+      if (has_messages(i)) return true;
+    }
+    return false;
+  }
+  std::size_t size() const noexcept {
+    std::uint64_t held = 0;
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) {
+      const auto [put, taken] = counts(i);
+      held += put - taken;
+    }
+    return static_cast<std::size_t>(held);
+  }
+  std::uint64_t put_total() const noexcept {
+    std::uint64_t total = 0;
+    const std::uint32_t used = lanes_used();
+    for (std::uint32_t i = 0; i < used; ++i) total += counts(i).first;
+    return total;
+  }
+  // What a bounded queue's producer reads as its fill: each lane's end, read now, less
+  // what its consumers had taken when last read. Never above the true fill, so a producer
+  // never waits beside room; the consumers' counts are read again only when the queue
+  // looks full. (No shared counter of puts: its atomic add stalled every put until the
+  // consumer gave back the line just published to, and a process killed between the
+  // publish and the add would have left it wrong for good.)
+  std::uint64_t fill_hint(std::size_t maxsize, bool fresh = false) noexcept {
+    const std::uint32_t used = lanes_used();
+    std::uint64_t fill = 0;
+    for (std::uint32_t i = 0; i < used; ++i) {
+      std::uint64_t taken = taken_seen[i].load(std::memory_order_relaxed);
+      const std::uint64_t end = h->lanes[i].tail.load(std::memory_order_acquire);
+      if (fresh || ((unpack_end(end).seq - taken) & end_seq_mask) >= publish_room) {
+        taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
+        taken_seen[i].store(taken, std::memory_order_relaxed);
+      }
+      fill += published(end, taken) - taken;
+    }
+    if (fill >= maxsize && !fresh) return fill_hint(maxsize, true);
+    return fill;
+  }
+
+  static void replay(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq) noexcept {
+    if (j.valid.load(std::memory_order_acquire) != 0) {
+      pos.store(j.position, std::memory_order_release);
+      seq.store(j.seq, std::memory_order_release);
+      j.valid.store(0, std::memory_order_release);
+    }
+  }
+  static void commit(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq,
+                     position new_pos, std::uint64_t new_seq) {
+    j.position = pack(new_pos);
+    j.seq = new_seq;
+    j.valid.store(1, std::memory_order_release);
+    pos.store(pack(new_pos), std::memory_order_release);
+    seq.store(new_seq, std::memory_order_release);
+    j.valid.store(0, std::memory_order_release);
+  }
+
+  // put_lock found its owner dead: it may have been writing the shared lane. Its bytes past
+  // `tail` were never published; the next write overwrites them and reuses blocks it
+  // linked there.
+  void recover_shared_lane() noexcept { h->owner_deaths.fetch_add(1, std::memory_order_relaxed); }
+  // A lane's reader lock found its owner dead: the message it was reading is still at
+  // `head` unless its commit had begun.
+  void recover_reader(lane& l) noexcept {
+    replay(l.get_journal, l.head, l.get_seq);
+    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // put_lock held. Gives lane `i` a first block if it has none.
+  void start_lane(std::uint32_t i) {
+    lane& l = h->lanes[i];
+    if (l.tail.load(std::memory_order_relaxed) != 0) return;
+    const position start{allocate_block(true), block_data_begin};
+    l.head.store(pack(start), std::memory_order_relaxed);
+    l.tail.store(pack_end(start, 0), std::memory_order_release);
+  }
+
+  // A lane for this process to write: one of its own when one is free (or its owner dead),
+  // else the shared one. Under put_lock.
+  std::uint32_t claim_lane(std::uint64_t me) {
+    robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
+    robust_unlock_guard unlock(h->put_lock);
+    const std::uint32_t used = lanes_used();
+    std::uint32_t chosen = shared_lane;
+    for (std::uint32_t i = 1; i < used && chosen == shared_lane; ++i) {
+      lane& l = h->lanes[i];
+      std::uint64_t owner = l.owner.load(std::memory_order_acquire);
+      if (owner == 0) {
+        l.holder.store(serial, std::memory_order_relaxed);
+        if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) chosen = i;
+      } else if (!process_incarnation_alive(owner)) {
+        // Its producer died, perhaps mid-put: what it published stays, in order, before
+        // what this process puts; what it wrote past its end is overwritten.
+        l.holder.store(serial, std::memory_order_relaxed);
+        if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
+          h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+          h->lane_takeovers.fetch_add(1, std::memory_order_relaxed);
+          chosen = i;
+        }
+      }
+    }
+    if (chosen == shared_lane && used < lane_count) {
+      chosen = used;
+      h->lanes[chosen].holder.store(serial, std::memory_order_relaxed);
+      h->lanes[chosen].owner.store(me, std::memory_order_relaxed);
+      start_lane(chosen);
+      h->lanes_used.store(used + 1, std::memory_order_release);
+    }
+    start_lane(chosen);  // the shared lane gets its block on first use
+    return chosen;
+  }
+
+  writer& this_process_writer() {
+    const std::uint64_t me = this_process_incarnation();
+    writer* w = writer_.load(std::memory_order_acquire);
+    if (w != nullptr && w->incarnation == me) [[likely]]
+      return *w;
+    auto fresh = std::make_unique<writer>();
+    fresh->incarnation = me;
+    fresh->lane = claim_lane(me);
+    fresh->replaced = w;  // another thread may still be looking at it: freed with this one
+    if (writer_.compare_exchange_strong(w, fresh.get(), std::memory_order_acq_rel)) return *fresh.release();
+    // Another thread of this process claimed one first: use it, give this one back.
+    fresh->replaced = nullptr;
+    release_lane(h, fresh->lane, me, serial);
+    return *w;
+  }
+
+  // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
+  // nothing, when the lane would then hold publish_room messages. The caller owns the lane
+  // (its writer's mutex, or put_lock for the shared lane).
+  // Writes messages [first, first + k) of `messages` (see contiguous_messages) to lane i
+  // and publishes them; false when the lane holds publish_room messages not taken.
+  template <class Messages>
+  bool write_messages(std::uint32_t i, bool put_locked, const Messages& messages, std::size_t first, std::size_t k) {
+    lane_store store{*this, put_locked};
+    lane& l = h->lanes[i];
+    const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
+    if (((end.seq + k - taken_seen[i].load(std::memory_order_relaxed)) & end_seq_mask) >= publish_room) {
+      const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+      taken_seen[i].store(taken, std::memory_order_relaxed);
+      if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
+    }
+    stream_writer w(store, end.pos);
+    // A record's payload is [u64 ticket][message].
+    std::uint64_t ticket = h->tickets.fetch_add(k, std::memory_order_acq_rel);
+    for (std::size_t m = first; m < first + k; ++m, ++ticket) {
+      const std::uint64_t length = sizeof ticket + messages.length(m);
+      w.write(&length, sizeof length);
+      w.write(&ticket, sizeof ticket);
+      messages.write(m, w);
+      w.align();
+    }
+    l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
+    return true;
+  }
+};
+
+}  // namespace mproc::detail
