@@ -307,7 +307,6 @@ template <class R>
 void apply_result(std::span<const std::byte> payload) {
   const std::optional<R> expected = decode<R>(payload);
   auto state = std::make_shared<d::async_state<R>>(std::weak_ptr<d::pool_core>());
-  state->shared_from_this_hook_ = state;
   state->complete(payload);
   require(state->ready(), "a result left its async_result not ready");
   if (expected) {
@@ -336,7 +335,6 @@ void map_result(std::uint8_t argument, std::span<const std::byte> payload) {
   const std::size_t count = total - offset;
   const std::optional<std::vector<R>> part = decode<std::vector<R>>(payload);
   auto state = std::make_shared<d::async_state<std::vector<R>>>(std::weak_ptr<d::pool_core>());
-  state->shared_from_this_hook_ = state;
   d::map_gather<R> gather(state, total, 1);
   chunk_done(gather, offset, count, payload);
   require(state->ready(), "the last chunk of a map left it not ready");
