@@ -48,7 +48,7 @@ cmake --build "$build" --target mproc_integration_tests mproc_unit_tests --paral
 tests='^(integration\.(Pool|PoolMap|Process|Runtime)\.'
 tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool adopts child_handle
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
-tests+='|integration\.Sync\.AProcessUsesWaiterSlotsAnotherProcessGrewTheConditionFor'
+tests+='|integration\.Sync\.ConditionSlotsGrownByOneProcessServeAnother'
 tests+='|unit\.Channel\.Threads'
 tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|ThreadsOfOneProcessShareItsLane)'
 tests+='|unit\.(Mutex|RecursiveMutex|Semaphore|BoundedSemaphore|Event|Condition|Barrier)\.)'

@@ -140,7 +140,9 @@ void expect_emfile_then_recovery(const char* what, int needed, Make make) {
   EXPECT_NO_THROW(make()) << "after the limit was lifted";
 }
 
-TEST(Exhaustion, QueuesUnderRlimitNofileThrowEmfileLeakNothingAndRecover) {
+// Queues made under RLIMIT_NOFILE throw EMFILE, leak no descriptor, and work again once
+// descriptors are free.
+TEST(Exhaustion, QueuesUnderRlimitNofileThrowEmfileAndRecover) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   expect_emfile_then_recovery("queue", 1, [] {
     mproc::queue<int> q;
@@ -161,7 +163,9 @@ TEST(Exhaustion, QueuesUnderRlimitNofileThrowEmfileLeakNothingAndRecover) {
   });
 }
 
-TEST(Exhaustion, LocksAndSyncObjectsUnderRlimitNofileThrowEmfileLeakNothingAndRecover) {
+// Locks and the other synchronisation objects made under RLIMIT_NOFILE throw EMFILE, leak
+// no descriptor, and work again once descriptors are free.
+TEST(Exhaustion, LocksUnderRlimitNofileThrowEmfileAndRecover) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   expect_emfile_then_recovery("lock", 1, [] {
     mproc::lock l;
@@ -192,7 +196,9 @@ TEST(Exhaustion, LocksAndSyncObjectsUnderRlimitNofileThrowEmfileLeakNothingAndRe
   expect_emfile_then_recovery("shared_array", 1, [] { mproc::shared_array<double> a(100); });
 }
 
-TEST(Exhaustion, PipesUnderRlimitNofileThrowEmfileLeakNothingAndRecover) {
+// Pipes made under RLIMIT_NOFILE throw EMFILE, leak no descriptor, and work again once
+// descriptors are free.
+TEST(Exhaustion, PipesUnderRlimitNofileThrowEmfileAndRecover) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   expect_emfile_then_recovery("pipe", 2, [] {
     auto [a, b] = mproc::pipe();
@@ -202,11 +208,12 @@ TEST(Exhaustion, PipesUnderRlimitNofileThrowEmfileLeakNothingAndRecover) {
   expect_emfile_then_recovery("one-way pipe", 2, [] { auto ends = mproc::pipe(false); });
 }
 
+// start() under RLIMIT_NOFILE throws EMFILE and leaves no child behind.
 // A process needs a descriptor in the parent (its pidfd; two, a pipe, on the fallback for
 // systems without pidfds). Short of them, start() throws EMFILE: the child that fork made
 // is killed and reaped at once (no zombie, not listed, nothing leaked), and the same
 // object starts once descriptors are free.
-TEST(Exhaustion, ProcessStartUnderRlimitNofileThrowsEmfileAndLeavesNoChild) {
+TEST(Exhaustion, ProcessStartUnderRlimitNofileLeavesNoChild) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   fd_exhaustion fds;
   mproc::process p([] { std::exit(5); });
@@ -232,12 +239,13 @@ TEST(Exhaustion, ProcessStartUnderRlimitNofileThrowsEmfileAndLeavesNoChild) {
   fds.lift();
 }
 
+// Receiving a handle without free descriptors throws EMFILE.
 // Receiving a handle (a queue inside a message) opens descriptors in the receiver: for a
 // moment two here (decoding default-constructs a queue, a memfd of its own, then loads the
 // handle into it), three in another process (the sender's pidfd too). With fewer free, the
 // receiver gets std::system_error (EMFILE) -- its own shortage, not "the sender has
 // ended" -- leaks none, and the next handle arrives once descriptors are free.
-TEST(Exhaustion, ReceivingAHandleWithoutFreeDescriptorsThrowsEmfile) {
+TEST(Exhaustion, ReceivingAHandleWithoutFreeDescriptorsIsEmfile) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   mproc::queue<int> inner;
   inner.put(11);
@@ -294,6 +302,7 @@ TEST(Exhaustion, ReceivingAHandleWithoutFreeDescriptorsThrowsEmfile) {
                                        "a descriptor, 16 wrong queue, 32 received with fewer than 2 free";
 }
 
+// A pool made near the descriptor limit either throws or works, but never hangs.
 // DISABLED: a pool made while the program is a few descriptors short of its limit can
 // hang. The zygote is forked with the parent's descriptor table, so it has as few free
 // descriptors as the parent had; when pidfd_open of a new worker fails (EMFILE) in
@@ -303,7 +312,7 @@ TEST(Exhaustion, ReceivingAHandleWithoutFreeDescriptorsThrowsEmfile) {
 // that retires is never reported. Fix (src/pool_core.cpp, zygote_main): when pidfd_open of
 // a worker fails, kill and reap it and report the spawn as failed (as when fork fails), or
 // have the pool reserve the zygote's descriptors up front.
-TEST(Exhaustion, PoolCreationNearTheFdLimitThrowsOrWorksButNeverHangs) {
+TEST(Exhaustion, PoolCreationNearTheFdLimitNeverHangs) {
   MPROC_SKIP_UNDER_UBSAN_VPTR();
   for (int n = 0; n <= 16; ++n) {
     SCOPED_TRACE("free descriptors: " + std::to_string(n));
@@ -401,11 +410,12 @@ constexpr rlim_t one_mib = 1 << 20;
 
 bool is_efbig(const std::system_error& e) { return e.code() == std::errc::file_too_large; }
 
+// A put past RLIMIT_FSIZE throws EFBIG, and the queue stays usable.
 // Growing the memfd past RLIMIT_FSIZE fails with EFBIG and raises SIGXFSZ, whose default
 // action ends the process (Python ignores SIGXFSZ for this reason). mproc leaves the
 // program's disposition alone and keeps the signal its own call raised from being
 // delivered: the put throws std::system_error (EFBIG), and nothing else happens.
-TEST(Exhaustion, QueuePutPastRlimitFsizeThrowsEfbigAndTheQueueStaysUsable) {
+TEST(Exhaustion, QueuePutPastRlimitFsizeThrowsEfbig) {
   ASSERT_TRUE(sigxfsz_is_default()) << "the test needs SIGXFSZ at its default action (end the process)";
   mproc::queue<checked_message> q;
   fsize_limit limit(one_mib);
@@ -447,9 +457,10 @@ TEST(Exhaustion, QueuePutPastRlimitFsizeThrowsEfbigAndTheQueueStaysUsable) {
   EXPECT_TRUE(q.empty());
 }
 
+// A producer past RLIMIT_FSIZE survives, and what it put arrives whole.
 // The same with the producer in another process (the limit is its own) and the consumer
 // here: the producer survives its failed put, and everything it put arrives whole.
-TEST(Exhaustion, ProducerPastRlimitFsizeSurvivesAndWhatItPutArrivesWhole) {
+TEST(Exhaustion, ProducerPastRlimitFsizeSurvivesAndLosesNothing) {
   ASSERT_TRUE(sigxfsz_is_default());
   mproc::queue<checked_message> q(8);
   mproc::process producer([q]() mutable {
@@ -480,9 +491,10 @@ TEST(Exhaustion, ProducerPastRlimitFsizeSurvivesAndWhatItPutArrivesWhole) {
   EXPECT_TRUE(q.empty());
 }
 
+// Making a queue past RLIMIT_FSIZE throws EFBIG and leaks nothing.
 // A queue's memfd starts at 68 KiB: under a smaller limit, making one throws EFBIG and
 // leaves no descriptor behind.
-TEST(Exhaustion, QueueCreationPastRlimitFsizeThrowsEfbigAndLeaksNothing) {
+TEST(Exhaustion, QueueCreationPastRlimitFsizeThrowsEfbig) {
   ASSERT_TRUE(sigxfsz_is_default());
   const int fds_before = mproc_test::count_open_fds();
   {
@@ -581,7 +593,8 @@ void expect_refused_then_pool_serves(mproc::pool& pool, std::int64_t (*task)(mpr
   EXPECT_EQ(pool.apply_async(square, 9).get(10s), 81);
 }
 
-TEST(Exhaustion, PoolTaskPastRlimitAsSetInTheInitializerGetsBadAlloc) {
+// A task that allocates past an RLIMIT_AS set in the pool's initializer gets bad_alloc.
+TEST(Exhaustion, PoolTaskPastRlimitAsFromInitializerGetsBadAlloc) {
   if (under_asan) GTEST_SKIP() << "AddressSanitizer's allocator does not return null under RLIMIT_AS";
   mproc::pool pool({.processes = 1, .initializer = [] { limit_address_space(headroom); }});
   const int worker = pool.apply(::getpid);
@@ -601,11 +614,12 @@ TEST(Exhaustion, PoolTaskSettingRlimitAsItselfGetsBadAlloc) {
 
 std::size_t size_of(const std::vector<char>& v) { return v.size(); }
 
+// A task whose arguments do not fit in the worker gets bad_alloc.
 // A task whose arguments do not fit in the worker's memory fails with bad_alloc; it must
 // not vanish (its caller would wait forever) nor jam the task channel for the tasks behind.
 // (It did both: the worker's get() threw while gathering the message, left it queued, and
 // retried at once, forever.)
-TEST(Exhaustion, PoolTaskWhoseArgumentsDoNotFitInTheWorkerGetsBadAlloc) {
+TEST(Exhaustion, PoolTaskWhoseArgumentsDoNotFitGetsBadAlloc) {
   if (under_asan) GTEST_SKIP() << "AddressSanitizer's allocator does not return null under RLIMIT_AS";
   mproc::pool pool({.processes = 1, .initializer = [] { limit_address_space(std::size_t{64} << 20); }});
   const int worker = pool.apply(::getpid);
@@ -618,7 +632,9 @@ TEST(Exhaustion, PoolTaskWhoseArgumentsDoNotFitInTheWorkerGetsBadAlloc) {
   pool.join();
 }
 
-TEST(Exhaustion, PoolWorkerKilledByItsAllocationFailureIsLostAndReplaced) {
+// A worker killed by its allocation failure is lost (its task fails with worker_lost) and
+// is replaced.
+TEST(Exhaustion, PoolWorkerKilledByItsAllocationFailureIsReplaced) {
   mproc::pool pool(1);
   mproc::shared_value<std::int64_t> progress(0);
   try {
@@ -743,7 +759,9 @@ int nproc_respawn_scenario() {
   return broken;
 }
 
-TEST(Exhaustion, PoolUnderRlimitNprocLosesTheTaskKeepsServingAndRecoversWhenLifted) {
+// A pool under RLIMIT_NPROC loses the task, keeps serving, and recovers when the limit is
+// lifted.
+TEST(Exhaustion, PoolUnderRlimitNprocKeepsServingAndRecovers) {
   const int code = run_forked(nproc_respawn_scenario, 30s);
   EXPECT_EQ(code, 0) << "bits: 1 pool not up, 2 no worker_lost, 4 survivor did not serve, 8 replaced under the "
                         "limit, 16 not replaced after lifting, 32 not two workers after; 128+ setup; 255 hang";
@@ -789,7 +807,8 @@ int nproc_no_worker_scenario() {
   return broken;
 }
 
-TEST(Exhaustion, PoolWithNoWorkerUnderRlimitNprocClosesAndJoinsWithoutHanging) {
+// A pool left with no worker under RLIMIT_NPROC closes and joins without hanging.
+TEST(Exhaustion, PoolWithNoWorkerUnderRlimitNprocStillJoins) {
   const int code = run_forked(nproc_no_worker_scenario, 10s);
   EXPECT_EQ(code, 0) << "bits: 1 no worker_lost, 2 a task left unsettled; 128+ setup; 255 hang";
 }

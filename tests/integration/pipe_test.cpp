@@ -361,7 +361,8 @@ TEST(pipe, PollIsTrueOnceThePeerClosed) {
 // ---------------------------------------------------------------------------------------
 // The peer closes or dies
 
-TEST(pipe, RecvAfterThePeerClosedThrowsClosedErrorOnceEverythingIsReceived) {
+// recv after the peer closed throws closed_error, once everything it sent is received.
+TEST(pipe, RecvAfterPeerClosedDrainsThenThrowsClosedError) {
   auto [parent_end, child_end] = mproc::pipe();
   mproc::process p = start_child(parent_end, child_end, [](connection& c) {
     c.send(1);

@@ -145,7 +145,8 @@ TEST(Pool, StdExceptionsKeepTheirType) {
   }
 }
 
-TEST(Pool, RegisteredExceptionsKeepTheirTypeOthersBecomeRemoteError) {
+// Registered exceptions keep their type; others become remote_error.
+TEST(Pool, RegisteredExceptionsKeepTheirType) {
   mproc::register_exception<custom_error>();
   mproc::pool p(1);
   EXPECT_THROW(p.apply([](int) -> int { throw custom_error("mine"); }, 0), custom_error);
@@ -361,9 +362,11 @@ TEST(Pool, CallbacksRunOnceEachInCompletionOrderOnOneThread) {
   EXPECT_EQ(errors, 1);
 }
 
+// Callbacks of a result that get() reads still run on the result thread, first (before
+// get() returns).
 // get() reads results itself for a while (pump_results); callbacks must still run on the
 // result thread, and before get() returns, as in Python.
-TEST(Pool, CallbacksOfAResultThatGetReadsStillRunOnTheResultThreadFirst) {
+TEST(Pool, CallbacksStayOnTheResultThreadWhenGetReads) {
   mproc::pool p(1);
   mproc::event registered;  // the task finishes only once its callback is registered
   const auto caller = std::this_thread::get_id();

@@ -74,7 +74,8 @@ std::string stderr_of_throwing_child(mproc::process& p, test_pipe& err) {
   return text;
 }
 
-TEST(Process, UncaughtExceptionExitsWithOneAndReportsTypeAndMessage) {
+// An uncaught exception exits with 1 and reports its type and message.
+TEST(Process, UncaughtExceptionExitsWithOneAndReportsIt) {
   test_pipe err;
   mproc::process p(
       [](int fd) {

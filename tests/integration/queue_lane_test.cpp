@@ -268,11 +268,12 @@ TEST(QueueLanes, AProducerAsleepOnAFullQueueFindsOneFreedSlot) {
   EXPECT_EQ(producer.exitcode(), 0);
 }
 
+// A producer killed mid-write leaves its earlier messages and its lane.
 // A producer SIGKILLed in the middle of writing a large message, after it took its lane
 // and before it published: the message is absent, those it published before are whole and
 // in order, and the next producer takes over the lane, reusing the blocks the dead one
 // had linked in (the file does not grow by a second message's worth).
-TEST(QueueLanesKill, AProducerKilledMidWriteLeavesItsEarlierMessagesAndItsLane) {
+TEST(QueueLanesKill, AProducerKilledMidWriteLeavesMessagesAndLane) {
   constexpr std::size_t big = std::size_t{96} << 20;
   // The kill must land inside the large put. On a loaded machine the put can end before
   // this process looks again: then the whole message is there, and the round is tried anew.

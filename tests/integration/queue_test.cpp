@@ -320,7 +320,8 @@ TEST(SimpleQueue, PutGetEmptyClose) {
 
 // --- crash safety ---------------------------------------------------------------------
 
-TEST(QueueKill, ProducerKilledInALoopOfLargePutsLeavesTheQueueUsable) {
+// A producer killed in a loop of large puts leaves the queue usable.
+TEST(QueueKill, ProducerKilledInLargePutsLeavesTheQueueUsable) {
   const auto shm_before = dev_shm_entries();
   const int fds_before = mproc_test::count_open_fds();
   {

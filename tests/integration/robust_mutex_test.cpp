@@ -28,11 +28,12 @@ struct shared_state {
   std::atomic<int> step;
 };
 
+// A locker whose wake was lost still takes the lock once it is free.
 // An unlock wakes one sleeping locker. When that one is SIGKILLed before it takes the
 // lock, the wake is lost with it: the lock word is 0 (free) and the other lockers sleep
 // on. The holder here makes exactly that state, deterministically: it frees the word
 // without the wake. A locker must notice within its recheck interval, not sleep forever.
-TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheLockOnceItIsFree) {
+TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheFreeLock) {
   void* memory = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(memory, MAP_FAILED);
   auto* s = new (memory) shared_state{};

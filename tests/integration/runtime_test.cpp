@@ -59,7 +59,8 @@ pid_t daemon_pid_in(const std::string& output) {
   return static_cast<pid_t>(std::stoi(output.substr(at + 7)));
 }
 
-TEST(Runtime, ExitJoinsNonDaemonChildrenAndTerminatesDaemonChildren) {
+// At exit, the runtime joins non-daemon children and terminates daemon children.
+TEST(Runtime, ExitJoinsNonDaemonsAndTerminatesDaemons) {
   become_subreaper();
   const helper_run r = run_helper("exit-rule");
   EXPECT_EQ(r.exitcode, 0);
@@ -111,7 +112,8 @@ std::pair<pid_t, int> orphan_grandchild(bool daemon, const gate& hold) {
   return {grandchild, pidfd};
 }
 
-TEST(Runtime, DaemonGrandchildDiesWithinTwoSecondsOfItsParentsSigkill) {
+// A daemon grandchild dies within two seconds of its parent's SIGKILL.
+TEST(Runtime, DaemonGrandchildDiesWithin2sOfItsParentsSigkill) {
   become_subreaper();
   gate hold;
   const auto [grandchild, pidfd] = orphan_grandchild(true, hold);
@@ -183,7 +185,8 @@ int fork_failure_scenario() {
   return broken;
 }
 
-TEST(Runtime, ForkFailureUnderRlimitNprocThrowsSystemErrorAndLeaksNothing) {
+// A fork failure under RLIMIT_NPROC throws std::system_error and leaks nothing.
+TEST(Runtime, ForkFailureUnderRlimitNprocThrowsAndLeaksNothing) {
   const pid_t pid = mproc::os::fork();
   if (pid == 0) ::_exit(fork_failure_scenario());
   const auto status = mproc::os::waitpid(pid);

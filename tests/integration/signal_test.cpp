@@ -271,7 +271,9 @@ TEST(SignalStorm, PipeRecvWaitsThroughTheStorm) {
 
 // --- locks and the other synchronisation objects ------------------------------------------
 
-TEST(SignalStorm, LockAcquireWithTimeoutIsNotStretchedAndLockWaitsForTheHolder) {
+// Under a signal storm, a lock acquire with a timeout is not stretched, and a lock without
+// one waits for the holder.
+TEST(SignalStorm, LockTimeoutIsNotStretchedAndLockWaitsForHolder) {
   mproc::lock lock;
   test_pipe held;
   gate go;
@@ -535,19 +537,23 @@ void expect_signal_during_map_leaves_nothing(int sig, bool to_group) {
   });
 }
 
-TEST(SignalTermination, SigintToTheParentDuringMapLeavesNoZygoteOrWorker) {
+// SIGINT to the parent during map leaves no zygote or worker.
+TEST(SignalTermination, SigintToParentLeavesNoPoolProcess) {
   expect_signal_during_map_leaves_nothing(SIGINT, false);
 }
 
-TEST(SignalTermination, CtrlCToTheProcessGroupDuringMapLeavesNoZygoteOrWorker) {
+// Ctrl-C (SIGINT) to the process group during map leaves no zygote or worker.
+TEST(SignalTermination, CtrlCToGroupLeavesNoPoolProcess) {
   expect_signal_during_map_leaves_nothing(SIGINT, true);
 }
 
-TEST(SignalTermination, SigtermToTheParentDuringMapLeavesNoZygoteOrWorker) {
+// SIGTERM to the parent during map leaves no zygote or worker.
+TEST(SignalTermination, SigtermToParentLeavesNoPoolProcess) {
   expect_signal_during_map_leaves_nothing(SIGTERM, false);
 }
 
-TEST(SignalTermination, SigtermToTheProcessGroupDuringMapLeavesNoZygoteOrWorker) {
+// SIGTERM to the process group during map leaves no zygote or worker.
+TEST(SignalTermination, SigtermToGroupLeavesNoPoolProcess) {
   expect_signal_during_map_leaves_nothing(SIGTERM, true);
 }
 
@@ -628,7 +634,8 @@ void check_pool(mproc::pool& pool) {
   pool.join();
 }
 
-TEST(SignalSigchld, HandlerInstalledBeforeProcessesAndPoolLeavesReapingIntact) {
+// A SIGCHLD handler installed before the processes and the pool leaves reaping intact.
+TEST(SignalSigchld, HandlerInstalledBeforeLeavesReapingIntact) {
   const long before = sigchlds.load();
   {
     sigchld_disposition user(count_sigchld);
@@ -642,7 +649,8 @@ TEST(SignalSigchld, HandlerInstalledBeforeProcessesAndPoolLeavesReapingIntact) {
   EXPECT_TRUE(mproc::active_children().empty());
 }
 
-TEST(SignalSigchld, HandlerInstalledAfterProcessesAndPoolLeavesReapingIntact) {
+// A SIGCHLD handler installed after the processes and the pool leaves reaping intact.
+TEST(SignalSigchld, HandlerInstalledAfterLeavesReapingIntact) {
   const long before = sigchlds.load();
   {
     three_children children;
@@ -694,10 +702,11 @@ void reap_every_child(int) {
   errno = saved;
 }
 
+// A handler reaping every child loses the exit codes, with a clear error.
 // What mproc cannot survive, made clear: a handler that reaps every child takes the exit
 // codes of mproc's children too. join() still returns (it waits on the pidfd, which does
 // not depend on who reaps) and exitcode() says what happened, instead of hanging or lying.
-TEST(SignalSigchld, HandlerReapingEveryChildLosesExitCodesWithAClearError) {
+TEST(SignalSigchld, HandlerReapingEveryChildLosesExitCodesClearly) {
   sigchld_disposition user(reap_every_child);
   for (int i = 0; i < 50; ++i) {  // some end before start() has their pidfd: still started
     mproc::process p([] { ::_exit(3); });
@@ -714,11 +723,12 @@ TEST(SignalSigchld, HandlerReapingEveryChildLosesExitCodesWithAClearError) {
   EXPECT_EQ(mproc_test::count_zombie_children(), 0);
 }
 
+// SIG_IGN lets processes run and join, but exitcode() throws clearly.
 // SIGCHLD set to SIG_IGN: the kernel reaps every child itself the moment it ends and
 // discards its status. mproc's processes still run, join() and join(timeout) return when
 // the child ends, nothing is left a zombie, and exitcode() throws mproc::error saying the
 // exit code is lost (SA_NOCLDWAIT does the same).
-TEST(SignalSigchld, SigIgnLetsProcessesRunAndJoinButExitcodeThrowsClearly) {
+TEST(SignalSigchld, SigIgnLetsProcessesJoinButExitcodeThrows) {
   sigchld_disposition ignore(SIG_IGN);
   mproc::process p([] { std::exit(3); });
   p.start();

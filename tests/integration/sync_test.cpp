@@ -112,7 +112,8 @@ TEST_F(Sync, AProcessBlockedInLockGetsItWhenTheHolderIsKilled) {
   EXPECT_EQ(exit_code_of(holder), -SIGKILL);
 }
 
-TEST_F(Sync, RecursiveMutexHeldAtSeveralLevelsByAKilledProcessIsRecovered) {
+// A recursive mutex held at several levels by a killed process is recovered.
+TEST_F(Sync, RecursiveMutexHeldDeepByAKilledProcessIsRecovered) {
   mproc::recursive_mutex r;
   mproc::event holding;
   mproc::process holder([r, holding]() mutable {
@@ -292,7 +293,8 @@ TEST_F(Sync, BarrierTimeoutBreaksItForAllFiveWaiters) {
   EXPECT_FALSE(b.broken());
 }
 
-TEST_F(Sync, APartyKilledRunningTheActionBreaksTheBarrierForWaitersWithoutTimeout) {
+// A party killed running the action breaks the barrier, for waiters without a timeout too.
+TEST_F(Sync, APartyKilledRunningTheActionBreaksTheBarrier) {
   mproc::event in_action;
   mproc::barrier b(3, [in_action]() mutable {
     if (mproc::parent_process().has_value()) {  // the victim: dies holding the barrier's lock
@@ -385,7 +387,8 @@ TEST_F(Sync, ConditionNotifyTwoWakesExactlyTwoOfFiveProcesses) {
   EXPECT_EQ(woken.value(), processes);
 }
 
-TEST_F(Sync, AProcessUsesWaiterSlotsAnotherProcessGrewTheConditionFor) {
+// A process uses the waiter slots another process grew the condition for.
+TEST_F(Sync, ConditionSlotsGrownByOneProcessServeAnother) {
   // The child is forked before the condition's memfd grows: it must map the new slots.
   constexpr int threads = 70;  // more than the first page's 56 slots
   mproc::condition c;
@@ -637,7 +640,8 @@ TEST_F(Sync, HandlesPassedThroughAQueueToARunningProcessWork) {
   EXPECT_EQ(dev_shm_entries(), shm_before);
 }
 
-TEST_F(Sync, ProcessesThatUseEveryTypeLeaveNoDescriptorAndNothingInDevShm) {
+// Processes that use every type leave no descriptor and nothing in /dev/shm.
+TEST_F(Sync, ProcessesThatUseEveryTypeLeaveNothingBehind) {
   const auto shm_before = dev_shm_entries();
   const int fds_before = mproc_test::count_open_fds();
   {

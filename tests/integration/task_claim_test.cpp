@@ -102,7 +102,8 @@ class TaskClaim : public ::testing::Test {
   std::optional<task_claims> claims_;
 };
 
-TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskQueued) {
+// A worker killed before its take committed leaves the task queued.
+TEST_F(TaskClaim, KilledBeforeItsTakeCommitsLeavesTheTaskQueued) {
   put_task(7);
   put_task(8);
   worker_killed(0, death::inside_take);
@@ -113,7 +114,9 @@ TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskQueued) {
   EXPECT_EQ(drain(), (std::vector<std::uint64_t>{7, 8}));
 }
 
-TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskToTheNextWorkerEvenBeforeTheParentLooks) {
+// A worker killed before its take committed leaves the task to the next worker, even before
+// the parent looks.
+TEST_F(TaskClaim, KilledBeforeItsTakeCommitsLeavesItToTheNext) {
   put_task(7);
   worker_killed(0, death::inside_take);
   worker_killed(1, death::after_take);  // takes 7 for good, voiding worker 0's claim first
@@ -122,7 +125,8 @@ TEST_F(TaskClaim, AWorkerKilledBeforeItsTakeCommittedLeavesTheTaskToTheNextWorke
   EXPECT_TRUE(drain().empty());
 }
 
-TEST_F(TaskClaim, WorkersKilledOneAfterTheOtherInsideTheSameTakeLeaveItToTheOneThatCommits) {
+// Workers killed one after the other inside the same take leave it to the one that commits.
+TEST_F(TaskClaim, KilledInTurnInOneTakeLeaveItToTheCommitter) {
   put_task(7);
   put_task(8);
   worker_killed(0, death::inside_take);
@@ -143,7 +147,9 @@ TEST_F(TaskClaim, AWorkerKilledAfterItsTakeCommittedLosesItsTask) {
   EXPECT_EQ(drain(), (std::vector<std::uint64_t>{8}));
 }
 
-TEST_F(TaskClaim, AWorkerKilledAfterItsTakeCommittedStillLosesItWhenOthersTookAndDiedSince) {
+// A worker killed after its take committed still loses the task when others took and died
+// since.
+TEST_F(TaskClaim, KilledAfterItsTakeCommitsLosesItDespiteLaterDeaths) {
   put_task(7);
   put_task(8);
   put_task(9);
@@ -163,8 +169,9 @@ TEST_F(TaskClaim, AWorkerKilledAfterReportingItsTaskHoldsNone) {
   EXPECT_TRUE(drain().empty());
 }
 
+// A condemned task cannot be released, and settles as condemned.
 // The parent kills a worker for its task's timeout only after condemning that very claim.
-TEST_F(TaskClaim, ACondemnedTaskCannotBeReleasedAndSettlesAsCondemned) {
+TEST_F(TaskClaim, ACondemnedTaskCannotBeReleased) {
   put_task(7);
   take_here(0);
   EXPECT_TRUE(claims_->condemn(0, 7));
@@ -173,9 +180,10 @@ TEST_F(TaskClaim, ACondemnedTaskCannotBeReleasedAndSettlesAsCondemned) {
   EXPECT_EQ(claims_->settle_dead(0), 7 | task_claims::condemned);
 }
 
+// A task released before its timeout kill cannot be condemned, nor can its successor.
 // A task that ended just before the parent decided it had run too long: the kill must not
 // land on the worker's next task.
-TEST_F(TaskClaim, ATaskReleasedBeforeItsTimeoutKillCannotBeCondemnedNorItsSuccessor) {
+TEST_F(TaskClaim, ATaskReleasedBeforeItsTimeoutKillIsSpared) {
   put_task(7);
   put_task(8);
   take_here(0);

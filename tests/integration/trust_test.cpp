@@ -69,11 +69,12 @@ std::string describe(const std::map<std::string, int>& kinds) {
   return out;
 }
 
+// A process child holds no descriptor of the pools or the other children of its parent.
 // A `process` child inherits the handles it can use (queues, locks and shared memory made
 // before the fork work there: DESIGN), and nothing else of mproc: not the descriptors of
 // the parent's pool (its zygote's socket and pidfd, its workers' pidfds, its channels,
 // control memory and eventfd), nor the pidfds of the parent's other children.
-TEST(Trust, AProcessChildHoldsNoDescriptorOfThePoolsOrChildrenOfItsParent) {
+TEST(Trust, AProcessChildHoldsNoDescriptorOfPoolsOrSiblings) {
   mproc::queue<std::string> report;
   mproc::mutex m;
   mproc::pool pool(2);

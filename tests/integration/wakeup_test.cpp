@@ -92,7 +92,8 @@ TEST_F(Wakeup, ALiveSleeperIsWokenEveryTime) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-TEST_F(Wakeup, ASleeperKilledInItsSleepCostsNoWakeOnceItsSleepWouldHaveEnded) {
+// A sleeper killed in its sleep costs no wake once its sleep would have ended.
+TEST_F(Wakeup, AKilledSleeperCostsNoWakeOnceItsSleepWouldEnd) {
   start_sleeper();
   ASSERT_TRUE(mproc_test::eventually([&] { return s_->w.announce(); }, 5s)) << "a live sleeper must be woken";
   ASSERT_TRUE(mproc_test::eventually([&] { return s_->w.sleepers.load() == 1; }, 10s));

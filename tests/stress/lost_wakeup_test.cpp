@@ -90,7 +90,8 @@ tally run_rounds(int rounds, const std::function<void(mproc::queue<int>, int)>& 
   return t;
 }
 
-TEST(LostWakeup, AConsumerKilledRightAfterItsWakeupLeavesTheMessageToTheNext) {
+// A consumer killed right after its wakeup leaves the message to the next.
+TEST(LostWakeup, AConsumerKilledOnWakeupLeavesTheMessageToTheNext) {
   std::optional<mproc::queue<int>> q;
   const tally t = run_rounds(
       8,
@@ -106,7 +107,8 @@ TEST(LostWakeup, AConsumerKilledRightAfterItsWakeupLeavesTheMessageToTheNext) {
                            << t.detail;
 }
 
-TEST(LostWakeup, AProducerKilledRightAfterItsWakeupLeavesTheRoomToTheNext) {
+// A producer killed right after its wakeup leaves the room to the next.
+TEST(LostWakeup, AProducerKilledOnWakeupLeavesTheRoomToTheNext) {
   std::optional<mproc::queue<int>> q;
   const tally t = run_rounds(
       8,
@@ -126,7 +128,8 @@ TEST(LostWakeup, AProducerKilledRightAfterItsWakeupLeavesTheRoomToTheNext) {
                            << t.detail;
 }
 
-TEST(LostWakeup, ASemaphoreWaiterKilledRightAfterItsWakeupLeavesTheUnitToTheNext) {
+// A semaphore waiter killed right after its wakeup leaves the unit to the next.
+TEST(LostWakeup, ASemaphoreWaiterKilledOnWakeupLeavesTheUnit) {
   std::optional<mproc::semaphore> s;
   const tally t = run_rounds(
       8,

@@ -148,7 +148,8 @@ TEST(Channel, WhatASpanningSinkLeavesUnreadIsSkipped) {
   EXPECT_EQ(ch.size(), 0U);
 }
 
-TEST(Channel, ASpanningSinkOutOfMemoryBeforeReadingLeavesTheMessageQueued) {
+// A spanning sink out of memory before reading leaves the message queued.
+TEST(Channel, ASpanningSinkOutOfMemoryLeavesTheMessageQueued) {
   channel ch(0);
   const std::string big = patterned(std::size_t{1} << 20, 9);
   ASSERT_EQ(give(ch, {big}), 1U);
@@ -173,7 +174,8 @@ TEST(Channel, ASpanningSinkOutOfMemoryBeforeReadingLeavesTheMessageQueued) {
   EXPECT_EQ(ch.size(), 0U);
 }
 
-TEST(Channel, ASpanningSinkThatThrowsAfterReadingConsumesTheMessage) {
+// A spanning sink that throws after reading consumes the message.
+TEST(Channel, ASpanningSinkThrowingAfterReadingConsumesIt) {
   channel ch(0);
   ASSERT_EQ(give(ch, {patterned(std::size_t{1} << 20, 1), "after"}), 2U);
   const auto sink = [](std::span<const std::byte>) {};
@@ -298,10 +300,11 @@ std::size_t get_size(channel& ch) {
   return size;
 }
 
+// Streaming after a burst reuses blocks without faulting them in.
 // After a burst leaves many free blocks, a stream with few messages in flight must reuse
 // blocks that still have their memory, not ones whose memory was given back (which fault
 // every page in again: 256 faults per 1 MiB message).
-TEST(Channel, StreamingAfterABurstReusesBlocksWithoutFaultingThemIn) {
+TEST(Channel, StreamingAfterABurstReusesResidentBlocks) {
   channel ch(0);
   const std::vector<std::byte> message(std::size_t{1} << 20, std::byte{7});
   for (int i = 0; i < 32; ++i) put_bytes(ch, message);

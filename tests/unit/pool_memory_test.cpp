@@ -60,7 +60,8 @@ TEST(StateArena, SharedStatesKeepTheirArenaAlive) {
   EXPECT_EQ(alive, 0);  // each freed through its arena, the last freeing the arena (ASan: no leak)
 }
 
-TEST(BigVector, HasTheSizeAndValueInitialisedElementsOfAPlainVector) {
+// A big_vector has the size and the value-initialised elements of a plain vector.
+TEST(BigVector, MatchesAPlainVectorInSizeAndElements) {
   for (const std::size_t n : {std::size_t{0}, std::size_t{10}, std::size_t{3} << 20}) {
     const auto v = mproc::detail::make_big_vector<std::int64_t>(n);
     ASSERT_EQ(v.size(), n);

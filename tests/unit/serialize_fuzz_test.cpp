@@ -445,7 +445,8 @@ TEST(SerializeFuzz, DeepNestingIsRejectedBeforeTheStackRunsOut) {
   EXPECT_THAT(error_of<chain>(c), HasSubstr("deeper than"));
 }
 
-TEST(SerializeFuzz, ExceptionsFromUserLoadFunctionsBecomeSerializationErrors) {
+// Exceptions from user load functions become serialization errors.
+TEST(SerializeFuzz, UserLoadExceptionsBecomeSerializationErrors) {
   for (const int kind : {1, 2, 3, 4}) {
     SCOPED_TRACE(kind);
     const auto what = error_of<throws_on_load>(mproc::to_bytes(throws_on_load{kind}));

@@ -544,7 +544,8 @@ TEST(Serialize, NameValuePairsDropTheirNames) {
   EXPECT_EQ(mproc::to_bytes(with_nvp{}).size(), 1u + 2 * sizeof(int));
 }
 
-TEST(Serialize, VersionedUserTypeSeesItsVersionWrittenOncePerMessage) {
+// A versioned user type sees its version, written once per message.
+TEST(Serialize, VersionedUserTypeSeesItsVersionOncePerMessage) {
   const auto copy = round_trip(versioned{1, 2, 0});
   EXPECT_EQ(copy.a, 1);
   EXPECT_EQ(copy.b, 2);
@@ -631,7 +632,8 @@ TEST(Serialize, ArchivesCanBeUsedDirectlyLikeAnyCerealArchive) {
 
 // --- encoding failures ------------------------------------------------------------------
 
-TEST(Serialize, AThrowingSaveBecomesSerializationErrorAndRestoresTheBuffer) {
+// A throwing save becomes a serialization_error and restores the buffer.
+TEST(Serialize, AThrowingSaveThrowsAndRestoresTheBuffer) {
   std::vector<std::byte> buf{std::byte{1}, std::byte{2}, std::byte{3}};
   try {
     mproc::to_bytes(std::vector<throws_on_save>(2), buf);
@@ -677,7 +679,8 @@ TEST(Serialize, NestingDeeperThanTheLimitFailsAtTheSender) {
   while (head.next) head.next = std::move(head.next->next);  // no deep recursive destructor
 }
 
-TEST(Serialize, SharedPointersOfDifferentTypesAtOneAddressFailAtTheSender) {
+// Shared pointers of different types at one address fail at the sender.
+TEST(Serialize, SharedPointersOfTwoTypesAtOneAddressFailToEncode) {
   const auto s = std::make_shared<member_s>(member_s{5, "x"});
   const std::shared_ptr<int> alias(s, &s->a);  // same address as *s, another type
   ASSERT_EQ(static_cast<const void*>(alias.get()), static_cast<const void*>(s.get()));
@@ -780,9 +783,10 @@ TEST(Serialize, ErrorMessagesNameTheType) {
 
 #endif  // MPROC_SERIALIZE_EXPECT_COMPILE_ERROR
 
+// Big contiguous containers round-trip through the huge-page path.
 // Buffers of huge_page_advice_bytes and more are reserved and advised before they are
 // filled (big_vector.hpp): the bytes and the size must be those of the message all the same.
-TEST(Serialize, BigContiguousContainersRoundTripThroughTheHugePagePath) {
+TEST(Serialize, BigContainersRoundTripThroughTheHugePagePath) {
   std::vector<std::uint8_t> bytes((std::size_t{5} << 20) + 3);
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 131 + 7);
   EXPECT_EQ(mproc::from_bytes<std::vector<std::uint8_t>>(mproc::to_bytes(bytes)), bytes);

@@ -2,10 +2,14 @@
 // process (threads, no fork): semantics, misuse, timeouts, handles.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -39,6 +43,15 @@ bool eventually(C condition, std::chrono::milliseconds limit = 10s) {
     std::this_thread::sleep_for(1ms);
   }
   return true;
+}
+
+// Whether the calling thread's robust futex list (get_robust_list(2)), which glibc threads
+// through the robust mutexes the thread holds, is empty: the thread holds none.
+bool robust_list_is_empty() {
+  robust_list_head* head = nullptr;
+  std::size_t length = 0;
+  if (::syscall(SYS_get_robust_list, 0, &head, &length) != 0 || head == nullptr) return false;
+  return head->list.next == &head->list && head->list_op_pending == nullptr;
 }
 
 using mproc_test::count_open_fds;
@@ -203,16 +216,30 @@ TEST(Mutex, CopiesAndMovedFromHandlesNameTheSameLock) {
   EXPECT_FALSE(m.held_by_this_thread());
 }
 
+// The lock's memory goes with its last handle here, and glibc links a held robust mutex
+// into its thread's robust list through that memory: so the handle gives the lock back
+// first (see lock_core.cpp). Another handle of the lock, with a mapping of its own (as a
+// process that received the lock has), then finds it free, and no link is left dangling.
 TEST(Mutex, DestroyingTheLastHandleReleasesTheLockItsThreadHolds) {
-  // The lock's memory goes with the handle; the robust-list link must go first (see
-  // lock_core.cpp). Locking other robust mutexes afterwards must not crash.
   for (int i = 0; i < 100; ++i) {
-    mproc::mutex m;
-    m.lock();
+    std::optional<mproc::mutex> m(std::in_place);
+    auto elsewhere = mproc::from_bytes<mproc::mutex>(mproc::to_bytes(*m));
+    m->lock();
+    m.reset();  // its last handle goes while this thread holds it
+    ASSERT_TRUE(robust_list_is_empty()) << "a robust-list link left behind, round " << i;
+    EXPECT_FALSE(elsewhere.held_by_this_thread());
+    bool got = false;
+    on_other_thread([&] {
+      got = elsewhere.try_lock();
+      if (got) elsewhere.unlock();
+    });
+    ASSERT_TRUE(got) << "the lock was not given back, round " << i;
   }
-  mproc::mutex other;
+  mproc::mutex other;  // locking another robust mutex walks the list: no crash
   other.lock();
+  EXPECT_TRUE(other.held_by_this_thread());
   other.unlock();
+  EXPECT_TRUE(robust_list_is_empty());
 }
 
 // --- recursive_mutex ------------------------------------------------------------------
