@@ -104,7 +104,7 @@ class async_result {
   // Blocks at most `timeout`; then throws timeout_error.
   template <detail::duration D>
   R get(D timeout) {
-    if (!state_->wait_until(detail::deadline::in(timeout))) throw timeout_error("async_result::get timed out");
+    if (!state_->wait_until(detail::deadline::in(timeout))) throw timeout_error("mproc::async_result::get: timed out before the task finished; wait longer, or check ready()");
     return take();
   }
   void wait() { state_->wait(); }
@@ -115,7 +115,7 @@ class async_result {
   bool ready() const { return state_->ready(); }
   // Whether the task succeeded. Before ready(): mproc::error, as Python's ValueError.
   bool successful() const {
-    if (!state_->ready()) throw error("async_result::successful() called before the result is ready");
+    if (!state_->ready()) throw error("mproc::async_result::successful: the task has not finished; call it once ready() is true");
     return !state_->error();
   }
   // Runs `callback` with the result, or `error_callback` with the exception, on the pool's

@@ -132,7 +132,8 @@ void pool_core::impl::on_spawn_failed(std::uint32_t slot, int err) {
   }
   if (none_alive) {
     fail_queued_tasks(std::make_exception_ptr(std::system_error(
-        err, std::system_category(), "mproc pool: no worker process could be started to run the task")));
+        err, std::system_category(), "mproc::async_result::get: no worker process could be started to run the task; the pool retries, "
+          "so raise the limit that stopped fork (RLIMIT_NPROC, memory, descriptors)")));
   }
   if (respawn) request(command_kind::spawn, slot);
 }
@@ -204,7 +205,8 @@ void pool_core::impl::zygote_lost() {
     pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : workers) kill_worker(w);
   }
-  fail_all(std::move(failed), "the pool's zygote process died; the pool cannot run tasks any more");
+  fail_all(std::move(failed), "mproc::async_result::get: the pool's zygote process was killed, so the pool cannot run tasks any "
+           "more; make a new pool");
 }
 
 void pool_core::impl::wake_monitor() {

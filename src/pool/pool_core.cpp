@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -23,9 +24,9 @@ namespace mproc::detail {
 void pool_core::impl::check_owner(const char* call) const {
   const pid_t self = current_pid();
   if (self == owner) return;
-  throw error("mproc pool: " + std::string(call) + " in process " + std::to_string(self) +
+  throw error("mproc::pool::" + std::string(call) + ": called in process " + std::to_string(self) +
               ", but the pool belongs to process " + std::to_string(owner) +
-              ", which made it; a forked process cannot use its parent's pool (make a pool there)");
+              ", which made it; a forked process cannot use its parent's pool: make a pool there");
 }
 
 void pool_core::impl::forget_in_fork_child() noexcept {
@@ -111,12 +112,12 @@ unsigned pool_core::size() const noexcept { return impl_->processes; }
 
 std::uint32_t pool_core::function_id(task_invoker invoker, generic_function function) {
   impl& p = *impl_;
-  p.check_owner("submitting a task");
+  p.check_owner("apply");
   const std::pair key{reinterpret_cast<std::uintptr_t>(invoker), reinterpret_cast<std::uintptr_t>(function)};
   std::lock_guard lock(p.mutex);
   if (auto it = p.function_ids.find(key); it != p.function_ids.end()) return it->second;
   const std::uint32_t id = p.control->function_count.load(std::memory_order_relaxed);
-  if (id >= max_functions) throw error("a pool can run at most 4096 distinct task functions");
+  if (id >= max_functions) throw error("mproc::pool::apply: the pool already knows 4096 distinct task functions, its limit; reuse functions, or make another pool");
   p.control->functions[id].invoker.store(key.first, std::memory_order_relaxed);
   p.control->functions[id].function.store(key.second, std::memory_order_relaxed);
   p.control->function_count.store(id + 1, std::memory_order_release);
@@ -125,15 +126,16 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
 }
 
 static void throw_not_running(pool_core::impl::phase state) {
-  throw closed_error(state == pool_core::impl::phase::closed ? "pool is closed: it takes no new tasks"
-                                                            : "pool was terminated: it takes no new tasks");
+  throw closed_error(state == pool_core::impl::phase::closed
+                         ? "mproc::pool::apply: the pool is closed and takes no new tasks; submit before close()"
+                         : "mproc::pool::apply: the pool was terminated and takes no new tasks; make a new pool");
 }
 
 void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
                        bool fed) {
   impl& p = *impl_;
-  p.check_owner("submitting a task");
-  if (message.size() < sizeof(task_header)) throw error("pool_core::submit: no room for the task header");
+  p.check_owner("apply");
+  assert(message.size() >= sizeof(task_header) && "the typed layer leaves room for the header");
   std::uint64_t id;
   {
     std::lock_guard lock(p.mutex);
@@ -156,7 +158,7 @@ void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, 
 
 void pool_core::begin_feed() {
   impl& p = *impl_;
-  p.check_owner("submitting a task");
+  p.check_owner("apply");
   std::lock_guard lock(p.mutex);
   if (p.state != impl::phase::running) throw_not_running(p.state);
   ++p.feeds;
@@ -181,12 +183,12 @@ void pool_core::end_feed() noexcept {
 }
 
 void pool_core::post(std::function<void()> work) {
-  impl_->check_owner("a callback");
+  impl_->check_owner("then");
   impl_->post_work(std::move(work));
 }
 
 void pool_core::pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
-  impl_->check_owner("waiting for a result");
+  impl_->check_owner("get");
   impl_->pump_results(done, budget);
 }
 
@@ -194,7 +196,7 @@ bool pool_core::on_result_thread() noexcept { return impl::on_result_thread(); }
 
 void pool_core::close() {
   impl& p = *impl_;
-  p.check_owner("close()");
+  p.check_owner("close");
   {
     std::lock_guard lock(p.mutex);
     if (p.state != impl::phase::running) return;
@@ -210,7 +212,7 @@ void pool_core::close() {
 
 void pool_core::terminate() {
   impl& p = *impl_;
-  p.check_owner("terminate()");
+  p.check_owner("terminate");
   std::vector<std::shared_ptr<task_state>> failed;
   {
     std::lock_guard lock(p.mutex);
@@ -223,16 +225,16 @@ void pool_core::terminate() {
     p.request(command_kind::kill_all);
   } catch (...) {
   }
-  p.fail_all(std::move(failed), "pool was terminated before the task finished");
+  p.fail_all(std::move(failed), "mproc::async_result::get: the pool was terminated before the task finished");
 }
 
 void pool_core::join() {
   impl& p = *impl_;
-  p.check_owner("join()");
+  p.check_owner("join");
   bool closed;  // read under the lock: the monitor thread sets `terminated` if the zygote dies
   {
     std::unique_lock lock(p.mutex);
-    if (p.state == impl::phase::running) throw error("pool::join() needs close() or terminate() first");
+    if (p.state == impl::phase::running) throw error("mproc::pool::join: the pool still runs; call close() or terminate() first");
     if (p.state == impl::phase::closed) {
       p.in_flight_changed.wait(lock, [&] {
         return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes);

@@ -27,12 +27,16 @@ void pool_core::impl::deliver(task_state& state, const result_header& header, st
       break;
     case result_kind::timed_out:
       state.fail(std::make_exception_ptr(
-          timeout_error("the task ran longer than the pool's task_timeout; its worker was killed and replaced")));
+          timeout_error("mproc::async_result::get: the task ran longer than the pool's task_timeout, so its worker "
+                          "was killed and replaced; raise task_timeout if the task needs longer")));
       break;
     default:
       state.fail(std::make_exception_ptr(worker_lost(
-          header.exitcode < 0 ? "the worker running the task was killed by signal " + std::to_string(-header.exitcode)
-                              : "the worker running the task exited with code " + std::to_string(header.exitcode),
+          (header.exitcode < 0 ? "mproc::async_result::get: the worker running the task was killed by signal " +
+                                     std::to_string(-header.exitcode)
+                               : "mproc::async_result::get: the worker running the task exited with code " +
+                                     std::to_string(header.exitcode)) +
+              "; the pool replaced the worker, and only this task failed",
           header.exitcode)));
       break;
   }

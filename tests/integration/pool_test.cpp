@@ -615,10 +615,10 @@ TEST(Pool, AForkedChildCannotUseItsParentsPoolAndLeavesItWhole) {
   ASSERT_TRUE(child.ended) << "destroying the copy of a pool hung the child";
   EXPECT_TRUE(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0) << child.status;
   const std::string& said = child.said;
-  EXPECT_THAT(said, ::testing::HasSubstr("submitting a task in process " + std::to_string(child.pid) +
+  EXPECT_THAT(said, ::testing::HasSubstr("mproc::pool::apply: called in process " + std::to_string(child.pid) +
                                          ", but the pool belongs to process " + std::to_string(::getpid())));
-  EXPECT_THAT(said, ::testing::HasSubstr("close() in process"));
-  EXPECT_THAT(said, ::testing::HasSubstr("terminate() in process"));
+  EXPECT_THAT(said, ::testing::HasSubstr("mproc::pool::close: called in process"));
+  EXPECT_THAT(said, ::testing::HasSubstr("mproc::pool::terminate: called in process"));
   EXPECT_THAT(said, ::testing::Not(::testing::HasSubstr("no error")));
   // The parent's pool still serves, with the same workers (none was killed).
   EXPECT_EQ(pool->apply(square, 7), 49);

@@ -34,7 +34,7 @@ class map_gather {
       if (!decode_vector_into(bytes, into)) {
         auto part = from_bytes<std::vector<R>>(bytes);
         if (part.size() != count) {
-          throw serialization_error("pool::map: a chunk of " + std::to_string(count) + " items came back with " +
+          throw serialization_error("mproc::pool::map: a chunk of " + std::to_string(count) + " items came back with " +
                                     std::to_string(part.size()) + " results");
         }
         std::move(part.begin(), part.end(), into.begin());
@@ -89,7 +89,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   // Admits the feed (closed_error once the pool is closed) and submits the first window.
   void start() {
     auto core = core_.lock();
-    if (!core) throw closed_error("pool was terminated: it takes no new tasks");
+    if (!core) throw closed_error("mproc::pool::map: the pool was terminated and takes no new tasks; make a new pool");
     core->begin_feed();
     {
       std::lock_guard lock(mutex_);
@@ -157,7 +157,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   void submit_window() {
     if (in_flight_ >= window_ || next_ == items_.size()) return;
     auto core = core_.lock();
-    if (!core) throw closed_error("pool was terminated before the map was submitted");
+    if (!core) throw closed_error("mproc::pool::map: the pool was terminated before the map was submitted; make a new pool");
     auto& buffer = encode_buffer();
     while (in_flight_ < window_ && next_ < items_.size()) {
       const auto part = items_.subspan(next_, std::min(chunksize_, items_.size() - next_));

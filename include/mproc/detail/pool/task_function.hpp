@@ -108,11 +108,11 @@ std::pair<std::size_t, const std::byte*> raw_vector_elements(std::span<const std
   static_assert(is_raw_vector_element_v<T>);
   std::uint64_t n = 0;
   if (bytes.size() < 1 + sizeof n || bytes[0] != static_cast<std::byte>(serialization_format_version)) {
-    throw serialization_error("pool::map: a chunk is not a valid message");
+    throw serialization_error("mproc::pool::map: a chunk is not a valid message");
   }
   std::memcpy(&n, bytes.data() + 1, sizeof n);
   if (n != (bytes.size() - 1 - sizeof n) / sizeof(T) || (bytes.size() - 1 - sizeof n) % sizeof(T) != 0) {
-    throw serialization_error("pool::map: a chunk's element count does not match its length");
+    throw serialization_error("mproc::pool::map: a chunk's element count does not match its length");
   }
   return {static_cast<std::size_t>(n), bytes.data() + 1 + sizeof n};
 }
@@ -124,7 +124,7 @@ bool decode_vector_into(std::span<const std::byte> bytes, std::span<T> into) {
   if constexpr (is_raw_vector_element_v<T>) {
     const auto [n, data] = raw_vector_elements<T>(bytes);
     if (n != into.size()) {
-      throw serialization_error("pool::map: a chunk of " + std::to_string(into.size()) +
+      throw serialization_error("mproc::pool::map: a chunk of " + std::to_string(into.size()) +
                                 " items came back with a different number of results");
     }
     if (n != 0) std::memcpy(into.data(), data, into.size_bytes());
