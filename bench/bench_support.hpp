@@ -104,12 +104,9 @@ class program {
   // parse() of round_options' flags (--row, --rounds >= 1, --iterations >= 1, --slices >= 1,
   // --start-round >= 0, --only) and the program's own, `more`.
   void parse(int argc, char** argv, round_options& o, std::initializer_list<flag> more = {}) const {
-    std::vector<flag> flags = {{"--row", &o.row},
-                               {"--rounds", &o.rounds, 1},
-                               {"--iterations", &o.iterations, 1},
-                               {"--slices", &o.slices, 1},
-                               {"--start-round", &o.start_round, 0},
-                               {"--only", &o.only}};
+    std::vector<flag> flags = {
+        {"--row", &o.row},          {"--rounds", &o.rounds, 1},           {"--iterations", &o.iterations, 1},
+        {"--slices", &o.slices, 1}, {"--start-round", &o.start_round, 0}, {"--only", &o.only}};
     flags.insert(flags.end(), more);
     parse(argc, argv, std::span<const flag>(flags));
   }

@@ -42,15 +42,14 @@ namespace {
 
 using bench::clock_type;
 
-constexpr bench::program program{
-    "lock_bench",
-    "usage: mproc_lock_bench --row lock-uncontended|lock-contended [--rounds R]\n"
-    "         [--iterations N] [--slices S] [--start-round K] [--only CONTENDER]\n"
-    "  R rounds (default 7). Per round each contender does N lock/unlock pairs (per\n"
-    "  process when contended; defaults 10000000 and 1000000) in S sessions (default\n"
-    "  2) that alternate between the contenders. Rounds are numbered from K (default\n"
-    "  0). Contenders: mproc, pthread_pshared, pthread_robust; --only runs one.\n"
-    "Prints CSV: round,contender,pairs_per_s\n"};
+constexpr bench::program program{"lock_bench",
+                                 "usage: mproc_lock_bench --row lock-uncontended|lock-contended [--rounds R]\n"
+                                 "         [--iterations N] [--slices S] [--start-round K] [--only CONTENDER]\n"
+                                 "  R rounds (default 7). Per round each contender does N lock/unlock pairs (per\n"
+                                 "  process when contended; defaults 10000000 and 1000000) in S sessions (default\n"
+                                 "  2) that alternate between the contenders. Rounds are numbered from K (default\n"
+                                 "  0). Contenders: mproc, pthread_pshared, pthread_robust; --only runs one.\n"
+                                 "Prints CSV: round,contender,pairs_per_s\n"};
 
 bench::round_options parse(int argc, char** argv) {
   bench::round_options o;

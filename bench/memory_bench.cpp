@@ -301,7 +301,8 @@ void queue_part(const options& o) {
   const rollup producer_buffered = read_rollup(child);
   const rollup consumer_buffered = read_rollup(self);
   const long long file = total_of(memfds(self, "mproc-queue"));
-  if (q.qsize() != static_cast<std::size_t>(count)) program.die("the queue holds " + std::to_string(q.qsize()) + " messages");
+  if (q.qsize() != static_cast<std::size_t>(count))
+    program.die("the queue holds " + std::to_string(q.qsize()) + " messages");
 
   checksum got, want;
   for (long i = 0; i < count; ++i) {
@@ -361,7 +362,8 @@ int main(int argc, char** argv) {
     if (o.part == "pool") {
       pool_part(o);
     } else if (o.part == "queue") {
-      if (o.message_bytes == 0 || o.buffered_bytes < 0) program.misuse("--part queue needs --message-bytes and --buffered-bytes");
+      if (o.message_bytes == 0 || o.buffered_bytes < 0)
+        program.misuse("--part queue needs --message-bytes and --buffered-bytes");
       if (o.message_bytes % 8 != 0 || o.buffered_bytes % o.message_bytes != 0) {
         program.misuse("--message-bytes must be a multiple of 8, --buffered-bytes a multiple of it");
       }

@@ -56,18 +56,17 @@ using bench::measured;
 using bench::metric;
 using bench::u64;
 
-constexpr bench::program program{
-    "pool_bench",
-    "usage: mproc_pool_bench --row apply|async|map [--rounds R] [--iterations N]\n"
-    "         [--slices S] [--warmup W] [--start-round K] [--processes P]\n"
-    "         [--only CONTENDER]\n"
-    "  R rounds (default 7). Per round each contender runs N tasks (map: items;\n"
-    "  defaults 20000, 100000, 10000000) in S sessions that alternate between the\n"
-    "  contenders (defaults 4, 1, 1), after one untimed warm-up session of W tasks\n"
-    "  per invocation. Rounds are numbered from K (default 0). P: workers of each\n"
-    "  pool (default: cpu_count()). Contenders: apply mproc, thread_pool; async mproc,\n"
-    "  thread_pool, thread_pool_inplace; map mproc. --only runs one (to profile it).\n"
-    "Prints CSV: round,contender,<per_op_us|tasks_per_s|items_per_s>\n"};
+constexpr bench::program program{"pool_bench",
+                                 "usage: mproc_pool_bench --row apply|async|map [--rounds R] [--iterations N]\n"
+                                 "         [--slices S] [--warmup W] [--start-round K] [--processes P]\n"
+                                 "         [--only CONTENDER]\n"
+                                 "  R rounds (default 7). Per round each contender runs N tasks (map: items;\n"
+                                 "  defaults 20000, 100000, 10000000) in S sessions that alternate between the\n"
+                                 "  contenders (defaults 4, 1, 1), after one untimed warm-up session of W tasks\n"
+                                 "  per invocation. Rounds are numbered from K (default 0). P: workers of each\n"
+                                 "  pool (default: cpu_count()). Contenders: apply mproc, thread_pool; async mproc,\n"
+                                 "  thread_pool, thread_pool_inplace; map mproc. --only runs one (to profile it).\n"
+                                 "Prints CSV: round,contender,<per_op_us|tasks_per_s|items_per_s>\n"};
 
 struct options : bench::round_options {
   long warmup = -1;        // -1: the row's default
@@ -185,8 +184,9 @@ struct inplace_result {
 measured async_inplace_threads(pools& p, long n, int base) {
   bench::inplace_thread_pool<int, int>& pool = *p.inplace_threads;
   pool.start(f, static_cast<std::size_t>(n));  // the slots, before the clock
-  return async_session("async thread_pool_inplace", n, base,
-                       [&](int x) { return inplace_result{&pool, pool.submit(x)}; });
+  return async_session("async thread_pool_inplace", n, base, [&](int x) {
+    return inplace_result{&pool, pool.submit(x)};
+  });
 }
 
 // ---- map ------------------------------------------------------------------------------
@@ -224,9 +224,19 @@ struct row {
 };
 
 const std::array rows = {
-    row{"apply", "per_op_us", metric::latency, 20'000, 2'000, 4,
+    row{"apply",
+        "per_op_us",
+        metric::latency,
+        20'000,
+        2'000,
+        4,
         {{"mproc", apply_mproc}, {"thread_pool", apply_threads, uses::threads}}},
-    row{"async", "tasks_per_s", metric::rate, 100'000, 10'000, 1,
+    row{"async",
+        "tasks_per_s",
+        metric::rate,
+        100'000,
+        10'000,
+        1,
         {{"mproc", async_mproc},
          {"thread_pool", async_threads, uses::threads},
          {"thread_pool_inplace", async_inplace_threads, uses::inplace_threads}}},

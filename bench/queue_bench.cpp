@@ -72,11 +72,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -105,37 +104,36 @@ using bench::start_child;
 using bench::u64;
 
 constexpr std::size_t large_bytes = std::size_t{1} << 20;  // 1 MiB
-constexpr std::size_t stamp_stride = 4096;                  // one stamp per page
+constexpr std::size_t stamp_stride = 4096;                 // one stamp per page
 constexpr std::size_t stamps_per_message = large_bytes / stamp_stride;
 // Sources of the memcpy peer: larger than the last-level cache (32 MiB on the
 // development VM), so that each copy reads from RAM.
 constexpr std::size_t memcpy_pool = 64;
 
-constexpr bench::program program{
-    "queue_bench",
-    "usage: mproc_queue_bench --row ROW [--rounds R]\n"
-    "         [--iterations N] [--slices S] [--warmup W] [--start-round K]\n"
-    "         [--batch B] [--maxsize M] [--only CONTENDER]\n"
-    "  ROW: queue-small, queue-small-64, queue-small-1024, queue-small-65536,\n"
-    "  queue-mpsc-1, queue-mpsc-4, queue-mpsc-8, queue-large or ping-pong.\n"
-    "  R rounds (default 7). Per round each contender moves N messages (ping-pong:\n"
-    "  round trips; defaults 2000000 in queue-small, 500000 in queue-small-64,\n"
-    "  1000000 in queue-small-1024 and -65536 and queue-mpsc-1, 600000 and 400000 in\n"
-    "  queue-mpsc-4 and -8, 1000 in queue-large, 100000 in ping-pong; queue-mpsc: N in\n"
-    "  all, split evenly among the producers; mproc_batch and memcpy move 8 N,\n"
-    "  hand_ring 32 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
-    "  in S sessions (default 2) that alternate between the contenders, after one\n"
-    "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
-    "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
-    "  batch size of mproc_batch (default 256). M: the queues' maxsize (0: unbounded;\n"
-    "  default 0, queue-small-B B, queue-mpsc-* 1024, queue-large 16); Boost's queues,\n"
-    "  which must be bounded, hold M messages, or where M is 0 65536 (queue-small)\n"
-    "  or 16 (ping-pong).\n"
-    "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-small-B\n"
-    "  mproc_B, boost_B; queue-mpsc-P mproc_pP, boost_pP; queue-large memcpy, mproc,\n"
-    "  boost; ping-pong mproc, futex_pingpong, boost.\n"
-    "  --only runs one (to profile it).\n"
-    "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
+constexpr bench::program program{"queue_bench",
+                                 "usage: mproc_queue_bench --row ROW [--rounds R]\n"
+                                 "         [--iterations N] [--slices S] [--warmup W] [--start-round K]\n"
+                                 "         [--batch B] [--maxsize M] [--only CONTENDER]\n"
+                                 "  ROW: queue-small, queue-small-64, queue-small-1024, queue-small-65536,\n"
+                                 "  queue-mpsc-1, queue-mpsc-4, queue-mpsc-8, queue-large or ping-pong.\n"
+                                 "  R rounds (default 7). Per round each contender moves N messages (ping-pong:\n"
+                                 "  round trips; defaults 2000000 in queue-small, 500000 in queue-small-64,\n"
+                                 "  1000000 in queue-small-1024 and -65536 and queue-mpsc-1, 600000 and 400000 in\n"
+                                 "  queue-mpsc-4 and -8, 1000 in queue-large, 100000 in ping-pong; queue-mpsc: N in\n"
+                                 "  all, split evenly among the producers; mproc_batch and memcpy move 8 N,\n"
+                                 "  hand_ring 32 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
+                                 "  in S sessions (default 2) that alternate between the contenders, after one\n"
+                                 "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
+                                 "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
+                                 "  batch size of mproc_batch (default 256). M: the queues' maxsize (0: unbounded;\n"
+                                 "  default 0, queue-small-B B, queue-mpsc-* 1024, queue-large 16); Boost's queues,\n"
+                                 "  which must be bounded, hold M messages, or where M is 0 65536 (queue-small)\n"
+                                 "  or 16 (ping-pong).\n"
+                                 "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-small-B\n"
+                                 "  mproc_B, boost_B; queue-mpsc-P mproc_pP, boost_pP; queue-large memcpy, mproc,\n"
+                                 "  boost; ping-pong mproc, futex_pingpong, boost.\n"
+                                 "  --only runs one (to profile it).\n"
+                                 "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
 
 struct options : bench::round_options {
   long warmup = -1;  // -1: the row's default
@@ -701,7 +699,13 @@ struct row {
 };
 
 const std::array rows = {
-    row{"queue-small", "msgs_per_s", metric::rate, 2'000'000, 100'000, 0, 65536,
+    row{"queue-small",
+        "msgs_per_s",
+        metric::rate,
+        2'000'000,
+        100'000,
+        0,
+        65536,
         {{"mproc", small_single<mproc_queue>},
          {"mproc_batch", small_batch, 8},
          {"hand_ring", small_ring, 32},
@@ -710,21 +714,69 @@ const std::array rows = {
     // Iterations: about 0.2-0.5 s a round on the 2-core development VM (Boost at 64 slots
     // moves 1.5-5M msg/s, at 1024 and up ~10M); queue-mpsc: 4 and 8 producers get fewer
     // messages, as Boost slows down with them (3 and 2M msg/s).
-    row{"queue-small-64", "msgs_per_s", metric::rate, 500'000, 50'000, 64, 64,
+    row{"queue-small-64",
+        "msgs_per_s",
+        metric::rate,
+        500'000,
+        50'000,
+        64,
+        64,
         {{"mproc_64", small_single<mproc_queue>}, {"boost_64", small_single<boost_queue>}}},
-    row{"queue-small-1024", "msgs_per_s", metric::rate, 1'000'000, 50'000, 1024, 1024,
+    row{"queue-small-1024",
+        "msgs_per_s",
+        metric::rate,
+        1'000'000,
+        50'000,
+        1024,
+        1024,
         {{"mproc_1024", small_single<mproc_queue>}, {"boost_1024", small_single<boost_queue>}}},
-    row{"queue-small-65536", "msgs_per_s", metric::rate, 1'000'000, 50'000, 65536, 65536,
+    row{"queue-small-65536",
+        "msgs_per_s",
+        metric::rate,
+        1'000'000,
+        50'000,
+        65536,
+        65536,
         {{"mproc_65536", small_single<mproc_queue>}, {"boost_65536", small_single<boost_queue>}}},
-    row{"queue-mpsc-1", "msgs_per_s", metric::rate, 1'000'000, 20'000, 1024, 1024,
+    row{"queue-mpsc-1",
+        "msgs_per_s",
+        metric::rate,
+        1'000'000,
+        20'000,
+        1024,
+        1024,
         {{"mproc_p1", mpsc<mproc_queue, 1>}, {"boost_p1", mpsc<boost_queue, 1>}}},
-    row{"queue-mpsc-4", "msgs_per_s", metric::rate, 600'000, 20'000, 1024, 1024,
+    row{"queue-mpsc-4",
+        "msgs_per_s",
+        metric::rate,
+        600'000,
+        20'000,
+        1024,
+        1024,
         {{"mproc_p4", mpsc<mproc_queue, 4>}, {"boost_p4", mpsc<boost_queue, 4>}}},
-    row{"queue-mpsc-8", "msgs_per_s", metric::rate, 400'000, 20'000, 1024, 1024,
+    row{"queue-mpsc-8",
+        "msgs_per_s",
+        metric::rate,
+        400'000,
+        20'000,
+        1024,
+        1024,
         {{"mproc_p8", mpsc<mproc_queue, 8>}, {"boost_p8", mpsc<boost_queue, 8>}}},
-    row{"queue-large", "gb_per_s", metric::bandwidth, 1000, 50, 16, 16,
+    row{"queue-large",
+        "gb_per_s",
+        metric::bandwidth,
+        1000,
+        50,
+        16,
+        16,
         {{"memcpy", large_memcpy, 8}, {"mproc", large_queue<mproc_queue>}, {"boost", large_queue<boost_queue>, 2}}},
-    row{"ping-pong", "per_op_us", metric::latency, 100'000, 1000, 0, 16,
+    row{"ping-pong",
+        "per_op_us",
+        metric::latency,
+        100'000,
+        1000,
+        0,
+        16,
         {{"mproc", ping_pong<mproc_queue>},
          {"futex_pingpong", futex_ping_pong},
          {"boost", ping_pong<boost_queue>, 0.2}}},

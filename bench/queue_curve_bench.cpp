@@ -69,18 +69,17 @@ constexpr std::size_t stamp_stride = 4096;
 constexpr long max_bytes = long{1} << 30;  // 1 GiB per message at most
 constexpr std::array array_sizes = {std::size_t{8}, std::size_t{64}, std::size_t{512}, std::size_t{4096}};
 
-constexpr bench::program program{
-    "queue_curve_bench",
-    "usage: mproc_queue_curve_bench --bytes S [--rounds R] [--iterations N] [--slices K]\n"
-    "         [--warmup W] [--maxsize M] [--start-round F] [--only CONTENDER]\n"
-    "       mproc_queue_curve_bench --contenders\n"
-    "  S bytes per message (a multiple of 8, 8 to 1 GiB). R rounds (default 7) of N\n"
-    "  messages per contender (default: about 0.2 s worth) in K sessions (default 1)\n"
-    "  that alternate between the contenders, after one untimed warm-up session of W\n"
-    "  messages per contender (default N/8, within [2, 10000]). M: every queue's maxsize\n"
-    "  (default 16 MiB / S, within [2, 65536]). Rounds are numbered from F (default 0).\n"
-    "  Contenders: mproc; mproc_array (S = 8, 64, 512, 4096); boost (if built with it).\n"
-    "Prints CSV: round,contender,msgs_per_s\n"};
+constexpr bench::program program{"queue_curve_bench",
+                                 "usage: mproc_queue_curve_bench --bytes S [--rounds R] [--iterations N] [--slices K]\n"
+                                 "         [--warmup W] [--maxsize M] [--start-round F] [--only CONTENDER]\n"
+                                 "       mproc_queue_curve_bench --contenders\n"
+                                 "  S bytes per message (a multiple of 8, 8 to 1 GiB). R rounds (default 7) of N\n"
+                                 "  messages per contender (default: about 0.2 s worth) in K sessions (default 1)\n"
+                                 "  that alternate between the contenders, after one untimed warm-up session of W\n"
+                                 "  messages per contender (default N/8, within [2, 10000]). M: every queue's maxsize\n"
+                                 "  (default 16 MiB / S, within [2, 65536]). Rounds are numbered from F (default 0).\n"
+                                 "  Contenders: mproc; mproc_array (S = 8, 64, 512, 4096); boost (if built with it).\n"
+                                 "Prints CSV: round,contender,msgs_per_s\n"};
 
 struct options : bench::round_options {
   long bytes = 0;
@@ -161,8 +160,8 @@ class start_time {
 
 // The end of a session: the producer has exited cleanly, the checksum is right, and the
 // clock ran from the producer's start to `end_ns`.
-measured finish(const char* what, mproc::process& producer, start_time& start, std::int64_t end_ns,
-                const checksum& sum, const layout& l, u64 seed, long n) {
+measured finish(const char* what, mproc::process& producer, start_time& start, std::int64_t end_ns, const checksum& sum,
+                const layout& l, u64 seed, long n) {
   producer.join();
   const auto code = producer.exitcode();
   if (code != 0) program.die(std::string(what) + ": producer exited with " + (code ? std::to_string(*code) : "?"));
@@ -321,9 +320,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (o.warmup > 0) {
-      bench::for_each_selected(r.contenders, o.only, [&](std::size_t i) {
-        r.contenders[i].session(o, l, o.warmup, seed_of(0, 0, i) + 1);
-      });
+      bench::for_each_selected(r.contenders, o.only,
+                               [&](std::size_t i) { r.contenders[i].session(o, l, o.warmup, seed_of(0, 0, i) + 1); });
     }
     bench::print_rounds(r, o, [&](std::size_t i, int round, int slice, long n) {
       return r.contenders[i].session(o, l, n, seed_of(round, slice, i));

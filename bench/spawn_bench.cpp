@@ -36,16 +36,15 @@ namespace {
 
 using bench::clock_type;
 
-constexpr bench::program program{
-    "spawn_bench",
-    "usage: mproc_spawn_bench [--rounds R] [--iterations N] [--chunk C] [--warmup W]\n"
-    "                         [--start-round K] [--only raw_fork_waitpid|mproc]\n"
-    "  R rounds (default 7); per round each contender runs N times (default 200), in\n"
-    "  slices of C (default 50) that alternate between the contenders, after W untimed\n"
-    "  warm-up runs each per invocation (default 20). Rounds are numbered from K\n"
-    "  (default 0); even rounds start with raw fork+waitpid, odd ones with mproc.\n"
-    "  --only runs one contender (for profiling it alone with perf or strace).\n"
-    "Prints CSV: round,contender,per_op_us\n"};
+constexpr bench::program program{"spawn_bench",
+                                 "usage: mproc_spawn_bench [--rounds R] [--iterations N] [--chunk C] [--warmup W]\n"
+                                 "                         [--start-round K] [--only raw_fork_waitpid|mproc]\n"
+                                 "  R rounds (default 7); per round each contender runs N times (default 200), in\n"
+                                 "  slices of C (default 50) that alternate between the contenders, after W untimed\n"
+                                 "  warm-up runs each per invocation (default 20). Rounds are numbered from K\n"
+                                 "  (default 0); even rounds start with raw fork+waitpid, odd ones with mproc.\n"
+                                 "  --only runs one contender (for profiling it alone with perf or strace).\n"
+                                 "Prints CSV: round,contender,per_op_us\n"};
 
 struct options {
   int rounds = 7;

@@ -12,11 +12,12 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <string>
+#include <vector>
+
 #include <mproc/process.hpp>
 #include <mproc/shared.hpp>
 #include <mproc/sync.hpp>
-#include <string>
-#include <vector>
 
 namespace {
 

@@ -31,8 +31,7 @@ location raised_at;
 // The defaults are evaluated where raise_exception() is called. std::source_location does
 // the same but is missing from Clang 14 with libstdc++ 12; GCC and Clang build it from
 // these builtins.
-[[noreturn]] void raise_exception(const char* message, const char* file = __builtin_FILE(),
-                                  int line = __builtin_LINE(),
+[[noreturn]] void raise_exception(const char* message, const char* file = __builtin_FILE(), int line = __builtin_LINE(),
                                   const char* function = __builtin_FUNCTION()) {
   raised_at = {file, line, function};
   throw std::runtime_error(message);
@@ -41,14 +40,12 @@ location raised_at;
 // What Python's interpreter prints for an exception that nothing caught.
 void print_traceback(const std::exception& e) {
   std::cerr << "Traceback (most recent call last):\n"
-            << "  File \"" << raised_at.file << "\", line " << raised_at.line << ", in "
-            << raised_at.function << '\n'
+            << "  File \"" << raised_at.file << "\", line " << raised_at.line << ", in " << raised_at.function << '\n'
             << "Exception: " << e.what() << std::endl;
 }
 
 [[noreturn]] void child() {
-  std::cout << "我是子进程PID:" << mproc::os::getpid() << ",父进程PPID:" << mproc::os::getppid()
-            << std::endl;
+  std::cout << "我是子进程PID:" << mproc::os::getpid() << ",父进程PPID:" << mproc::os::getppid() << std::endl;
   for (int i = 0; i < 10; ++i) {
     std::cout << "我是子进程" << std::endl;
     std::this_thread::sleep_for(100ms);
@@ -57,8 +54,7 @@ void print_traceback(const std::exception& e) {
 }
 
 void parent() {
-  std::cout << "我是父进程PID:" << mproc::os::getpid() << ",父进程PPID:" << mproc::os::getppid()
-            << std::endl;
+  std::cout << "我是父进程PID:" << mproc::os::getpid() << ",父进程PPID:" << mproc::os::getppid() << std::endl;
   for (int i = 0; i < 5; ++i) {
     std::cout << "父进程" << std::endl;
     std::this_thread::sleep_for(100ms);

@@ -75,12 +75,12 @@ int zombie_with_os_fork() {
     std::cerr << "no_zombie: 子进程PID:" << pid << " 没有成为僵尸进程" << std::endl;
     return 1;
   }
-  std::cout << "子进程PID:" << pid << " 任务结束,父进程没有结束且没有对子进程进行资源回收: "
-            << proc_dir(pid) << " " << describe(proc_state(pid)) << std::endl;
+  std::cout << "子进程PID:" << pid << " 任务结束,父进程没有结束且没有对子进程进行资源回收: " << proc_dir(pid) << " "
+            << describe(proc_state(pid)) << std::endl;
   std::cout << "僵尸进程会对系统造成资源浪费,所以要尽量避免僵尸进程存在" << std::endl;
   const mproc::os::wait_status status = mproc::os::waitpid(pid);
-  std::cout << "父进程调用 os.waitpid() 回收子进程,结束状态" << status.raw() << ": " << proc_dir(pid)
-            << " " << describe(proc_state(pid)) << std::endl;
+  std::cout << "父进程调用 os.waitpid() 回收子进程,结束状态" << status.raw() << ": " << proc_dir(pid) << " "
+            << describe(proc_state(pid)) << std::endl;
   return 0;
 }
 
@@ -90,8 +90,8 @@ int joined_process() {
   p.start();
   p.join();
   const mproc::pid_t pid = *p.pid();
-  std::cout << "子进程PID:" << pid << " 结束,join() 之后: " << proc_dir(pid) << " "
-            << describe(proc_state(pid)) << std::endl;
+  std::cout << "子进程PID:" << pid << " 结束,join() 之后: " << proc_dir(pid) << " " << describe(proc_state(pid))
+            << std::endl;
   return proc_state(pid) ? 1 : 0;
 }
 
@@ -119,12 +119,10 @@ int dropped_process() {
   ::close(write_fd);  // the child ends now
   ::close(read_fd);
   if (!watch(pid, gone)) {
-    std::cerr << "no_zombie: 子进程PID:" << pid << " 结束后没有被回收: " << describe(proc_state(pid))
-              << std::endl;
+    std::cerr << "no_zombie: 子进程PID:" << pid << " 结束后没有被回收: " << describe(proc_state(pid)) << std::endl;
     return 1;
   }
-  std::cout << "子进程结束后,mproc 的运行时自动回收了它: " << proc_dir(pid) << " 已不存在,没有僵尸进程"
-            << std::endl;
+  std::cout << "子进程结束后,mproc 的运行时自动回收了它: " << proc_dir(pid) << " 已不存在,没有僵尸进程" << std::endl;
   return 0;
 }
 

@@ -125,8 +125,7 @@ void parent_task(int done_fd) {
   ::close(reported.write);
   read_to_eof(reported.read);
   ::close(reported.read);
-  std::cout << "父进程PID:" << mproc::os::getpid() << " 结束,没有等待也没有回收子进程PID:" << pid
-            << std::endl;
+  std::cout << "父进程PID:" << mproc::os::getpid() << " 结束,没有等待也没有回收子进程PID:" << pid << std::endl;
   // Returning ends this process. mproc joins the children it started with mproc::process,
   // never those of os.fork(), so the child is left running.
 }

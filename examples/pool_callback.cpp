@@ -26,9 +26,7 @@ using namespace std::chrono_literals;
 constexpr int game_rounds = 8;  // the tutorial: 20
 
 // One whole line, flushed: a single write, so lines from two threads or processes stay whole.
-void say(std::string_view line) {
-  std::cout << (std::string(line) + '\n') << std::flush;
-}
+void say(std::string_view line) { std::cout << (std::string(line) + '\n') << std::flush; }
 
 // 烧开水: runs in a worker process of the pool.
 std::string test() {

@@ -28,9 +28,7 @@ namespace {
 using namespace std::chrono_literals;
 
 // One whole line, flushed: the two workers' lines stay whole and appear as printed.
-void say(std::string_view line) {
-  std::cout << (std::string(line) + '\n') << std::flush;
-}
+void say(std::string_view line) { std::cout << (std::string(line) + '\n') << std::flush; }
 
 // Runs in a worker of the pool, with the queue passed as its argument.
 void process_write(mproc::queue<int> q) {

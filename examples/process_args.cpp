@@ -14,10 +14,9 @@
 #include <thread>
 #include <tuple>
 
+#include "python_repr.hpp"
 #include <mproc/os.hpp>
 #include <mproc/process.hpp>
-
-#include "python_repr.hpp"
 
 namespace {
 

@@ -17,10 +17,9 @@
 #include <tuple>
 #include <utility>
 
+#include "python_repr.hpp"
 #include <mproc/os.hpp>
 #include <mproc/process.hpp>
-
-#include "python_repr.hpp"
 
 namespace {
 
@@ -35,8 +34,7 @@ class process_fun : public mproc::process {
   void run() override {
     for (int i = 0; i < 10; ++i) {
       std::cout << "helloworld" << std::endl;
-      std::cout << "{'args': " << example::repr(args_) << ", 'kwargs': " << example::repr(kwargs_)
-                << "}" << std::endl;
+      std::cout << "{'args': " << example::repr(args_) << ", 'kwargs': " << example::repr(kwargs_) << "}" << std::endl;
       std::cout << "子进程pid:" << mproc::os::getpid() << std::endl;
       std::this_thread::sleep_for(100ms);
     }

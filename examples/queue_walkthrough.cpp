@@ -8,9 +8,8 @@
 #include <iostream>
 #include <string>
 
-#include <mproc/queue.hpp>
-
 #include "python_repr.hpp"
+#include <mproc/queue.hpp>
 
 int main() {
   using namespace std::chrono_literals;

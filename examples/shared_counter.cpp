@@ -14,12 +14,13 @@
 //   print(counter.value)   # 40000
 #include <atomic>
 #include <cstdio>
-#include <mproc/process.hpp>
-#include <mproc/shared.hpp>
-#include <mproc/sync.hpp>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <mproc/process.hpp>
+#include <mproc/shared.hpp>
+#include <mproc/sync.hpp>
 
 namespace {
 

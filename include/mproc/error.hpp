@@ -49,8 +49,7 @@ class closed_error : public error {
 // The worker running a task died. `exitcode()` tells how: n for `_exit(n)`, -N for signal N.
 class worker_lost : public error {
  public:
-  explicit worker_lost(const std::string& what, int exitcode = 0)
-      : error(what), exitcode_(exitcode) {}
+  explicit worker_lost(const std::string& what, int exitcode = 0) : error(what), exitcode_(exitcode) {}
   int exitcode() const noexcept { return exitcode_; }
 
  private:

@@ -59,8 +59,8 @@
 #include <utility>
 #include <vector>
 
-#include "mproc/detail/wait/duration.hpp"
 #include "mproc/detail/os/fd_token.hpp"
+#include "mproc/detail/wait/duration.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 

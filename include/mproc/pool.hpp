@@ -63,9 +63,9 @@
 #include "mproc/detail/pool/imap_state.hpp"
 #include "mproc/detail/pool/map_feed.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/detail/pool/task_function.hpp"
 #include "mproc/detail/wait/deadline.hpp"
-#include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -82,12 +82,11 @@ struct pool_options {
 // throws it. Call at start-up, in the process that calls get().
 template <class E>
 void register_exception() {
-  static_assert(std::is_constructible_v<E, std::string>, "register_exception<E>: E must be constructible from a std::string");
-  detail::register_exception_factory(detail::demangled_name(typeid(E)), [](const std::string& what) {
-    return std::make_exception_ptr(E(what));
-  });
+  static_assert(std::is_constructible_v<E, std::string>,
+                "register_exception<E>: E must be constructible from a std::string");
+  detail::register_exception_factory(detail::demangled_name(typeid(E)),
+                                     [](const std::string& what) { return std::make_exception_ptr(E(what)); });
 }
-
 
 class pool;
 
@@ -104,7 +103,9 @@ class async_result {
   // Blocks at most `timeout`; then throws timeout_error.
   template <detail::duration D>
   R get(D timeout) {
-    if (!state_->wait_until(detail::deadline::in(timeout))) throw timeout_error("mproc::async_result::get: timed out before the task finished; wait longer, or check ready()");
+    if (!state_->wait_until(detail::deadline::in(timeout)))
+      throw timeout_error(
+          "mproc::async_result::get: timed out before the task finished; wait longer, or check ready()");
     return take();
   }
   void wait() { state_->wait(); }
@@ -115,7 +116,8 @@ class async_result {
   bool ready() const { return state_->ready(); }
   // Whether the task succeeded. Before ready(): mproc::error, as Python's ValueError.
   bool successful() const {
-    if (!state_->ready()) throw error("mproc::async_result::successful: the task has not finished; call it once ready() is true");
+    if (!state_->ready())
+      throw error("mproc::async_result::successful: the task has not finished; call it once ready() is true");
     return !state_->error();
   }
   // Runs `callback` with the result, or `error_callback` with the exception, on the pool's
@@ -219,8 +221,7 @@ class pool {
     detail::check_task_function<F>();
     using R = std::invoke_result_t<F&, std::decay_t<A>...>;
     auto state = make_state<R>();
-    const std::uint32_t id =
-        core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
+    const std::uint32_t id = core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
     auto& buffer = encode_buffer();
     buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
     to_bytes(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
@@ -361,7 +362,8 @@ class pool {
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = typename decltype(result_type_of<F, T, star>())::type;
-    static_assert(!std::is_void_v<R>, "pool::map needs a function that returns a value; use apply_async for void tasks");
+    static_assert(!std::is_void_v<R>,
+                  "pool::map needs a function that returns a value; use apply_async for void tasks");
     using feed_type = detail::map_feed<T, R>;
     auto state = make_state<std::vector<R>>();
     if (all.empty()) {

@@ -89,11 +89,10 @@ class process {
 
   // A process that calls target(args...) in the child.
   template <class F, class... A>
-    requires(!std::is_base_of_v<process, std::remove_cvref_t<F>>) &&
-            std::invocable<std::decay_t<F>, std::decay_t<A>...>
-  explicit process(F&& target, A&&... args)
-      : process(std::make_unique<detail::target<std::decay_t<F>, std::decay_t<A>...>>(
-            std::forward<F>(target), std::forward<A>(args)...)) {}
+    requires(!std::is_base_of_v<process, std::remove_cvref_t<F>>)
+  &&std::invocable<std::decay_t<F>, std::decay_t<A>...> explicit process(F&& target, A&&... args)
+      : process(std::make_unique<detail::target<std::decay_t<F>, std::decay_t<A>...>>(std::forward<F>(target),
+                                                                                      std::forward<A>(args)...)) {}
 
   // Moving transfers the child; a moved-from object may only be destroyed or assigned to.
   // Assigning over a started object hands its child to the runtime, as destruction does.

@@ -146,8 +146,7 @@ inline constexpr bool serial_ok_v = serial_ok<T>::value;
 
 // An element that a container default-constructs before loading into it.
 template <class T>
-struct serial_element_ok
-    : std::conjunction<std::bool_constant<std::default_initializable<T>>, serial_ok<T>> {};
+struct serial_element_ok : std::conjunction<std::bool_constant<std::default_initializable<T>>, serial_ok<T>> {};
 
 template <class... Ts>
 struct serial_elements_ok : std::conjunction<serial_element_ok<Ts>...> {};
@@ -157,20 +156,17 @@ struct serial_elements_ok : std::conjunction<serial_element_ok<Ts>...> {};
 // cereal's registry of polymorphic types.
 template <class T>
 struct serial_pointee_ok
-    : std::disjunction<
-          std::is_polymorphic<T>,
-          std::conjunction<
-              std::disjunction<cereal::traits::is_default_constructible<T>,
-                               cereal::traits::has_load_and_construct<T, input_archive>>,
-              serial_ok<T>>> {};
+    : std::disjunction<std::is_polymorphic<T>,
+                       std::conjunction<std::disjunction<cereal::traits::is_default_constructible<T>,
+                                                         cereal::traits::has_load_and_construct<T, input_archive>>,
+                                        serial_ok<T>>> {};
 
 // What cereal itself can tell: T has exactly one way to be saved and one to be loaded by
 // mproc's archives, or is an empty class (which needs none). It does not look inside.
 template <class T>
 constexpr bool shallow_serial_ok() {
-  if constexpr (!std::is_object_v<T> || std::is_const_v<T> || std::is_volatile_v<T> ||
-                std::is_pointer_v<T> || std::is_member_pointer_v<T> ||
-                std::is_null_pointer_v<T>) {
+  if constexpr (!std::is_object_v<T> || std::is_const_v<T> || std::is_volatile_v<T> || std::is_pointer_v<T> ||
+                std::is_member_pointer_v<T> || std::is_null_pointer_v<T>) {
     return false;
   } else if constexpr (std::is_arithmetic_v<T>) {
     return true;
@@ -253,8 +249,7 @@ template <class T>
   } catch (const std::exception& e) {
     throw serialization_error(serial_prefix<T>("to_bytes") + "cannot encode: " + e.what());
   } catch (...) {
-    throw serialization_error(serial_prefix<T>("to_bytes") +
-                              "cannot encode: a non-standard exception was thrown");
+    throw serialization_error(serial_prefix<T>("to_bytes") + "cannot encode: a non-standard exception was thrown");
   }
 }
 
@@ -263,8 +258,8 @@ template <class T>
 template <class T>
 [[noreturn]] void rethrow_decode_error(const input_archive& ar) {
   const auto where = [&ar] {
-    return " at offset " + std::to_string(ar.position()) + " (input is " +
-           std::to_string(ar.bytes().size()) + " bytes)";
+    return " at offset " + std::to_string(ar.position()) + " (input is " + std::to_string(ar.bytes().size()) +
+           " bytes)";
   };
   try {
     throw;
@@ -277,11 +272,10 @@ template <class T>
     throw;
 #endif
   } catch (const std::bad_alloc&) {
-    throw serialization_error(serial_prefix<T>("from_bytes") +
-                              "decoding needs more memory than is available" + where());
+    throw serialization_error(serial_prefix<T>("from_bytes") + "decoding needs more memory than is available" +
+                              where());
   } catch (const std::exception& e) {
-    throw serialization_error(serial_prefix<T>("from_bytes") + "invalid input" + where() +
-                              ": " + e.what());
+    throw serialization_error(serial_prefix<T>("from_bytes") + "invalid input" + where() + ": " + e.what());
   } catch (...) {
     throw serialization_error(serial_prefix<T>("from_bytes") + "invalid input" + where() +
                               ": a non-standard exception was thrown");
@@ -296,18 +290,17 @@ template <class T>
 // containers, pairs, tuples, optionals, variants and smart pointers, the same holds for
 // their elements. Other class templates are checked one level deep (as cereal does).
 template <class T>
-concept serializable = std::is_object_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> &&
-                       !std::is_array_v<T> && std::default_initializable<T> &&
-                       std::move_constructible<T> && detail::serial_ok_v<T>;
+concept serializable = std::is_object_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> && !std::is_array_v<T> &&
+                       std::default_initializable<T> && std::move_constructible<T> && detail::serial_ok_v<T>;
 
-#define MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE                                                   \
+#define MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE                                                 \
   "T is not serializable: give T a cereal serialize(Archive&) member or free function (or a " \
-  "save/load pair), make every member, base class and element serializable too, make T "     \
+  "save/load pair), make every member, base class and element serializable too, make T "      \
   "default-constructible, and give enums a fixed underlying type (enum E : int). See "        \
   "<mproc/serialize.hpp>."
-#define MPROC_DETAIL_UNFIXED_ENUM_MESSAGE                                                      \
-  "T is an enum without a fixed underlying type: decoding a value outside its enumerators' "  \
-  "range would be undefined behaviour. Declare it with one, e.g. enum color : int { ... } "   \
+#define MPROC_DETAIL_UNFIXED_ENUM_MESSAGE                                                    \
+  "T is an enum without a fixed underlying type: decoding a value outside its enumerators' " \
+  "range would be undefined behaviour. Declare it with one, e.g. enum color : int { ... } "  \
   "or enum class color { ... }."
 
 // Appends the version byte and the encoding of `value` to `out`.
@@ -316,8 +309,7 @@ concept serializable = std::is_object_v<T> && !std::is_const_v<T> && !std::is_vo
 template <class T>
 void to_bytes(const T& value, std::vector<std::byte>& out) {
   static_assert(!detail::unfixed_enum<T>, "mproc::to_bytes: " MPROC_DETAIL_UNFIXED_ENUM_MESSAGE);
-  static_assert(serializable<T> || detail::unfixed_enum<T>,
-                "mproc::to_bytes: " MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE);
+  static_assert(serializable<T> || detail::unfixed_enum<T>, "mproc::to_bytes: " MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE);
   if constexpr (serializable<T>) {
     const std::size_t old_size = out.size();
     try {
@@ -349,8 +341,7 @@ std::vector<std::byte> to_bytes(const T& value) {
 // the contract above); std::bad_alloc only if T's default constructor throws it.
 template <class T>
 T from_bytes(std::span<const std::byte> bytes) {
-  static_assert(!detail::unfixed_enum<T>,
-                "mproc::from_bytes: " MPROC_DETAIL_UNFIXED_ENUM_MESSAGE);
+  static_assert(!detail::unfixed_enum<T>, "mproc::from_bytes: " MPROC_DETAIL_UNFIXED_ENUM_MESSAGE);
   static_assert(serializable<T> || detail::unfixed_enum<T>,
                 "mproc::from_bytes: " MPROC_DETAIL_NOT_SERIALIZABLE_MESSAGE);
   if constexpr (serializable<T>) {
@@ -360,10 +351,9 @@ T from_bytes(std::span<const std::byte> bytes) {
     }
     const auto version = std::to_integer<unsigned>(bytes[0]);
     if (version != serialization_format_version) {
-      throw serialization_error(
-          detail::serial_prefix<T>("from_bytes") + "unsupported format version " +
-          std::to_string(version) + " at offset 0 (this build reads version " +
-          std::to_string(unsigned{serialization_format_version}) + ")");
+      throw serialization_error(detail::serial_prefix<T>("from_bytes") + "unsupported format version " +
+                                std::to_string(version) + " at offset 0 (this build reads version " +
+                                std::to_string(unsigned{serialization_format_version}) + ")");
     }
     T value{};
     if constexpr (detail::is_memcpy_serializable_v<T>) {

@@ -67,8 +67,8 @@
 #include <string>
 #include <utility>
 
-#include "mproc/detail/wait/duration.hpp"
 #include "mproc/detail/sync/sync_core.hpp"
+#include "mproc/detail/wait/duration.hpp"
 #include "mproc/error.hpp"
 
 namespace mproc {

@@ -17,7 +17,6 @@
 namespace mproc::detail {
 namespace channel_layout {
 
-
 using namespace channel_stream;
 
 // Layout of the memfd: a header (the lanes' table among it), then blocks of
@@ -123,7 +122,6 @@ struct handing {
   std::uint64_t seq = 0;
 };
 inline thread_local handing current_handing;
-
 
 }  // namespace channel_layout
 

@@ -67,8 +67,8 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, dea
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
     if (maxsize != 0) {
-      if (!wait_for_condition(h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, until,
-                              full_queue_sleep)) {
+      if (!wait_for_condition(
+              h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, until, full_queue_sleep)) {
         break;
       }
       const std::uint64_t fill = s.fill_hint(maxsize);

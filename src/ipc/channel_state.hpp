@@ -295,8 +295,8 @@ struct channel::state {
       j.valid.store(0, std::memory_order_release);
     }
   }
-  static void commit(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq,
-                     position new_pos, std::uint64_t new_seq) {
+  static void commit(journal& j, std::atomic<std::uint64_t>& pos, std::atomic<std::uint64_t>& seq, position new_pos,
+                     std::uint64_t new_seq) {
     j.position = pack(new_pos);
     j.seq = new_seq;
     j.valid.store(1, std::memory_order_release);

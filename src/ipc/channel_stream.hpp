@@ -51,9 +51,7 @@ struct position {
   friend bool operator==(position, position) = default;
 };
 inline std::uint64_t pack(position p) { return std::uint64_t{p.block} << 32 | p.offset; }
-inline position unpack(std::uint64_t v) {
-  return {static_cast<std::uint32_t>(v >> 32), static_cast<std::uint32_t>(v)};
-}
+inline position unpack(std::uint64_t v) { return {static_cast<std::uint32_t>(v >> 32), static_cast<std::uint32_t>(v)}; }
 
 // A lane's published end (channel.cpp), in one word so that a put publishes with a single
 // store, and a producer killed at any instant has published all of its put or none of it:
@@ -98,8 +96,7 @@ block_header& meta(Store& s, std::uint32_t index) {
 // block's data (at its very end when a record filled it exactly).
 template <class Store>
 bool valid_position(position p, std::uint32_t block_count) {
-  return p.block < block_count && p.offset >= block_data_begin && p.offset <= Store::block_bytes &&
-         p.offset % 8 == 0;
+  return p.block < block_count && p.offset >= block_data_begin && p.offset <= Store::block_bytes && p.offset % 8 == 0;
 }
 
 // Appends records at a position, linking in blocks as it goes.
@@ -166,9 +163,7 @@ struct stream_reader {
   // The next record's payload: in place when it lies in one block (no copy), else copied
   // into `gathered`. Valid until `gathered` changes or the blocks are reused. Throws error
   // when the record's length or links do not fit the store or run past `end`.
-  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) {
-    return payload(next_length(), gathered);
-  }
+  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) { return payload(next_length(), gathered); }
 
   // next_record in two steps: the record's length, then its payload (or, for a consumer
   // that cannot hold it, skip_payload after reading a prefix with read()).

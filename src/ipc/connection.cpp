@@ -1,5 +1,3 @@
-#include "mproc/pipe.hpp"
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -9,6 +7,7 @@
 #include <limits>
 #include <string>
 
+#include "mproc/pipe.hpp"
 #include "os/fd.hpp"
 #include "os/syscall.hpp"
 #include "wait/readable.hpp"
@@ -62,10 +61,8 @@ read_result read_exact(int fd, std::byte* data, std::size_t size, std::size_t& g
     const ssize_t n = ::recv(fd, data + got, size - got, MSG_WAITALL);
     if (n > 0) {
       got += static_cast<std::size_t>(n);
-    } else if (n == 0) {
-      return read_result::eof;
-    } else if (errno == ECONNRESET) {
-      // The peer closed with bytes of ours unread; for us it is the end of the stream.
+    } else if (n == 0 || errno == ECONNRESET) {
+      // ECONNRESET: the peer closed with bytes of ours unread; for us too the stream ended.
       return read_result::eof;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       detail::wait_readable(fd, detail::deadline::never());
@@ -136,20 +133,17 @@ void connection::begin(op_kind kind) {
   if (fd_ < 0) throw_closed_by_this_side();
   if (kind == op_send) {
     if (!writable_) {
-      throw error(
-          "cannot send on the read end of a one-way pipe (pipe(false) returns (reader, writer))");
+      throw error("cannot send on the read end of a one-way pipe (pipe(false) returns (reader, writer))");
     }
     if (sending_.exchange(true, std::memory_order_acquire)) {
       throw error("two threads sent on the same mproc::connection end at once; one sender at a time");
     }
   } else {
     if (!readable_) {
-      throw error(
-          "cannot receive on the write end of a one-way pipe (pipe(false) returns (reader, writer))");
+      throw error("cannot receive on the write end of a one-way pipe (pipe(false) returns (reader, writer))");
     }
     if (receiving_.exchange(true, std::memory_order_acquire)) {
-      throw error(
-          "two threads received on the same mproc::connection end at once; one receiver at a time");
+      throw error("two threads received on the same mproc::connection end at once; one receiver at a time");
     }
   }
 }
@@ -173,8 +167,7 @@ std::vector<std::byte> connection::recv_bytes() {
 void connection::send_frame(std::span<const std::byte> payload) {
   frame_header header = payload.size();
   // One sendmsg for header and payload: one system call for a small message, no copy.
-  iovec iov[2] = {{&header, sizeof header},
-                  {const_cast<std::byte*>(payload.data()), payload.size()}};
+  iovec iov[2] = {{&header, sizeof header}, {const_cast<std::byte*>(payload.data()), payload.size()}};
   iovec* next = iov;
   int count = payload.empty() ? 1 : 2;
   while (count > 0) {
@@ -280,8 +273,7 @@ std::uint8_t connection::direction_flags() const noexcept {
 
 void connection::adopt_token(const detail::fd_token& token, std::uint8_t flags) {
   if (flags == 0 || (flags & ~(flag_readable | flag_writable)) != 0) {
-    throw serialization_error("a received mproc::connection has invalid direction flags " +
-                              std::to_string(flags));
+    throw serialization_error("a received mproc::connection has invalid direction flags " + std::to_string(flags));
   }
   detail::unique_fd fd(detail::claim_fd_token(token));
   int type = 0;

@@ -7,8 +7,8 @@
 #include <string>
 #include <system_error>
 
-#include "os/fd.hpp"
 #include "mproc/error.hpp"
+#include "os/fd.hpp"
 #include "os/syscall.hpp"
 #include "os/thread_identity.hpp"
 

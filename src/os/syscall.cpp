@@ -28,7 +28,8 @@ std::atomic<bool> pidfd_open_missing{false};
 // The test hook MPROC_FORCE_NO_PIDFD=1, read once.
 bool pidfds_disabled_by_environment() noexcept {
   static const bool disabled = [] {
-    const char* value = std::getenv("MPROC_FORCE_NO_PIDFD");
+    // Read once, under the static's guard; nothing in mproc sets the environment.
+    const char* value = std::getenv("MPROC_FORCE_NO_PIDFD");  // NOLINT(concurrency-mt-unsafe)
     return value != nullptr && std::strcmp(value, "1") == 0;
   }();
   return disabled;

@@ -51,5 +51,4 @@ std::error_code send_signal(pid_t pid, int pidfd, int signal) noexcept;
 // then reaps it (so kill(2) cannot hit a reused pid).
 void kill_and_reap(pid_t pid) noexcept;
 
-
 }  // namespace mproc::detail

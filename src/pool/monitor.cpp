@@ -132,8 +132,9 @@ void pool_core::impl::on_spawn_failed(std::uint32_t slot, int err) {
   }
   if (none_alive) {
     fail_queued_tasks(std::make_exception_ptr(std::system_error(
-        err, std::system_category(), "mproc::async_result::get: no worker process could be started to run the task; the pool retries, "
-          "so raise the limit that stopped fork (RLIMIT_NPROC, memory, descriptors)")));
+        err, std::system_category(),
+        "mproc::async_result::get: no worker process could be started to run the task; the pool retries, "
+        "so raise the limit that stopped fork (RLIMIT_NPROC, memory, descriptors)")));
   }
   if (respawn) request(command_kind::spawn, slot);
 }
@@ -160,7 +161,7 @@ void pool_core::impl::fail_queued_tasks(std::exception_ptr error) {
   {
     std::lock_guard lock(mutex);
     for (const std::uint64_t id : ids) {
-      if (auto state = pending.take(id)) failed.push_back(std::move(state));
+      if (auto task = pending.take(id)) failed.push_back(std::move(task));
     }
   }
   fail_all(std::move(failed), std::move(error));
@@ -205,7 +206,8 @@ void pool_core::impl::zygote_lost() {
     pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : workers) kill_worker(w);
   }
-  fail_all(std::move(failed), "mproc::async_result::get: the pool's zygote process was killed, so the pool cannot run tasks any "
+  fail_all(std::move(failed),
+           "mproc::async_result::get: the pool's zygote process was killed, so the pool cannot run tasks any "
            "more; make a new pool");
 }
 

@@ -117,7 +117,10 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
   std::lock_guard lock(p.mutex);
   if (auto it = p.function_ids.find(key); it != p.function_ids.end()) return it->second;
   const std::uint32_t id = p.control->function_count.load(std::memory_order_relaxed);
-  if (id >= max_functions) throw error("mproc::pool::apply: the pool already knows 4096 distinct task functions, its limit; reuse functions, or make another pool");
+  if (id >= max_functions)
+    throw error(
+        "mproc::pool::apply: the pool already knows 4096 distinct task functions, its limit; reuse functions, or make "
+        "another pool");
   p.control->functions[id].invoker.store(key.first, std::memory_order_relaxed);
   p.control->functions[id].function.store(key.second, std::memory_order_relaxed);
   p.control->function_count.store(id + 1, std::memory_order_release);
@@ -234,11 +237,11 @@ void pool_core::join() {
   bool closed;  // read under the lock: the monitor thread sets `terminated` if the zygote dies
   {
     std::unique_lock lock(p.mutex);
-    if (p.state == impl::phase::running) throw error("mproc::pool::join: the pool still runs; call close() or terminate() first");
+    if (p.state == impl::phase::running)
+      throw error("mproc::pool::join: the pool still runs; call close() or terminate() first");
     if (p.state == impl::phase::closed) {
-      p.in_flight_changed.wait(lock, [&] {
-        return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes);
-      });
+      p.in_flight_changed.wait(
+          lock, [&] { return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes); });
     }
     closed = p.state == impl::phase::closed;
   }
@@ -257,4 +260,3 @@ void pool_core::join() {
 }
 
 }  // namespace mproc::detail
-

@@ -105,7 +105,7 @@ struct pool_core::impl final : fork_local {
   void result_loop();
   void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
   void post_work(std::function<void()> work);
-  void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::string why);
+  void fail_all(std::vector<std::shared_ptr<task_state>> failed, const std::string& why);
   void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::exception_ptr error);
 
   // --- monitor.cpp ---

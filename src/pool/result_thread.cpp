@@ -28,7 +28,7 @@ void pool_core::impl::deliver(task_state& state, const result_header& header, st
     case result_kind::timed_out:
       state.fail(std::make_exception_ptr(
           timeout_error("mproc::async_result::get: the task ran longer than the pool's task_timeout, so its worker "
-                          "was killed and replaced; raise task_timeout if the task needs longer")));
+                        "was killed and replaced; raise task_timeout if the task needs longer")));
       break;
     default:
       state.fail(std::make_exception_ptr(worker_lost(
@@ -196,8 +196,8 @@ void pool_core::impl::post_work(std::function<void()> work) {
 }
 
 // Fails tasks with closed_error, on the result thread.
-void pool_core::impl::fail_all(std::vector<std::shared_ptr<task_state>> failed, std::string why) {
-  fail_all(std::move(failed), std::make_exception_ptr(closed_error(std::move(why))));
+void pool_core::impl::fail_all(std::vector<std::shared_ptr<task_state>> failed, const std::string& why) {
+  fail_all(std::move(failed), std::make_exception_ptr(closed_error(why)));
 }
 
 void pool_core::impl::fail_all(std::vector<std::shared_ptr<task_state>> failed, std::exception_ptr error) {

@@ -47,8 +47,8 @@ void start_worker(pool_core::impl& p, pid_t zygote) noexcept {
   try {
     p.config.initializer();
   } catch (const std::exception& e) {
-    const std::string line = "mproc::pool worker (pid " + std::to_string(::getpid()) +
-                             "): the initializer threw " + demangled_name(typeid(e)) + ": " + e.what() + "\n";
+    const std::string line = "mproc::pool worker (pid " + std::to_string(::getpid()) + "): the initializer threw " +
+                             demangled_name(typeid(e)) + ": " + e.what() + "\n";
     flush_std_streams();
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
     ::_exit(1);
@@ -128,7 +128,8 @@ result_header run_task(const pool_core::impl& p, const task_header& h, std::span
     auto invoker = reinterpret_cast<task_invoker>(f.invoker.load(std::memory_order_acquire));
     auto function = reinterpret_cast<generic_function>(f.function.load(std::memory_order_acquire));
     if (invoker == nullptr) {
-      throw error("mproc::pool worker: the task names an empty function slot; the task message was forged or corrupted");
+      throw error(
+          "mproc::pool worker: the task names an empty function slot; the task message was forged or corrupted");
     }
     invoker(function, task.subspan(sizeof h), result);
   } catch (...) {

@@ -77,7 +77,8 @@ class zygote {
     sigset_t chld_only;
     sigemptyset(&chld_only);
     sigaddset(&chld_only, SIGCHLD);
-    ::sigprocmask(SIG_BLOCK, &chld_only, &old_mask_);  // blocked: queued for the signalfd
+    // The zygote is single-threaded: sigprocmask is its thread's mask.
+    ::sigprocmask(SIG_BLOCK, &chld_only, &old_mask_);  // NOLINT(concurrency-mt-unsafe): queued for the signalfd
     child_ended_.reset(::signalfd(-1, &chld_only, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!child_ended_) ::_exit(1);
   }
@@ -147,7 +148,7 @@ class zygote {
     ::close(parent_fd_);
     if (child_ended_) {
       child_ended_.reset();
-      ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+      ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);  // NOLINT(concurrency-mt-unsafe): one thread
     }
     for (child& c : children_) c.handle.reset();
     worker_main(p_, slot, zygote_pid);
@@ -185,8 +186,6 @@ class zygote {
 
 }  // namespace
 
-[[noreturn]] void zygote_main(pool_core::impl& p, int sock, pid_t parent) noexcept {
-  zygote(p, sock, parent).run();
-}
+[[noreturn]] void zygote_main(pool_core::impl& p, int sock, pid_t parent) noexcept { zygote(p, sock, parent).run(); }
 
 }  // namespace mproc::detail

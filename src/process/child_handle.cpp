@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <mutex>
 #include <cstdint>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -38,7 +38,9 @@ struct watcher_registry {
 };
 
 // Never destroyed: watcher threads may still run during static destruction.
-watcher_registry& registry() noexcept {
+// The first call (install_fork_handlers, inside start_watcher's try) may throw bad_alloc;
+// every later one finds it made.
+watcher_registry& registry() {
   static watcher_registry* const the = new watcher_registry;
   return *the;
 }
@@ -194,9 +196,8 @@ std::optional<int> child_handle::wait(int options, std::error_code& ec) noexcept
   siginfo_t info{};
   int r;
   if (is_pidfd_) {
-    r = retry_on_eintr([&] {
-      return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd_), &info, WEXITED | options);
-    });
+    r = retry_on_eintr(
+        [&] { return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd_), &info, WEXITED | options); });
     // Linux 5.3 has pidfd_open but not waitid(P_PIDFD): the child is not reaped yet, so
     // its pid is still its own.
     if (r < 0 && errno == EINVAL) {

@@ -1,8 +1,8 @@
 #include "process/child_record.hpp"
 
 #include "mproc/error.hpp"
-#include "process/runtime.hpp"
 #include "os/syscall.hpp"
+#include "process/runtime.hpp"
 #include "wait/readable.hpp"
 
 namespace mproc::detail {

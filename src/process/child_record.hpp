@@ -8,9 +8,9 @@
 #include <system_error>
 
 #include "mproc/detail/wait/deadline.hpp"
-#include "process/child_handle.hpp"
-#include "os/fork_local.hpp"
 #include "mproc/types.hpp"
+#include "os/fork_local.hpp"
+#include "process/child_handle.hpp"
 
 namespace mproc::detail {
 

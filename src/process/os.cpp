@@ -3,8 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "process/runtime.hpp"
 #include "os/syscall.hpp"
+#include "process/runtime.hpp"
 
 namespace mproc::os {
 
@@ -34,8 +34,7 @@ std::pair<pid_t, wait_status> wait() {
 wait_status waitpid(pid_t pid) {
   if (pid <= 0) {
     // waitpid(0) and waitpid(-n) wait for process groups; this call names one child.
-    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                            "waitpid: pid must name one child");
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), "waitpid: pid must name one child");
   }
   int status = 0;
   const pid_t r = detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });

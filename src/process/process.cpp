@@ -13,9 +13,9 @@
 #include <typeinfo>
 
 #include "mproc/detail/os/type_name.hpp"
+#include "os/syscall.hpp"
 #include "process/child_record.hpp"
 #include "process/runtime.hpp"
-#include "os/syscall.hpp"
 
 namespace mproc {
 namespace {
@@ -58,8 +58,7 @@ struct process::impl {
   detail::child_record& own_child(const char* action) const {
     if (!child) throw error("cannot " + std::string(action) + " process " + name + ": it was never started");
     if (child->owner() != detail::current_pid()) {
-      throw error("cannot " + std::string(action) + " process " + name +
-                  ": only the process that started it can");
+      throw error("cannot " + std::string(action) + " process " + name + ": only the process that started it can");
     }
     return *child;
   }

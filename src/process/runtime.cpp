@@ -3,19 +3,19 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <stdio_ext.h>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
 
-#include "process/child_record.hpp"
 #include "os/quiet_thread.hpp"
 #include "os/syscall.hpp"
+#include "process/child_record.hpp"
 
 namespace mproc::detail {
 namespace {

@@ -10,11 +10,10 @@
 #include <unordered_set>
 #include <vector>
 
-#include "os/fork_local.hpp"
 #include "mproc/process.hpp"
+#include "os/fork_local.hpp"
 
 namespace mproc::detail {
-
 
 // Flushes C stdio and the standard C++ streams, so that fork(2) does not duplicate
 // buffered output and _exit(2) does not lose it.

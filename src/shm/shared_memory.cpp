@@ -20,12 +20,12 @@
 namespace mproc::detail {
 namespace {
 
-
 // Reserves address space only: PROT_NONE and MAP_NORESERVE cost no memory. Asks for `most`
 // (a queue may hold gigabytes) and settles for less under RLIMIT_AS.
 std::pair<std::byte*, std::size_t> reserve(std::size_t at_least, std::size_t most) {
   at_least = round_up_to_page(at_least);
-  for (std::size_t want = std::max(round_up_to_page(most), at_least); want >= at_least && want >= page_size; want /= 2) {
+  for (std::size_t want = std::max(round_up_to_page(most), at_least); want >= at_least && want >= page_size;
+       want /= 2) {
     void* p = ::mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) return {static_cast<std::byte*>(p), want};
   }
@@ -50,9 +50,8 @@ void allocate(int fd, std::size_t offset, std::size_t length) {
   sigemptyset(&xfsz);
   sigaddset(&xfsz, SIGXFSZ);
   ::pthread_sigmask(SIG_BLOCK, &xfsz, &old);
-  const int r = retry_on_eintr([&] {
-    return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
-  });
+  const int r =
+      retry_on_eintr([&] { return ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length)); });
   const std::error_code ec = r != 0 ? last_error() : std::error_code{};
   if (ec.value() == EFBIG && sigismember(&old, SIGXFSZ) == 0) {
     const timespec now{};
@@ -97,8 +96,8 @@ void shared_memory::map_more(std::size_t end) {
   if (end <= mapped) return;
   const std::size_t size = std::min(file_size(fd_.get()), reserved_);
   if (end > size) {
-    throw error("shared memory of " + std::to_string(size) + " bytes does not reach offset " +
-                std::to_string(end) + (end > reserved_ ? " (beyond this process's address reservation)" : ""));
+    throw error("shared memory of " + std::to_string(size) + " bytes does not reach offset " + std::to_string(end) +
+                (end > reserved_ ? " (beyond this process's address reservation)" : ""));
   }
   const std::size_t new_end = round_up_to_page(size) > reserved_ ? reserved_ : round_up_to_page(size);
   void* p = ::mmap(base_ + mapped, new_end - mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_.get(),
@@ -110,9 +109,9 @@ void shared_memory::map_more(std::size_t end) {
 void shared_memory::grow(std::size_t size) {
   size = round_up_to_page(size);
   if (size > reserved_) {
-    throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
-                            "shared memory would exceed this process's reservation of " +
-                                std::to_string(reserved_) + " bytes");
+    throw std::system_error(
+        std::make_error_code(std::errc::not_enough_memory),
+        "shared memory would exceed this process's reservation of " + std::to_string(reserved_) + " bytes");
   }
   const std::size_t current = file_size(fd_.get());
   if (size > current) allocate(fd_.get(), current, size - current);

@@ -29,9 +29,9 @@
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
-#include "wait/robust_mutex.hpp"
 #include "sync/sync_memory.hpp"
 #include "sync/wait_list.hpp"
+#include "wait/robust_mutex.hpp"
 
 namespace mproc::detail {
 

@@ -5,9 +5,9 @@
 // process dies, whatever it was doing.
 #include <climits>
 
-#include "wait/futex.hpp"
 #include "mproc/detail/sync/sync_core.hpp"
 #include "sync/sync_memory.hpp"
+#include "wait/futex.hpp"
 
 namespace mproc::detail {
 

@@ -17,10 +17,10 @@
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
-#include "wait/robust_mutex.hpp"
-#include "sync/sync_memory.hpp"
 #include "os/syscall.hpp"
 #include "os/thread_identity.hpp"
+#include "sync/sync_memory.hpp"
+#include "wait/robust_mutex.hpp"
 
 namespace mproc::detail {
 

@@ -6,10 +6,10 @@
 #include <climits>
 #include <string>
 
-#include "wait/futex.hpp"
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
 #include "sync/sync_memory.hpp"
+#include "wait/futex.hpp"
 
 namespace mproc::detail {
 

@@ -48,11 +48,13 @@ sync_memory::sync_memory(std::unique_ptr<shared_memory> memory) : memory_(std::m
 }
 
 std::shared_ptr<sync_memory> sync_memory::create(const char* name, std::size_t bytes) {
-  return std::shared_ptr<sync_memory>(new sync_memory(shared_memory::create(name, bytes, shared_memory::small_reservation)));
+  return std::shared_ptr<sync_memory>(
+      new sync_memory(shared_memory::create(name, bytes, shared_memory::small_reservation)));
 }
 
 std::shared_ptr<sync_memory> sync_memory::open(const fd_token& token) {
-  return std::shared_ptr<sync_memory>(new sync_memory(shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::small_reservation)));
+  return std::shared_ptr<sync_memory>(
+      new sync_memory(shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::small_reservation)));
 }
 
 std::byte* sync_memory::at(std::size_t offset, std::size_t size) {

@@ -23,8 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "wait/futex.hpp"
 #include "sync/sync_memory.hpp"
+#include "wait/futex.hpp"
 
 namespace mproc::detail {
 
@@ -97,8 +97,7 @@ struct wait_list::slot {
 static_assert(sizeof(wait_list::slot) <= wait_list::slot_bytes);
 
 template <class Check>
-std::uint32_t wait_list::sleep(std::uint32_t index, deadline until, std::chrono::milliseconds period,
-                               Check check) {
+std::uint32_t wait_list::sleep(std::uint32_t index, deadline until, std::chrono::milliseconds period, Check check) {
   slot& s = at(index);
   const auto woken = [&s] { return s.state.load(std::memory_order_acquire) != slot_waiting; };
   for (;;) {

@@ -12,7 +12,8 @@ namespace mproc::detail {
 
 using deadline_clock = std::chrono::steady_clock;
 
-// Sleeps while *word == expected, until woken or `until` passes. Returns false only when the deadline passed; spurious returns are allowed.
+// Sleeps while *word == expected, until woken or `until` passes. Returns false only when the deadline passed; spurious
+// returns are allowed.
 bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, deadline until) noexcept;
 void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept;
 void yield_cpu() noexcept;
@@ -133,7 +134,8 @@ bool wait_for_condition(wakeup& w, Ready ready, deadline until,
   // condition came, up to recheck_period more.
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    const deadline_clock::time_point pass_end = now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
+    const deadline_clock::time_point pass_end =
+        now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
     // The margin covers timer slack: the kernel may end the sleep a little after `pass_end`.
     w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(pass_end.time_since_epoch()).count() +
                    2'000'000);

@@ -31,8 +31,8 @@
 #include <span>
 #include <vector>
 
-#include "ipc/channel_stream.hpp"
 #include "fuzz_target.hpp"
+#include "ipc/channel_stream.hpp"
 #include "mproc/error.hpp"
 
 namespace channel_record_fuzz {
@@ -235,14 +235,12 @@ std::vector<std::uint8_t> trip(std::uint8_t selector, std::uint8_t flags, const 
 std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
   using namespace channel_record_fuzz;
   return {
-      valid_memory(64, {5}),
-      valid_memory(64, {0, 8, 3}),
-      valid_memory(232, {20}),          // the length and the payload cross into the next block
-      valid_memory(248, {300, 7}),      // the length straddles, the payload spans two blocks
-      valid_memory(256, {1}),           // starts at the very end of a full block
-      trip(0, 0, {1, 2, 3}),
-      trip(24, 2, {0, 190, 200}),       // records that fill a block exactly, across batches
-      trip(23, 5, {500, 1, 17, 64}),    // a spare block left linked by a dead producer
+      valid_memory(64, {5}),         valid_memory(64, {0, 8, 3}),
+      valid_memory(232, {20}),      // the length and the payload cross into the next block
+      valid_memory(248, {300, 7}),  // the length straddles, the payload spans two blocks
+      valid_memory(256, {1}),       // starts at the very end of a full block
+      trip(0, 0, {1, 2, 3}),         trip(24, 2, {0, 190, 200}),  // records that fill a block exactly, across batches
+      trip(23, 5, {500, 1, 17, 64}),                              // a spare block left linked by a dead producer
   };
 }
 

@@ -68,7 +68,8 @@ counters* shared = nullptr;
 int add(int a, int b) {
   shared->called[0].fetch_add(1);
   int sum = 0;
-  if (__builtin_add_overflow(a, b, &sum)) throw std::overflow_error("add: " + std::to_string(a) + " + " + std::to_string(b));
+  if (__builtin_add_overflow(a, b, &sum))
+    throw std::overflow_error("add: " + std::to_string(a) + " + " + std::to_string(b));
   return sum;
 }
 
@@ -83,7 +84,8 @@ std::string join(std::vector<std::string> parts, std::string separator) {
   return out;
 }
 
-std::uint64_t weigh(std::variant<std::int64_t, std::string, std::vector<double>> item, std::optional<std::uint64_t> scale) {
+std::uint64_t weigh(std::variant<std::int64_t, std::string, std::vector<double>> item,
+                    std::optional<std::uint64_t> scale) {
   shared->called[2].fetch_add(1);
   const std::uint64_t size = std::visit(
       [](const auto& v) -> std::uint64_t {
@@ -368,15 +370,24 @@ void imap_result(std::span<const std::byte> payload) {
 
 void result(std::uint8_t what, std::uint8_t argument, std::span<const std::byte> payload) {
   switch (what % 9) {
-    case 0: return exception_payload(payload);
-    case 1: return apply_result<int>(payload);
-    case 2: return apply_result<std::string>(payload);
-    case 3: return apply_result<std::vector<std::string>>(payload);
-    case 4: return apply_result<std::tuple<std::uint64_t, std::optional<std::string>>>(payload);
-    case 5: return map_result<int>(argument, payload);
-    case 6: return map_result<std::string>(argument, payload);
-    case 7: return imap_result<int>(payload);
-    default: return imap_result<std::string>(payload);
+    case 0:
+      return exception_payload(payload);
+    case 1:
+      return apply_result<int>(payload);
+    case 2:
+      return apply_result<std::string>(payload);
+    case 3:
+      return apply_result<std::vector<std::string>>(payload);
+    case 4:
+      return apply_result<std::tuple<std::uint64_t, std::optional<std::string>>>(payload);
+    case 5:
+      return map_result<int>(argument, payload);
+    case 6:
+      return map_result<std::string>(argument, payload);
+    case 7:
+      return imap_result<int>(payload);
+    default:
+      return imap_result<std::string>(payload);
   }
 }
 
@@ -403,7 +414,8 @@ std::vector<std::byte> exception_bytes(std::exception_ptr error) { return encode
 std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
   using namespace pool_frames_fuzz;
   using mproc::to_bytes;
-  using weigh_args = std::tuple<std::variant<std::int64_t, std::string, std::vector<double>>, std::optional<std::uint64_t>>;
+  using weigh_args =
+      std::tuple<std::variant<std::int64_t, std::string, std::vector<double>>, std::optional<std::uint64_t>>;
   return {
       task_seed(0, to_bytes(std::tuple<int, int>{2, 3})),
       task_seed(0, to_bytes(std::tuple<int, int>{std::numeric_limits<int>::max(), 1})),  // throws overflow_error
@@ -412,15 +424,15 @@ std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
       task_seed(2, to_bytes(weigh_args{std::vector<double>{1, 2}, std::nullopt})),  // throws invalid_argument
       task_seed(3, to_bytes(std::vector<int>{1, -2, 3})),
       task_seed(4, to_bytes(std::vector<std::tuple<std::string, int>>{{"x", 1}, {"", 2}})),  // throws mproc::error
-      task_seed(5, to_bytes(std::tuple<int, int>{2, 3})),     // one past the table
-      task_seed(4096, to_bytes(std::tuple<int, int>{2, 3})),  // past any table
+      task_seed(5, to_bytes(std::tuple<int, int>{2, 3})),                                    // one past the table
+      task_seed(4096, to_bytes(std::tuple<int, int>{2, 3})),                                 // past any table
       result_seed(0, 0, exception_bytes(std::make_exception_ptr(std::out_of_range("index 7")))),
       result_seed(0, 0, exception_bytes(std::make_exception_ptr(mproc::remote_error("boom", "my::error")))),
       result_seed(1, 0, to_bytes(42)),
       result_seed(2, 0, to_bytes(std::string("done"))),
       result_seed(3, 0, to_bytes(std::vector<std::string>{"a", "bc"})),
       result_seed(4, 0, to_bytes(std::tuple<std::uint64_t, std::optional<std::string>>{7, "x"})),
-      result_seed(5, 0x23, to_bytes(std::vector<int>{4, 9})),  // the chunk at offset 2 of 4 items
+      result_seed(5, 0x23, to_bytes(std::vector<int>{4, 9})),              // the chunk at offset 2 of 4 items
       result_seed(6, 0x12, to_bytes(std::vector<std::string>{"a", "b"})),  // offset 1 of 3 items
       result_seed(7, 0, to_bytes(std::vector<int>{5, 6})),
       result_seed(8, 0, to_bytes(std::vector<std::string>{"z"})),

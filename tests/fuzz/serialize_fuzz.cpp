@@ -207,8 +207,14 @@ std::vector<std::uint8_t> seed(std::size_t index, const T& value) {
 std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
   using namespace serialize_fuzz;
   using namespace std::chrono_literals;
-  record r{7, true, "alpha", {1.5, -2.25}, std::map<std::string, int>{{"k", 1}, {"z", -3}},
-           std::vector<point>{{1, 2}}, color::blue, 1500ms};
+  record r{7,
+           true,
+           "alpha",
+           {1.5, -2.25},
+           std::map<std::string, int>{{"k", 1}, {"z", -3}},
+           std::vector<point>{{1, 2}},
+           color::blue,
+           1500ms};
   node tree{1, {{2, {}}, {3, {{4, {}}}}}};
   chain links{1, std::make_unique<chain>(chain{2, std::make_unique<chain>(chain{3, nullptr})})};
   shared_parts shared;
@@ -228,8 +234,9 @@ std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
       seed(5, std::vector<record>{r, record{}}),
       seed(6, std::variant<int, std::string, std::vector<double>>(std::string("v"))),
       seed(7, std::optional<std::vector<std::string>>(std::vector<std::string>{"x", ""})),
-      seed(8, std::tuple<bool, std::int64_t, std::array<bool, 3>, std::pair<std::string, double>>{
-                  true, -5, {true, false, true}, {"p", 0.5}}),
+      seed(8,
+           std::tuple<bool, std::int64_t, std::array<bool, 3>, std::pair<std::string, double>>{
+               true, -5, {true, false, true}, {"p", 0.5}}),
       seed(9, std::set<std::string>{"b", "a"}),
       seed(10, std::multimap<int, std::string>{{1, "x"}, {1, "y"}, {0, "z"}}),
       seed(11, std::multiset<std::int8_t>{3, 3, -1}),

@@ -48,7 +48,7 @@ bool is_emfile(const std::system_error& e) { return e.code() == std::errc::too_m
 // runtime, not of mproc). The tests that use up every descriptor skip themselves under it.
 extern "C" __attribute__((weak)) void __ubsan_handle_dynamic_type_cache_miss(void*, void*, void*);
 bool ubsan_needs_descriptors() { return &__ubsan_handle_dynamic_type_cache_miss != nullptr; }
-#define MPROC_SKIP_UNDER_UBSAN_VPTR()                                                          \
+#define MPROC_SKIP_UNDER_UBSAN_VPTR() \
   if (ubsan_needs_descriptors()) GTEST_SKIP() << "UBSan's vptr check needs free descriptors"
 
 // --- RLIMIT_NOFILE ------------------------------------------------------------------------
@@ -191,7 +191,10 @@ TEST(Exhaustion, LocksUnderRlimitNofileThrowEmfileAndRecover) {
   });
   const mproc::lock made_before;  // the condition below is the only new object
   expect_emfile_then_recovery("condition over a lock", 1, [made_before] { mproc::condition c(made_before); });
-  expect_emfile_then_recovery("barrier", 1, [] { mproc::barrier b(1); (void)b.wait(); });
+  expect_emfile_then_recovery("barrier", 1, [] {
+    mproc::barrier b(1);
+    (void)b.wait();
+  });
   expect_emfile_then_recovery("shared_value", 1, [] { mproc::shared_value<int> v(3); });
   expect_emfile_then_recovery("shared_array", 1, [] { mproc::shared_array<double> a(100); });
 }

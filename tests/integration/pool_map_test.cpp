@@ -2,11 +2,10 @@
 // and join() while a feed still submits, failures that stop the feed, a worker killed
 // mid-map, terminate() from another thread, and map_async's ownership of its input.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
@@ -46,7 +45,7 @@ class run_log {
   ~run_log() { ::unlink(path_.c_str()); }
   const std::string& path() const { return path_; }
   long runs() const {
-    struct stat st{};
+    struct stat st {};
     return ::stat(path_.c_str(), &st) == 0 ? static_cast<long>(st.st_size) : 0;
   }
 
@@ -68,7 +67,8 @@ TEST(PoolMap, ManyMoreChunksThanTheWindowKeepInputOrder) {
   const auto input = iota_vector(100'000);
   EXPECT_EQ(p.map(square, input, 10), squares_of(input));  // 10,000 chunks
   std::vector<std::string> words;
-  for (int i = 0; i < 5'000; ++i) words.push_back(std::string(static_cast<std::size_t>(i % 50), 'a') + std::to_string(i));
+  for (int i = 0; i < 5'000; ++i)
+    words.push_back(std::string(static_cast<std::size_t>(i % 50), 'a') + std::to_string(i));
   const auto sizes = p.map([](const std::string& s) { return s.size(); }, words, 3);
   ASSERT_EQ(sizes.size(), words.size());
   for (std::size_t i = 0; i < words.size(); ++i) ASSERT_EQ(sizes[i], words[i].size()) << "item " << i;
@@ -107,12 +107,14 @@ TEST(PoolMap, AFailedChunkStopsTheFeed) {
   std::vector<std::tuple<std::string, int>> items;
   for (int i = 0; i < 10'000; ++i) items.emplace_back(log.path(), i);
   try {
-    p.starmap([](const std::string& path, int x) {
-      log_run(path);
-      if (x == 0) throw std::out_of_range("item zero");
-      std::this_thread::sleep_for(20ms);  // item 0's failure is dispatched while these run
-      return x;
-    }, items, 1);
+    p.starmap(
+        [](const std::string& path, int x) {
+          log_run(path);
+          if (x == 0) throw std::out_of_range("item zero");
+          std::this_thread::sleep_for(20ms);  // item 0's failure is dispatched while these run
+          return x;
+        },
+        items, 1);
     FAIL() << "the map did not fail";
   } catch (const std::out_of_range& e) {
     EXPECT_STREQ(e.what(), "item zero");
@@ -127,10 +129,12 @@ TEST(PoolMap, AFailedChunkStopsTheFeed) {
 TEST(PoolMap, AWorkerKilledMidMapFailsTheMapAndThePoolGoesOn) {
   mproc::pool p(2);
   const auto input = iota_vector(20'000);
-  auto result = p.map_async([](int x) {
-    if (x == 10'000) ::kill(::getpid(), SIGKILL);
-    return square(x);
-  }, input, 10);
+  auto result = p.map_async(
+      [](int x) {
+        if (x == 10'000) ::kill(::getpid(), SIGKILL);
+        return square(x);
+      },
+      input, 10);
   try {
     (void)result.get();
     FAIL() << "the map did not fail";
@@ -149,10 +153,13 @@ TEST(PoolMap, TerminateFromAnotherThreadFailsARunningMap) {
     std::this_thread::sleep_for(50ms);
     p.terminate();
   });
-  EXPECT_THROW((void)p.map([](int x) {
-    std::this_thread::sleep_for(1ms);
-    return x;
-  }, input, 1), mproc::error);
+  EXPECT_THROW((void)p.map(
+                   [](int x) {
+                     std::this_thread::sleep_for(1ms);
+                     return x;
+                   },
+                   input, 1),
+               mproc::error);
   terminator.join();
   p.join();
 }

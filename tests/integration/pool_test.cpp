@@ -118,10 +118,12 @@ TEST(Pool, ImapYieldsInOrderAndUnorderedYieldsAll) {
 
 TEST(Pool, ImapRethrowsWhereIterationReachesTheFailure) {
   mproc::pool p(2);
-  auto results = p.imap([](int x) {
-    if (x == 3) throw std::out_of_range("three");
-    return x;
-  }, iota_vector(6));
+  auto results = p.imap(
+      [](int x) {
+        if (x == 3) throw std::out_of_range("three");
+        return x;
+      },
+      iota_vector(6));
   std::vector<int> before;
   try {
     for (int x : results) before.push_back(x);
@@ -216,10 +218,12 @@ TEST(Pool, EveryWayOfDyingIsWorkerLost) {
 TEST(Pool, WorkerKilledFromOutsideFailsOnlyItsTask) {
   mproc::pool p(2);
   mproc::queue<int> started;
-  auto victim = p.apply_async([](mproc::queue<int> q) {
-    q.put(static_cast<int>(::getpid()));
-    for (;;) ::pause();
-  }, started);
+  auto victim = p.apply_async(
+      [](mproc::queue<int> q) {
+        q.put(static_cast<int>(::getpid()));
+        for (;;) ::pause();
+      },
+      started);
   auto bystander = p.apply_async(sleep_ms, 300);
   const int pid = started.get(30s);
   ::kill(pid, SIGKILL);
@@ -449,14 +453,18 @@ TEST(Pool, ThenOnAFinishedResultStillRuns) {
 TEST(Pool, QueuePassedToTasksLetsWorkersTalk) {
   mproc::pool p(2);
   mproc::queue<int> q;
-  auto writer = p.apply_async([](mproc::queue<int> q) {
-    for (int i = 0; i < 5; ++i) q.put(i);
-  }, q);
-  auto reader = p.apply_async([](mproc::queue<int> q) {
-    int sum = 0;
-    for (int i = 0; i < 5; ++i) sum += q.get();
-    return sum;
-  }, q);
+  auto writer = p.apply_async(
+      [](mproc::queue<int> q) {
+        for (int i = 0; i < 5; ++i) q.put(i);
+      },
+      q);
+  auto reader = p.apply_async(
+      [](mproc::queue<int> q) {
+        int sum = 0;
+        for (int i = 0; i < 5; ++i) sum += q.get();
+        return sum;
+      },
+      q);
   writer.get();
   EXPECT_EQ(reader.get(10s), 10);
 }
@@ -492,7 +500,7 @@ TEST(Pool, WorkersMapTheFunctionTableReadOnly) {
     return found;
   };
   const std::string perms = p.apply(table_mapping, 0);
-  EXPECT_EQ(perms.rfind("r--s;", 0), 0U) << perms;            // the table first, read-only
+  EXPECT_EQ(perms.rfind("r--s;", 0), 0U) << perms;             // the table first, read-only
   EXPECT_NE(perms.find("rw-s;"), std::string::npos) << perms;  // then the workers' slots
 }
 
@@ -526,14 +534,16 @@ TEST(Pool, PoolInAChildThatIsSigkilledLeavesNoWorkerAlive) {
   ASSERT_EQ(workers.size(), 2U) << line;
   owner.kill();
   owner.join();
-  const bool gone = mproc_test::eventually([&] {
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
-    for (pid_t w : workers) {
-      if (mproc_test::read_proc_stat(w).has_value()) return false;
-    }
-    return true;
-  }, 2s);
+  const bool gone = mproc_test::eventually(
+      [&] {
+        while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        for (pid_t w : workers) {
+          if (mproc_test::read_proc_stat(w).has_value()) return false;
+        }
+        return true;
+      },
+      2s);
   EXPECT_TRUE(gone) << "a worker outlived its pool's SIGKILLed owner";
 }
 

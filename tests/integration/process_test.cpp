@@ -1,5 +1,4 @@
 // mproc::process with real child processes.
-#include "mproc/os.hpp"
 #include "mproc/process.hpp"
 
 #include <fcntl.h>
@@ -8,15 +7,16 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
-#include <iostream>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "mproc/os.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -461,8 +461,7 @@ TEST(Process, ChildDoesNotInheritSiblingPidfds) {
   mproc::process first([&g] { g.wait(); });
   first.start();
   const int sibling_fd = first.sentinel();
-  mproc::process second(
-      [](int fd) { ::_exit(::fcntl(fd, F_GETFD) == -1 && errno == EBADF ? 0 : 1); }, sibling_fd);
+  mproc::process second([](int fd) { ::_exit(::fcntl(fd, F_GETFD) == -1 && errno == EBADF ? 0 : 1); }, sibling_fd);
   second.start();
   second.join();
   EXPECT_EQ(second.exitcode(), 0) << "a child kept its sibling's pidfd open";

@@ -1,10 +1,9 @@
 // Large values through a queue: flat values (vectors and strings of numbers) are put from
 // where they lie and decoded straight out of the queue's blocks (put_pieces, on_spanning),
 // whole across processes, and a consumer killed while it reads one leaves it queued.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
@@ -41,7 +40,7 @@ TEST(QueueLarge, FlatValuesCrossProcessesWhole) {
   mproc::queue<std::vector<double>> numbers;
   mproc::process producer([bytes, text, numbers]() mutable {
     bytes.put(patterned_bytes(std::size_t{5} << 20, 1));  // spans blocks
-    bytes.put(patterned_bytes(100, 2));                    // fits in one
+    bytes.put(patterned_bytes(100, 2));                   // fits in one
     bytes.put({});
     text.put(std::string(std::size_t{3} << 20, 'z'));
     std::vector<double> d(1 << 20);

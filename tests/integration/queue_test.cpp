@@ -361,8 +361,7 @@ TEST(QueueKill, ProducerKilledInLargePutsLeavesTheQueueUsable) {
     EXPECT_LT(std::chrono::steady_clock::now() - begin, 1s);
     EXPECT_GE(received, 12U);
     EXPECT_GE(q.owner_deaths(), 1U) << "no kill landed inside put: the test did not exercise recovery";
-    std::printf("producers killed holding the lock: %llu of 12\n",
-                static_cast<unsigned long long>(q.owner_deaths()));
+    std::printf("producers killed holding the lock: %llu of 12\n", static_cast<unsigned long long>(q.owner_deaths()));
   }
   EXPECT_EQ(dev_shm_entries(), shm_before);
   EXPECT_EQ(mproc_test::count_open_fds(), fds_before);

@@ -36,12 +36,11 @@ struct helper_run {
 
 helper_run run_helper(const char* mode) {
   test_pipe out;
-  mproc::process p(
-      [&out, mode] {
-        ::dup2(out.write_fd(), STDOUT_FILENO);
-        ::execl(MPROC_TEST_HELPER, MPROC_TEST_HELPER, mode, static_cast<char*>(nullptr));
-        ::_exit(127);
-      });
+  mproc::process p([&out, mode] {
+    ::dup2(out.write_fd(), STDOUT_FILENO);
+    ::execl(MPROC_TEST_HELPER, MPROC_TEST_HELPER, mode, static_cast<char*>(nullptr));
+    ::_exit(127);
+  });
   const auto begin = std::chrono::steady_clock::now();
   p.start();
   out.close_write();
@@ -94,14 +93,13 @@ TEST(Runtime, ExitJoinsAChildWhoseProcessObjectIsGone) {
 // being subreaper, adopts it).
 std::pair<pid_t, int> orphan_grandchild(bool daemon, const gate& hold) {
   test_pipe out;
-  mproc::process middle(
-      [&out, &hold, daemon] {
-        mproc::process grandchild([&hold] { hold.wait(); });
-        grandchild.set_daemon(daemon);
-        grandchild.start();
-        out.write(std::to_string(*grandchild.pid()) + "\n");
-        for (;;) ::pause();
-      });
+  mproc::process middle([&out, &hold, daemon] {
+    mproc::process grandchild([&hold] { hold.wait(); });
+    grandchild.set_daemon(daemon);
+    grandchild.start();
+    out.write(std::to_string(*grandchild.pid()) + "\n");
+    for (;;) ::pause();
+  });
   middle.start();
   out.close_write();
   const pid_t grandchild = static_cast<pid_t>(std::stoi(out.read_line().value_or("0")));

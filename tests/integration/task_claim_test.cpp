@@ -33,8 +33,8 @@ constexpr unsigned workers = 3;
 class TaskClaim : public ::testing::Test {
  protected:
   void SetUp() override {
-    memory_ = ::mmap(nullptr, sizeof(task_claim_slot) * workers, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
+    memory_ =
+        ::mmap(nullptr, sizeof(task_claim_slot) * workers, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ASSERT_NE(memory_, MAP_FAILED);
     slots_ = new (memory_) task_claim_slot[workers]{};
     claims_.emplace(slots_, workers, tasks_);
@@ -153,9 +153,9 @@ TEST_F(TaskClaim, KilledAfterItsTakeCommitsLosesItDespiteLaterDeaths) {
   put_task(7);
   put_task(8);
   put_task(9);
-  worker_killed(0, death::after_take);  // 7, for good
+  worker_killed(0, death::after_take);   // 7, for good
   worker_killed(1, death::inside_take);  // 8, abandoned
-  worker_killed(2, death::after_take);  // 8, for good
+  worker_killed(2, death::after_take);   // 8, for good
   EXPECT_EQ(claims_->settle_dead(0), 7u);
   EXPECT_EQ(claims_->settle_dead(1), 0u);
   EXPECT_EQ(claims_->settle_dead(2), 8u);

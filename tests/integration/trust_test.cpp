@@ -1,11 +1,10 @@
 // Trust boundaries: what another program or process can reach of mproc's objects.
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <map>
@@ -54,9 +53,12 @@ std::map<std::string, int> descriptor_kinds() {
     const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
     if (n < 0) continue;
     std::string kind(target, static_cast<std::size_t>(n));
-    if (kind.rfind("/memfd:", 0) == 0) kind = kind.substr(1, kind.find(' ') - 1);
-    else if (kind.rfind("anon_inode:", 0) == 0) kind = kind.substr(11);
-    else if (kind.find(':') != std::string::npos) kind = kind.substr(0, kind.find(':'));
+    if (kind.rfind("/memfd:", 0) == 0)
+      kind = kind.substr(1, kind.find(' ') - 1);
+    else if (kind.rfind("anon_inode:", 0) == 0)
+      kind = kind.substr(11);
+    else if (kind.find(':') != std::string::npos)
+      kind = kind.substr(0, kind.find(':'));
     ++kinds[kind];
   }
   ::closedir(dir);

@@ -11,8 +11,8 @@
 #include <chrono>
 #include <new>
 
-#include "wait/futex.hpp"
 #include "test_support.hpp"
+#include "wait/futex.hpp"
 
 namespace {
 
@@ -47,7 +47,8 @@ class Wakeup : public ::testing::Test {
     sleeper_ = ::fork();
     ASSERT_GE(sleeper_, 0);
     if (sleeper_ == 0) {
-      wait_for_condition(s_->w, [&] { return s_->go.load() != 0; }, mproc::detail::deadline::never());
+      wait_for_condition(
+          s_->w, [&] { return s_->go.load() != 0; }, mproc::detail::deadline::never());
       ::_exit(0);
     }
     ASSERT_TRUE(mproc_test::eventually(

@@ -4,19 +4,19 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
-#include "mproc/error.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <new>
-#include <stdexcept>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "mproc/error.hpp"
 
 namespace {
 
@@ -27,8 +27,11 @@ using mproc::detail::deadline;
 
 std::vector<std::string> take(channel& ch, std::size_t max, deadline until = deadline::never()) {
   std::vector<std::string> out;
-  ch.get([&](std::span<const std::byte> bytes) { out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size()); },
-         max, until);
+  ch.get(
+      [&](std::span<const std::byte> bytes) {
+        out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      },
+      max, until);
   return out;
 }
 
@@ -112,7 +115,8 @@ std::size_t take_spanning(channel& ch, spanning_log& log, std::size_t max) {
       [&](std::span<const std::byte> bytes) {
         log.in_one_block.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       },
-      max, deadline::never(), {}, [&](mproc::detail::message_reader& message) {
+      max, deadline::never(), {},
+      [&](mproc::detail::message_reader& message) {
         auto& l = log;
         l.sizes.push_back(message.size());
         std::string part(std::min(message.size(), l.read_at_most), '\0');
@@ -162,12 +166,13 @@ TEST(Channel, ASpanningSinkOutOfMemoryLeavesTheMessageQueued) {
     std::size_t length = 0;
     std::string prefix;
   } s;
-  EXPECT_EQ(ch.get(sink, 1, deadline::never(),
-                   [&](std::span<const std::byte> prefix, std::size_t length) {
-                     s.length = length;
-                     s.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
-                   },
-                   no_memory),
+  EXPECT_EQ(ch.get(
+                sink, 1, deadline::never(),
+                [&](std::span<const std::byte> prefix, std::size_t length) {
+                  s.length = length;
+                  s.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+                },
+                no_memory),
             1U);
   EXPECT_EQ(s.length, big.size());
   EXPECT_EQ(s.prefix, big.substr(0, mproc::detail::unreadable_prefix_bytes));
@@ -290,9 +295,7 @@ long minor_faults() {
   return usage.ru_minflt;
 }
 
-void put_bytes(channel& ch, const std::vector<std::byte>& message) {
-  ch.put_one(message, deadline::never());
-}
+void put_bytes(channel& ch, const std::vector<std::byte>& message) { ch.put_one(message, deadline::never()); }
 
 std::size_t get_size(channel& ch) {
   std::size_t size = 0;

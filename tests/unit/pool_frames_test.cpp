@@ -28,7 +28,7 @@ TEST(PoolFrames, ChunkEncodingIsToBytesOfTheVector) {
   const std::vector<int> none;
   const std::vector<int> ints{1, -2, 3};
   const std::vector<double> doubles{0.5, 1e300};
-  const bool bools[] = {true, false};                // the general path
+  const bool bools[] = {true, false};                 // the general path
   const std::vector<std::string> strings{"a", "bc"};  // likewise
   expect_same_bytes_as_to_bytes<int>(none);
   expect_same_bytes_as_to_bytes<int>(ints);
@@ -44,9 +44,8 @@ TEST(PoolFrames, ABufferReusedForASmallerChunkHoldsJustThatMessage) {
   encode_vector_after_header(std::span<const std::int64_t>(big), buffer);
   const std::size_t size = encode_vector_after_header(std::span<const std::int64_t>(small), buffer);
   std::vector<std::int64_t> out(2);
-  EXPECT_TRUE(decode_vector_into(std::span(buffer).subspan(pool_core::task_header_bytes,
-                                                           size - pool_core::task_header_bytes),
-                                 std::span(out)));
+  EXPECT_TRUE(decode_vector_into(
+      std::span(buffer).subspan(pool_core::task_header_bytes, size - pool_core::task_header_bytes), std::span(out)));
   EXPECT_EQ(out, small);
 }
 

@@ -2,8 +2,6 @@
 // trailing garbage, invalid values. The only acceptable outcomes are a decoded value or
 // mproc::serialization_error; anything else (another exception, a crash, a sanitizer
 // report, a huge allocation) fails the test.
-#include "mproc/serialize.hpp"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -26,6 +24,8 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "mproc/serialize.hpp"
 
 namespace fuzz_test {
 
@@ -178,23 +178,20 @@ std::vector<sample> samples() {
   out.push_back(make_sample("vector<string>", std::vector<std::string>{"a", "", "ccc"}));
   out.push_back(make_sample("vector<bool>", std::vector<bool>{true, false, true}));
   out.push_back(make_sample("array<bool,3>", std::array<bool, 3>{true, false, true}));
-  out.push_back(make_sample("map<string,vector<int>>",
-                            std::map<std::string, std::vector<int>>{{"k", {1, 2}}, {"", {}}}));
+  out.push_back(
+      make_sample("map<string,vector<int>>", std::map<std::string, std::vector<int>>{{"k", {1, 2}}, {"", {}}}));
   out.push_back(make_sample("unordered_set<int>", std::unordered_set<int>{1, 2, 3}));
-  out.push_back(make_sample(
-      "nested", std::map<std::string, std::vector<std::optional<std::variant<int, std::string>>>>{
-                    {"x", {1, std::nullopt, std::string("y")}}}));
+  out.push_back(make_sample("nested", std::map<std::string, std::vector<std::optional<std::variant<int, std::string>>>>{
+                                          {"x", {1, std::nullopt, std::string("y")}}}));
   out.push_back(make_sample("tuple", std::tuple<int, std::string, double, bool>{1, "t", 2.5, false}));
   out.push_back(make_sample("record", record{7, true, "rec", {1.5, 2.5}, std::map<std::string, int>{{"a", 1}}}));
   out.push_back(make_sample("tree", node{1, {{2, {}}, {3, {{4, {}}}}}}));
-  out.push_back(make_sample("deque<list<string>>",
-                            std::deque<std::list<std::string>>{{"a", "b"}, {}, {"c"}}));
+  out.push_back(make_sample("deque<list<string>>", std::deque<std::list<std::string>>{{"a", "b"}, {}, {"c"}}));
   out.push_back(make_sample("pair<vector<empty>,int>", std::pair<std::vector<empty>, int>{{{}, {}}, 8}));
   out.push_back(make_sample("duration", std::chrono::milliseconds(1234)));
   out.push_back(make_sample("vector<array<int,0>>", std::vector<std::array<int, 0>>(3)));
-  out.push_back(make_sample("variant<monostate,...>",
-                            std::vector<std::variant<std::monostate, int, std::string>>{
-                                std::monostate{}, 5, std::string("s")}));
+  out.push_back(make_sample("variant<monostate,...>", std::vector<std::variant<std::monostate, int, std::string>>{
+                                                          std::monostate{}, 5, std::string("s")}));
   out.push_back(make_sample("optional<vector<bool>>", std::optional<std::vector<bool>>{{true, false}}));
   const auto shared = std::make_shared<std::string>("shared");
   out.push_back(make_unchecked_sample(
@@ -303,9 +300,8 @@ TEST(SerializeFuzz, ForgedHugeSizesAreRejectedWithoutAllocating) {
   using tmap = std::map<int, int, std::less<>, tracking_allocator<std::pair<const int, int>>>;
   using tdeque = std::deque<std::string, tracking_allocator<std::string>>;
   using tlist = std::list<int, tracking_allocator<int>>;
-  for (const std::uint64_t count :
-       {std::uint64_t{0xFFFFFFFFFFFFFFFF}, std::uint64_t{1} << 40, std::uint64_t{1} << 63,
-        std::uint64_t{17}, std::uint64_t{16}}) {
+  for (const std::uint64_t count : {std::uint64_t{0xFFFFFFFFFFFFFFFF}, std::uint64_t{1} << 40, std::uint64_t{1} << 63,
+                                    std::uint64_t{17}, std::uint64_t{16}}) {
     SCOPED_TRACE(count);
     expect_forged_count_rejected<tstring>(count, 15);
     expect_forged_count_rejected<tvector_int>(count);
@@ -417,8 +413,7 @@ TEST(SerializeFuzz, ForgedSharedPointerIdsAreRejected) {
 
   // A back-reference to an object of another type: cereal alone would hand out an int as
   // a std::string.
-  const auto encoded = mproc::to_bytes(
-      std::make_pair(std::make_shared<std::string>("s"), std::make_shared<int>(1)));
+  const auto encoded = mproc::to_bytes(std::make_pair(std::make_shared<std::string>("s"), std::make_shared<int>(1)));
   bytes forged = message();
   append_raw(forged, std::uint32_t{0x80000001});  // first: a new int, id 1
   append_raw(forged, std::int32_t{7});
@@ -452,8 +447,7 @@ TEST(SerializeFuzz, UserLoadExceptionsBecomeSerializationErrors) {
     const auto what = error_of<throws_on_load>(mproc::to_bytes(throws_on_load{kind}));
     EXPECT_THAT(what, HasSubstr("offset 5"));
   }
-  EXPECT_THAT(error_of<throws_on_load>(mproc::to_bytes(throws_on_load{1})),
-              HasSubstr("user load rejects kind 1"));
+  EXPECT_THAT(error_of<throws_on_load>(mproc::to_bytes(throws_on_load{1})), HasSubstr("user load rejects kind 1"));
   EXPECT_TRUE(decodes<throws_on_load>(mproc::to_bytes(throws_on_load{0})));
 }
 

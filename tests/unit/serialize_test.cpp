@@ -14,6 +14,7 @@ std::vector<std::byte> encode_not_serializable() { return mproc::to_bytes(not_se
 #else
 
 #include <cereal/types/polymorphic.hpp>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -464,8 +465,8 @@ TEST(Serialize, SharedPointersKeepTheirSharing) {
   EXPECT_EQ(copy[1], nullptr);
   EXPECT_EQ(*copy[0], *s);
 
-  const auto w = round_trip(std::pair<std::shared_ptr<int>, std::weak_ptr<int>>{
-      std::make_shared<int>(9), std::weak_ptr<int>()});
+  const auto w =
+      round_trip(std::pair<std::shared_ptr<int>, std::weak_ptr<int>>{std::make_shared<int>(9), std::weak_ptr<int>()});
   ASSERT_NE(w.first, nullptr);
   EXPECT_EQ(*w.first, 9);
 }
@@ -488,8 +489,8 @@ TEST(Serialize, NestedCombinationsRoundTrip) {
   };
   expect_round_trip(m);
 
-  std::unordered_map<int, std::vector<std::tuple<std::string, std::set<int>, std::optional<double>>>>
-      deep{{1, {{"a", {1, 2}, 0.5}, {"", {}, std::nullopt}}}, {2, {}}};
+  std::unordered_map<int, std::vector<std::tuple<std::string, std::set<int>, std::optional<double>>>> deep{
+      {1, {{"a", {1, 2}, 0.5}, {"", {}, std::nullopt}}}, {2, {}}};
   expect_round_trip(deep);
 
   tree t{1, {{2, {}}, {3, {{4, {}}}}}};
@@ -555,9 +556,7 @@ TEST(Serialize, VersionedUserTypeSeesItsVersionOncePerMessage) {
   EXPECT_EQ(bytes.size(), 1u + 8u + 4u + 3 * 2 * sizeof(int));
 }
 
-TEST(Serialize, PrivateSerializeThroughCerealAccess) {
-  EXPECT_EQ(round_trip(private_parts(99)).value(), 99);
-}
+TEST(Serialize, PrivateSerializeThroughCerealAccess) { EXPECT_EQ(round_trip(private_parts(99)).value(), 99); }
 
 TEST(Serialize, LoadAndConstructThroughSmartPointers) {
   const auto u = round_trip(std::make_unique<no_default>(5));
@@ -573,8 +572,8 @@ TEST(Serialize, LoadAndConstructThroughSmartPointers) {
 // --- buffers ----------------------------------------------------------------------------
 
 TEST(Serialize, VersionByteComesFirst) {
-  for (const auto& bytes : {mproc::to_bytes(1), mproc::to_bytes(std::string("s")),
-                            mproc::to_bytes(member_s{}), mproc::to_bytes(empty{})}) {
+  for (const auto& bytes :
+       {mproc::to_bytes(1), mproc::to_bytes(std::string("s")), mproc::to_bytes(member_s{}), mproc::to_bytes(empty{})}) {
     ASSERT_FALSE(bytes.empty());
     EXPECT_EQ(bytes[0], std::byte{mproc::serialization_format_version});
   }

@@ -1,7 +1,7 @@
 // Builds against mproc's public headers alone and runs one child process.
-#include <mproc/mproc.hpp>
-
 #include <cstdio>
+
+#include <mproc/mproc.hpp>
 
 int main() {
   mproc::process p([](int code) { std::printf("child says %d\n", code); }, 7);

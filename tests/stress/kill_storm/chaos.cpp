@@ -2,11 +2,11 @@
 // a producer (22%), a consumer (36%) or a lock holder (30%); half the kills of the latter
 // three wait briefly for the victim to be inside the window that matters (a put, a decoding
 // get, a critical section). Each child killed is booked and replaced.
-#include "kill_storm/storm.hpp"
-
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "kill_storm/storm.hpp"
 
 namespace kill_storm {
 

@@ -1,9 +1,9 @@
 // Check: every message a producer put arrived exactly once with a valid checksum, or its
 // loss is attributed to a killed producer's unfinished put or to a consumer killed after its
 // get committed; nothing duplicated, corrupted, reordered, misrouted or left behind.
-#include "kill_storm/storm.hpp"
-
 #include <unordered_map>
+
+#include "kill_storm/storm.hpp"
 
 namespace kill_storm {
 

@@ -1,9 +1,9 @@
 // Check, after the storm: no child, no zombie, no orphan (the test is a subreaper, so
 // orphaned grandchildren would come back to it), the open descriptors and /dev/shm as before.
-#include "kill_storm/storm.hpp"
-
 #include <signal.h>
 #include <sys/wait.h>
+
+#include "kill_storm/storm.hpp"
 
 namespace kill_storm {
 

@@ -23,7 +23,8 @@ void storm::check_tasks() {
       if (lost_examples.size() < 200)
         lost_examples += " " + std::to_string(id) + "(" + task_kind_names[kind_[id]] + ", started by pid " +
                          std::to_string(ld(ran_by_[id])) +
-                         (killed_workers_.count(ld(ran_by_[id])) != 0 ? ", which the chaos killed)" : ", never killed by the chaos)");
+                         (killed_workers_.count(ld(ran_by_[id])) != 0 ? ", which the chaos killed)"
+                                                                      : ", never killed by the chaos)");
     }
     if (o == outcome_ok && kind_[id] != kind_map && runs == 0) ++never_ran;
     if (runs > 1) {

@@ -1,9 +1,9 @@
 // Role: pool worker. The tasks the pool's workers run, each recording in shared memory that
 // it started (note_run), so that check_tasks.cpp can tell a task that ran twice, or that
 // was reported lost yet ran in another worker.
-#include "kill_storm/storm.hpp"
-
 #include <unistd.h>
+
+#include "kill_storm/storm.hpp"
 
 namespace kill_storm {
 

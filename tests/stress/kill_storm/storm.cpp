@@ -82,8 +82,7 @@ void storm::run() {
                 "message ids used %llu of %llu\n",
                 static_cast<unsigned long long>(spawned_[0]), static_cast<unsigned long long>(spawned_[1]),
                 static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(asan_fork_hangs_),
-                static_cast<unsigned long long>(next_id_),
-                static_cast<unsigned long long>(message_capacity_));
+                static_cast<unsigned long long>(next_id_), static_cast<unsigned long long>(message_capacity_));
   report += line;
   ::testing::Test::RecordProperty("kills_pool_workers", std::to_string(kills_.workers));
   ::testing::Test::RecordProperty("kills_producers", std::to_string(kills_.producers));

@@ -103,20 +103,20 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <optional>
+#include <random>
 #include <semaphore>
+#include <set>
 #include <span>
 #include <stdexcept>
-#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-#include "mproc/mproc.hpp"
 #include "kill_storm/proc.hpp"
 #include "kill_storm/watchdog.hpp"
+#include "mproc/mproc.hpp"
 #include "test_support.hpp"
 
 #ifndef MPROC_STRESS_DEFAULT_SECONDS

@@ -2,9 +2,9 @@
 // booking its end (retire), replacing children that ended by themselves, stuck after their
 // fork or (under ASan) hung in the sanitizer's allocator, and the shutdown: producers stop,
 // lockers stop, the queues drain, one pill per consumer.
-#include "kill_storm/storm.hpp"
-
 #include <signal.h>
+
+#include "kill_storm/storm.hpp"
 
 namespace kill_storm {
 
@@ -177,9 +177,9 @@ std::string storm::describe_queue(u32 q) {
   for (role& r : roles_) {
     if (r.kind != role_kind::consumer || r.group != q) continue;
     out += " [" + std::to_string(r.rec) + ": ";
-    out += r.proc ? describe_process(r.proc->pid().value_or(0)) + ", phase " +
-                        std::to_string(ld(consumers_[r.rec].phase))
-                  : std::string("not running");
+    out += r.proc
+               ? describe_process(r.proc->pid().value_or(0)) + ", phase " + std::to_string(ld(consumers_[r.rec].phase))
+               : std::string("not running");
     out += "]";
   }
   return out;
@@ -201,8 +201,7 @@ bool storm::join_all(role_kind kind, std::chrono::seconds limit, const char* wha
     if (!joined) {
       all = false;
       fail(std::string("deadlock: ") + what + " " + std::to_string(r.rec) + " (of queue or lock " +
-           std::to_string(r.group) + ") still running " +
-           std::to_string(limit.count()) +
+           std::to_string(r.group) + ") still running " + std::to_string(limit.count()) +
            " s after it was told to stop: " + describe_process(r.proc->pid().value_or(0)) +
            (kind == role_kind::producer ? describe_queue(r.group) : std::string()));
       r.proc->kill();

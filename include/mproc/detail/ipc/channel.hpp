@@ -52,7 +52,7 @@ inline constexpr std::size_t unreadable_prefix_bytes = 64;
 // gathered copy first.
 class message_reader {
  public:
-  std::size_t size() const noexcept { return size_; }        // the message's length
+  std::size_t size() const noexcept { return size_; }       // the message's length
   std::size_t remaining() const noexcept { return left_; }  // bytes not read yet
   // The next n bytes; mproc::error past the message's end.
   virtual void read(std::byte* into, std::size_t n) = 0;

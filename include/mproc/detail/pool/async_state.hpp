@@ -2,8 +2,8 @@
 // result thread, and the callbacks that run there.
 #pragma once
 
-#include <cstdio>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -221,6 +221,5 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   value_box<R> box_;
   std::vector<std::pair<callback, error_callback>> callbacks_;
 };
-
 
 }  // namespace mproc::detail

@@ -87,5 +87,4 @@ class imap_chunk_state final : public task_state {
   std::size_t index_;
 };
 
-
 }  // namespace mproc::detail

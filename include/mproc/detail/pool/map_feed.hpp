@@ -157,7 +157,8 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   void submit_window() {
     if (in_flight_ >= window_ || next_ == items_.size()) return;
     auto core = core_.lock();
-    if (!core) throw closed_error("mproc::pool::map: the pool was terminated before the map was submitted; make a new pool");
+    if (!core)
+      throw closed_error("mproc::pool::map: the pool was terminated before the map was submitted; make a new pool");
     auto& buffer = encode_buffer();
     while (in_flight_ < window_ && next_ < items_.size()) {
       const auto part = items_.subspan(next_, std::min(chunksize_, items_.size() - next_));
@@ -186,11 +187,10 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   std::size_t window_;
   map_gather<R> gather_;
 
-  std::mutex mutex_;  // guards what follows
+  std::mutex mutex_;           // guards what follows
   std::size_t next_ = 0;       // the first item not submitted
   std::size_t in_flight_ = 0;  // chunks submitted and not finished
   bool feeding_ = false;       // between begin_feed and end_feed
 };
-
 
 }  // namespace mproc::detail

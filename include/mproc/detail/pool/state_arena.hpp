@@ -69,7 +69,9 @@ class arena_allocator {
   using value_type = T;
   explicit arena_allocator(std::shared_ptr<state_arena> arena) noexcept : arena_(std::move(arena)) {}
   template <class U>
-  arena_allocator(const arena_allocator<U>& other) noexcept : arena_(other.arena_) {}
+  // Implicit, as the Allocator requirements ask of the rebinding conversion.
+  arena_allocator(const arena_allocator<U>& other) noexcept  // NOLINT(google-explicit-constructor)
+      : arena_(other.arena_) {}
 
   T* allocate(std::size_t n) {
     static_assert(alignof(T) <= 64, "state_arena blocks are aligned to 64 bytes");

@@ -17,16 +17,16 @@
 
 namespace mproc::detail {
 
-
 template <class F>
-inline constexpr bool is_function_pointer_v = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+inline constexpr bool is_function_pointer_v =
+    std::conjunction_v<std::is_pointer<F>, std::is_function<std::remove_pointer_t<F>>>;
 
 // What a pool can run: a function pointer, or a stateless callable (a lambda without
 // captures) that the worker makes afresh. Workers call it by name, never through state.
 template <class F>
 concept task_function =
-    is_function_pointer_v<F> ||
-    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F> && std::is_trivially_copyable_v<F>);
+    is_function_pointer_v<F> || std::conjunction_v<std::is_class<F>, std::is_empty<F>, std::is_default_constructible<F>,
+                                                   std::is_trivially_copyable<F>>;
 
 // Fails to compile, saying why, for anything else.
 template <class F>
@@ -175,6 +175,5 @@ void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector
     to_bytes(results, out);
   }
 }
-
 
 }  // namespace mproc::detail

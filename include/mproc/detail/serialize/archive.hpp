@@ -83,18 +83,18 @@ inline constexpr bool counts_depth_v = std::is_class_v<T> && !is_cereal_wrapper_
 // An enum with a fixed underlying type (every scoped enum, and `enum E : int`) can hold any
 // value of that type; C++17 allows list-initialising exactly those from an integer.
 template <class E>
-concept fixed_enum = std::is_enum_v<E> && requires { E{std::underlying_type_t<E>{}}; };
+concept fixed_enum = std::is_enum_v<E> && requires {
+  E{std::underlying_type_t<E>{}};
+};
 template <class E>
 concept unfixed_enum = std::is_enum_v<E> && !fixed_enum<E>;
 
 template <class T>
-struct memcpy_serializable : std::bool_constant<(std::is_arithmetic_v<T> &&
-                                                 !std::is_same_v<std::remove_cv_t<T>, bool>) ||
-                                                fixed_enum<T>> {};
+struct memcpy_serializable
+    : std::bool_constant<(std::is_arithmetic_v<T> && !std::is_same_v<std::remove_cv_t<T>, bool>) || fixed_enum<T>> {};
 template <class T, std::size_t N>
 struct memcpy_serializable<std::array<T, N>>
-    : std::bool_constant<N != 0 && sizeof(std::array<T, N>) == N * sizeof(T) &&
-                         memcpy_serializable<T>::value> {};
+    : std::bool_constant<N != 0 && sizeof(std::array<T, N>) == N * sizeof(T) && memcpy_serializable<T>::value> {};
 
 // True when a value's encoding is exactly its object representation and every byte string
 // of that size is a valid value: arithmetic types except bool, enums with a fixed
@@ -150,8 +150,7 @@ class output_archive : public cereal::OutputArchive<output_archive, cereal::Allo
   // Every class-type value: nesting depth, and where its encoding starts.
   void enter() {
     if (depth_ == serialization_max_depth) {
-      throw serialization_error("value nests deeper than " +
-                                std::to_string(serialization_max_depth) +
+      throw serialization_error("value nests deeper than " + std::to_string(serialization_max_depth) +
                                 " levels (mproc::serialization_max_depth)");
     }
     starts_[depth_++] = out_->size();
@@ -171,8 +170,7 @@ class output_archive : public cereal::OutputArchive<output_archive, cereal::Allo
     if (stripped == 0) return;
     if ((id & cereal::detail::msb_32bit) != 0) {
       shared_types_[stripped] = &typeid(T);
-    } else if (const auto it = shared_types_.find(stripped);
-               it == shared_types_.end() || *it->second != typeid(T)) {
+    } else if (const auto it = shared_types_.find(stripped); it == shared_types_.end() || *it->second != typeid(T)) {
       throw serialization_error("a std::shared_ptr<" + std::string(detail::type_name<T>()) +
                                 "> points to an object already written as another type");
     }
@@ -232,8 +230,8 @@ class output_archive : public cereal::OutputArchive<output_archive, cereal::Allo
   }
 
   template <class T>
-  friend void CEREAL_SAVE_FUNCTION_NAME(
-      output_archive& ar, const cereal::memory_detail::PtrWrapper<const std::shared_ptr<T>&>& wrapper) {
+  friend void CEREAL_SAVE_FUNCTION_NAME(output_archive& ar,
+                                        const cereal::memory_detail::PtrWrapper<const std::shared_ptr<T>&>& wrapper) {
     const auto& ptr = wrapper.ptr;
     std::uint32_t id = ar.registerSharedPointer(ptr);
     ar.check_shared_type<std::remove_cv_t<T>>(id);
@@ -262,8 +260,8 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
   // Copies the next `size` bytes to `data`. Throws serialization_error if fewer remain.
   void load_binary(void* data, std::size_t size) {
     if (size > remaining()) {
-      fail("truncated input: need " + std::to_string(size) + " bytes but only " +
-           std::to_string(remaining()) + " remain");
+      fail("truncated input: need " + std::to_string(size) + " bytes but only " + std::to_string(remaining()) +
+           " remain");
     }
     if (size != 0) std::memcpy(data, bytes_.data() + pos_, size);
     pos_ += size;
@@ -312,10 +310,8 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
     load_binary(&n, sizeof n);
     if (n > remaining() / min_bytes) {
       fail_at(at, "element count " + std::to_string(n) +
-                      (min_bytes == 1 ? std::string()
-                                      : " of " + std::to_string(min_bytes) + "-byte elements") +
-                      " does not fit in the " + std::to_string(remaining()) +
-                      " bytes that follow it");
+                      (min_bytes == 1 ? std::string() : " of " + std::to_string(min_bytes) + "-byte elements") +
+                      " does not fit in the " + std::to_string(remaining()) + " bytes that follow it");
     }
     return static_cast<std::size_t>(n);
   }
@@ -333,8 +329,8 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
       fail_at(at, "std::shared_ptr refers to unknown id " + std::to_string(id));
     }
     if (*it->second.type != typeid(T)) {
-      fail_at(at, "std::shared_ptr<" + std::string(detail::type_name<T>()) + "> refers to id " +
-                      std::to_string(id) + ", an object of another type");
+      fail_at(at, "std::shared_ptr<" + std::string(detail::type_name<T>()) + "> refers to id " + std::to_string(id) +
+                      ", an object of another type");
     }
     return std::static_pointer_cast<T>(it->second.ptr);
   }
@@ -392,8 +388,7 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
   // their bytes are checked before they become bools.
   template <class T>
   friend void CEREAL_LOAD_FUNCTION_NAME(input_archive& ar, cereal::BinaryData<T>& data) {
-    using element = std::remove_cv_t<
-        std::remove_all_extents_t<std::remove_pointer_t<std::decay_t<T>>>>;
+    using element = std::remove_cv_t<std::remove_all_extents_t<std::remove_pointer_t<std::decay_t<T>>>>;
     const auto size = static_cast<std::size_t>(data.size);
     if constexpr (std::is_same_v<element, bool>) {
       if (size <= ar.remaining()) {
@@ -426,13 +421,11 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
   // Enums: with a fixed underlying type every value is valid; without one, a value outside
   // the enumerators' range is undefined behaviour, and mproc cannot know that range.
   template <detail::fixed_enum E>
-  friend void CEREAL_LOAD_MINIMAL_FUNCTION_NAME(const input_archive&, E& e,
-                                                const std::underlying_type_t<E>& value) {
+  friend void CEREAL_LOAD_MINIMAL_FUNCTION_NAME(const input_archive&, E& e, const std::underlying_type_t<E>& value) {
     e = static_cast<E>(value);
   }
   template <detail::unfixed_enum E>
-  friend void CEREAL_LOAD_MINIMAL_FUNCTION_NAME(const input_archive&, E&,
-                                                const std::underlying_type_t<E>&) = delete;
+  friend void CEREAL_LOAD_MINIMAL_FUNCTION_NAME(const input_archive&, E&, const std::underlying_type_t<E>&) = delete;
 
   template <class T, class A>
     requires(!std::is_same_v<T, bool>)
@@ -489,8 +482,8 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
   // object of another type) and, for load_and_construct types, registration only once the
   // object is constructed (so no reference to unconstructed storage escapes).
   template <class T>
-  friend void CEREAL_LOAD_FUNCTION_NAME(
-      input_archive& ar, cereal::memory_detail::PtrWrapper<std::shared_ptr<T>&>& wrapper) {
+  friend void CEREAL_LOAD_FUNCTION_NAME(input_archive& ar,
+                                        cereal::memory_detail::PtrWrapper<std::shared_ptr<T>&>& wrapper) {
     using U = std::remove_cv_t<T>;
     const std::size_t at = ar.pos_;
     std::uint32_t id = 0;
@@ -506,8 +499,8 @@ class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEm
         if (*valid) p->~U();
         delete reinterpret_cast<storage*>(p);
       });
-      cereal::memory_detail::loadAndConstructSharedPtr(
-          ar, ptr.get(), typename cereal::traits::has_shared_from_this<U>::type());
+      cereal::memory_detail::loadAndConstructSharedPtr(ar, ptr.get(),
+                                                       typename cereal::traits::has_shared_from_this<U>::type());
       *valid = true;
       ar.register_shared(id, ptr);
       wrapper.ptr = std::move(ptr);

@@ -17,8 +17,8 @@
 #include <functional>
 #include <memory>
 
-#include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/os/fd_token.hpp"
+#include "mproc/detail/wait/deadline.hpp"
 
 namespace mproc::detail {
 
@@ -84,7 +84,7 @@ class semaphore_core {
   explicit semaphore_core(const sync_token& token);
 
   bool acquire(deadline until);  // false when the deadline passed first
-  void release(unsigned n);                  // mproc::error above the bound
+  void release(unsigned n);      // mproc::error above the bound
   int value() const noexcept;
   bool bounded() const noexcept;
   sync_token token() const;

@@ -29,6 +29,4 @@ constexpr std::chrono::nanoseconds to_nanoseconds(D timeout) noexcept {
 
 }  // namespace mproc::detail
 
-namespace mproc::detail {
-
-}  // namespace mproc::detail
+namespace mproc::detail {}  // namespace mproc::detail
