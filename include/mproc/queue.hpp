@@ -53,11 +53,13 @@ class queue {
   // Blocks at most `timeout`; then throws queue_full.
   template <detail::duration D>
   void put(const T& value, D timeout) {
-    if (!put_until(value, detail::deadline::in(timeout))) throw queue_full("queue is full: put timed out");
+    if (!put_until(value, detail::deadline::in(timeout)))
+      throw queue_full(
+          "mproc::queue::put: the queue stayed full for the whole timeout; wait longer, or take values faster");
   }
   // Never waits; throws queue_full when full.
   void put_nowait(const T& value) {
-    if (!try_put(value)) throw queue_full("queue is full");
+    if (!try_put(value)) throw queue_full("mproc::queue::put_nowait: the queue is full; use put() to wait for room");
   }
   bool try_put(const T& value) { return put_until(value, detail::deadline::no_wait()); }
   template <detail::duration D>
@@ -71,13 +73,15 @@ class queue {
   template <detail::duration D>
   T get(D timeout) {
     auto value = get_until(detail::deadline::in(timeout));
-    if (!value) throw queue_empty("queue is empty: get timed out");
+    if (!value)
+      throw queue_empty(
+          "mproc::queue::get: nothing came within the timeout; wait longer, or check that a producer runs");
     return std::move(*value);
   }
   // Never waits; throws queue_empty when empty.
   T get_nowait() {
     auto value = try_get();
-    if (!value) throw queue_empty("queue is empty");
+    if (!value) throw queue_empty("mproc::queue::get_nowait: the queue is empty; use get() to wait for a value");
     return std::move(*value);
   }
   std::optional<T> try_get() { return get_until(detail::deadline::no_wait()); }
@@ -145,7 +149,7 @@ class queue {
 
  private:
   void check_open() const {
-    if (closed_) throw closed_error("queue handle is closed");
+    if (closed_) throw closed_error("mproc::queue: this handle was closed; use another handle of the queue");
   }
 
   bool put_until(const T& value, detail::deadline until) {

@@ -26,7 +26,9 @@ channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
   state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::queue_reservation);
   auto* h = reinterpret_cast<header*>(state_->mem->base());
   if (h->magic != channel_magic || h->version != layout_version) {
-    throw error("the handle received does not name an mproc queue of this version");
+    throw error(
+        "mproc::queue: the handle received does not name an mproc queue of this version; send handles only between "
+        "processes of the same build");
   }
   state_->h = h;
 }
@@ -79,7 +81,9 @@ void channel::task_done() {
   std::uint64_t done = h.done.load(std::memory_order_acquire);
   do {
     if (done >= state_->put_total()) {
-      throw error("task_done() called more times than there were items put");
+      throw error(
+          "mproc::joinable_queue::task_done: called more times than there were items put; call it once per value "
+          "taken");
     }
   } while (!h.done.compare_exchange_weak(done, done + 1, std::memory_order_acq_rel));
   h.all_done.announce(INT_MAX);
