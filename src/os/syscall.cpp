@@ -1,6 +1,5 @@
 #include "os/syscall.hpp"
 
-#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>

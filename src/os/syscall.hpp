@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cerrno>
-#include <chrono>
 #include <system_error>
 
 #include "mproc/types.hpp"

@@ -10,8 +10,6 @@
 
 namespace mproc::detail {
 
-using deadline_clock = std::chrono::steady_clock;
-
 // Sleeps while *word == expected, until woken or `until` passes. Returns false only when the deadline passed; spurious
 // returns are allowed.
 bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, deadline until) noexcept;
@@ -134,7 +132,7 @@ bool wait_for_condition(wakeup& w, Ready ready, deadline until,
   // condition came, up to recheck_period more.
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    const deadline_clock::time_point pass_end =
+    const deadline::clock::time_point pass_end =
         now + first_slice + std::min<std::chrono::nanoseconds>(longest_sleep, recheck_period);
     // The margin covers timer slack: the kernel may end the sleep a little after `pass_end`.
     w.will_wake_by(std::chrono::duration_cast<std::chrono::nanoseconds>(pass_end.time_since_epoch()).count() +
@@ -144,7 +142,7 @@ bool wait_for_condition(wakeup& w, Ready ready, deadline until,
       wakeup& w;
       ~uncount() { w.sleepers.fetch_sub(1, std::memory_order_seq_cst); }
     } counted{w};
-    for (const deadline_clock::time_point slice_end : {now + first_slice, pass_end}) {
+    for (const deadline::clock::time_point slice_end : {now + first_slice, pass_end}) {
       const std::uint32_t seen = w.event.load(std::memory_order_seq_cst);
       if (ready()) return true;
       const bool final_slice = until <= deadline(slice_end);

@@ -28,5 +28,3 @@ constexpr std::chrono::nanoseconds to_nanoseconds(D timeout) noexcept {
 }
 
 }  // namespace mproc::detail
-
-namespace mproc::detail {}  // namespace mproc::detail
