@@ -90,17 +90,17 @@ class lock_handle {
 
   // TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
   // Blocks until acquired.
-  void lock() { core_->lock(detail::deadline::never()); }
+  void lock() { core_->lock(); }
   // Never waits.
-  [[nodiscard]] bool try_lock() { return core_->lock(detail::deadline::no_wait()); }
+  [[nodiscard]] bool try_lock() { return core_->try_lock(detail::deadline::no_wait()); }
   // Waits at most `timeout`; false when it passed.
   template <duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    return core_->lock(detail::deadline::in(timeout));
+    return core_->try_lock(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    return core_->lock(detail::deadline::at(when));
+    return core_->try_lock(detail::deadline::at(when));
   }
   // Throws mproc::error if this thread does not hold the lock.
   void unlock() { core_->unlock(); }
@@ -293,15 +293,15 @@ class condition {
   ~condition() = default;
 
   // The lock, as for mutex / recursive_mutex.
-  void lock() { core_->lock()->lock(detail::deadline::never()); }
-  [[nodiscard]] bool try_lock() { return core_->lock()->lock(detail::deadline::no_wait()); }
+  void lock() { core_->lock()->lock(); }
+  [[nodiscard]] bool try_lock() { return core_->lock()->try_lock(detail::deadline::no_wait()); }
   template <detail::duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    return core_->lock()->lock(detail::deadline::in(timeout));
+    return core_->lock()->try_lock(detail::deadline::in(timeout));
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    return core_->lock()->lock(detail::deadline::at(when));
+    return core_->lock()->try_lock(detail::deadline::at(when));
   }
   void unlock() { core_->lock()->unlock(); }
   bool acquire(bool block = true) {

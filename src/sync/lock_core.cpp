@@ -134,7 +134,7 @@ lock_core::~lock_core() {
   }
 }
 
-bool lock_core::lock(deadline until) {
+bool lock_core::acquire(deadline until, bool timed) {
   state& s = *state_;
   const std::uint64_t me = this_thread_id();
   // Trylock first, our owner word only when that fails: when another process is using the
@@ -149,7 +149,7 @@ bool lock_core::lock(deadline until) {
       }
       // Only this thread could release it: waiting would be forever (Python's Lock would
       // hang here, a std::mutex has undefined behaviour).
-      if (!until.is_never()) return false;
+      if (timed) return false;
       throw error(
           "mproc::mutex::lock(): this thread already holds the lock, and would wait forever for itself "
           "(use mproc::recursive_mutex to lock it again)");
@@ -169,6 +169,10 @@ bool lock_core::lock(deadline until) {
   s.levels = 1;
   return true;
 }
+
+void lock_core::lock() { acquire(deadline::never(), false); }
+
+bool lock_core::try_lock(deadline until) { return acquire(until, true); }
 
 void lock_core::unlock() {
   state& s = *state_;
@@ -198,7 +202,7 @@ unsigned lock_core::release_all() {
 }
 
 void lock_core::reacquire(unsigned levels) {
-  lock(deadline::never());
+  lock();
   state_->levels = levels;
 }
 

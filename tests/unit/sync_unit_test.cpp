@@ -70,9 +70,28 @@ TEST(Mutex, LockTryLockUnlock) {
   EXPECT_FALSE(m.held_by_this_thread());
   EXPECT_TRUE(m.try_lock());
   m.unlock();
+  EXPECT_TRUE(m.try_lock());
+  m.unlock();
   EXPECT_TRUE(m.acquire());
   m.release();
   EXPECT_EQ(m.owner_deaths(), 0U);
+}
+
+// A timed wait is one that may fail, however long: the holder gets false, not an error,
+// even for a timeout that saturates to "never".
+TEST(Mutex, HolderTimedWaitOfAnyLengthIsFalse) {
+  mproc::mutex m;
+  m.lock();
+  EXPECT_FALSE(m.try_lock_for(std::chrono::hours::max()));
+  EXPECT_FALSE(m.try_lock_for(std::chrono::nanoseconds::max()));
+  EXPECT_FALSE(m.try_lock_until(std::chrono::steady_clock::time_point::max()));
+  EXPECT_FALSE(m.acquire(true, std::chrono::hours::max()));
+  EXPECT_THROW(m.lock(), mproc::error);
+  m.unlock();
+  mproc::condition c(m);
+  c.lock();
+  EXPECT_FALSE(c.try_lock_for(std::chrono::hours::max()));
+  c.unlock();
 }
 
 TEST(Mutex, PythonNamesAndAlias) {

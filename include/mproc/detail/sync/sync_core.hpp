@@ -51,9 +51,13 @@ class lock_core {
   lock_core(const lock_core&) = delete;
   lock_core& operator=(const lock_core&) = delete;
 
+  // Blocks until acquired. The holder of a non-recursive lock: mproc::error, since it
+  // would wait forever for itself.
+  void lock();
   // Acquires; false when the deadline passed first. The holder of a non-recursive lock:
-  // mproc::error with no deadline (it would wait forever), false with one.
-  bool lock(deadline until);
+  // false, whatever the deadline (a timed wait, even of hours::max(), is one that may
+  // fail, as std::timed_mutex's is).
+  bool try_lock(deadline until);
   // Throws mproc::error unless this thread holds the lock.
   void unlock();
   bool held_by_this_thread() const noexcept;
@@ -71,6 +75,9 @@ class lock_core {
   struct state;
 
  private:
+  // `timed`: a deadline was asked for, so holding the lock already is a false, not an error.
+  bool acquire(deadline until, bool timed);
+
   std::shared_ptr<sync_memory> memory_;
   state* state_;
   std::size_t offset_;
