@@ -179,6 +179,26 @@ TEST(Channel, ASpanningSinkOutOfMemoryLeavesTheMessageQueued) {
   EXPECT_EQ(ch.size(), 0U);
 }
 
+// Out of memory for a message after others were taken: the take ends before it, those
+// are committed (never handed out twice), and it stays queued for the next get.
+TEST(Channel, OutOfMemoryAfterATakeCommitsWhatWasTaken) {
+  channel ch(0);
+  const std::string big = patterned(std::size_t{1} << 20, 4);
+  ASSERT_EQ(give(ch, {"small", big}), 2U);
+  std::vector<std::string> got;
+  const auto sink = [&](std::span<const std::byte> m) {
+    got.emplace_back(reinterpret_cast<const char*>(m.data()), m.size());
+  };
+  const auto no_memory = [](mproc::detail::message_reader&) { throw std::bad_alloc(); };
+  const auto unreadable = [](std::span<const std::byte>, std::size_t) { FAIL() << "the take should end before it"; };
+  EXPECT_EQ(ch.get(sink, 2, deadline::never(), unreadable, no_memory), 1U);
+  EXPECT_EQ(got, std::vector<std::string>{"small"});
+  EXPECT_EQ(ch.size(), 1U);
+  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {}, no_memory), std::bad_alloc);
+  EXPECT_EQ(ch.size(), 1U);
+  EXPECT_EQ(take(ch, 1), std::vector<std::string>{big});
+}
+
 // A spanning sink that throws after reading consumes the message.
 TEST(Channel, ASpanningSinkThrowingAfterReadingConsumesIt) {
   channel ch(0);
