@@ -278,8 +278,8 @@ int main(int argc, char** argv) {
       bench::for_each_selected(r.contenders, opts.only,
                                [&](std::size_t i) { r.contenders[i].session(p, opts.warmup, base_of(0, 0, i) + 1); });
     }
-    bench::print_rounds(r, opts, [&](std::size_t i, int round, int slice, long n) {
-      return r.contenders[i].session(p, n, base_of(round, slice, i));
+    bench::print_rounds(r, opts, [&](std::size_t i, int round, int slice, long count) {
+      return r.contenders[i].session(p, count, base_of(round, slice, i));
     });
   } catch (const std::exception& e) {
     program.die(e.what());

@@ -22,8 +22,8 @@ function(mproc_target_options target)
     # lambda does not capture it, which Clang's leaves to -Wshadow-uncaptured-local: most of
     # GCC's extra reports are tasks written `[](mproc::queue<int> q) {...}, q`. Plain
     # -Wshadow is kept for both all the same: a second name costs little, and the same
-    # spelling in a lambda that does capture (`[&]`) is a real trap. Off by default until
-    # the code builds clean with it (issue 13).
+    # spelling in a lambda that does capture (`[&]`) is a real trap. On when mproc is the
+    # top-level project; a project that adds mproc as a subdirectory gets it off.
     target_compile_options(${target} PRIVATE -Wshadow -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual)
   endif()
   if(MPROC_WARNINGS_AS_ERRORS)

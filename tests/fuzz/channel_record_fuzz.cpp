@@ -117,7 +117,7 @@ void hostile(input in) {
   volatile std::uint8_t sink = 0;
   try {
     cs::stream_reader<store> r(s, head, tail);
-    for (std::size_t taken = 0; taken < max_records && !r.at_end(); ++taken) {
+    for (std::size_t records = 0; records < max_records && !r.at_end(); ++records) {
       const std::span<const std::byte> message = r.next_record(gathered);
       require(message.data() == gathered.data() || s.inside_one_block(message.data(), message.size()),
               "a record read in place does not lie inside one block's data");

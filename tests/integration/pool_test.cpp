@@ -380,8 +380,8 @@ TEST(Pool, CallbacksStayOnTheResultThreadWhenGetReads) {
     std::thread::id where;
     bool ran = false;
     auto r = p.apply_async(
-        [](mproc::event registered, int x) {
-          registered.wait();
+        [](mproc::event go, int x) {
+          go.wait();
           return x * x;
         },
         registered, i);
@@ -454,14 +454,14 @@ TEST(Pool, QueuePassedToTasksLetsWorkersTalk) {
   mproc::pool p(2);
   mproc::queue<int> q;
   auto writer = p.apply_async(
-      [](mproc::queue<int> q) {
-        for (int i = 0; i < 5; ++i) q.put(i);
+      [](mproc::queue<int> to) {
+        for (int i = 0; i < 5; ++i) to.put(i);
       },
       q);
   auto reader = p.apply_async(
-      [](mproc::queue<int> q) {
+      [](mproc::queue<int> from) {
         int sum = 0;
-        for (int i = 0; i < 5; ++i) sum += q.get();
+        for (int i = 0; i < 5; ++i) sum += from.get();
         return sum;
       },
       q);

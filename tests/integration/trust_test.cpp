@@ -82,9 +82,9 @@ TEST(Trust, AProcessChildHoldsNoDescriptorOfPoolsOrSiblings) {
   mproc::pool pool(2);
   ASSERT_EQ(pool.apply(twice, 21), 42);
   mproc::event e;
-  mproc::process sibling([](mproc::event e) { e.wait(); }, e);
+  mproc::process sibling([](mproc::event go) { go.wait(); }, e);
   sibling.start();
-  mproc::process child([](mproc::queue<std::string> report) { report.put(describe(descriptor_kinds())); }, report);
+  mproc::process child([](mproc::queue<std::string> out) { out.put(describe(descriptor_kinds())); }, report);
   child.start();
   const std::string in_child = report.get(std::chrono::seconds(10));
   child.join();
@@ -106,7 +106,7 @@ TEST(Trust, AProcessChildHoldsNoDescriptorOfPoolsOrSiblings) {
 // and result channels, which the worker keeps only to map them as they grow.
 std::string descriptors_of_a_process_started_in_a_task() {
   mproc::queue<std::string> report;
-  mproc::process child([](mproc::queue<std::string> report) { report.put(describe(descriptor_kinds())); }, report);
+  mproc::process child([](mproc::queue<std::string> out) { out.put(describe(descriptor_kinds())); }, report);
   child.start();
   std::string kinds = report.get(std::chrono::seconds(10));
   child.join();
@@ -137,7 +137,7 @@ TEST(Trust, AnExecdProgramInheritsNoMprocDescriptor) {
   auto [left, right] = mproc::pipe();
   mproc::pool pool(2);
   ASSERT_EQ(pool.apply(twice, 21), 42);
-  mproc::process child([](mproc::event e) { e.wait(); }, e);
+  mproc::process child([](mproc::event go) { go.wait(); }, e);
   child.start();
   q.put(1);
   const auto after = descriptors_an_exec_sees();
