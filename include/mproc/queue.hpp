@@ -171,7 +171,7 @@ class queue {
     std::optional<T> value;
     const auto take = [&](std::span<const std::byte> bytes) { value.emplace(from_bytes<T>(bytes)); };
     const auto take_spanning = [&](auto& message) -> void { value.emplace(read_spanning(message)); };
-    channel_->get(take, 1, until, {}, spanning_sink(take_spanning));
+    channel_->get(take, 1, until, {.on_spanning = spanning_sink(take_spanning)});
     return value;
   }
 
@@ -182,7 +182,7 @@ class queue {
     values.reserve(std::min<std::size_t>(max_items, 4096));
     const auto take = [&](std::span<const std::byte> bytes) { values.push_back(from_bytes<T>(bytes)); };
     const auto take_spanning = [&](auto& message) -> void { values.push_back(read_spanning(message)); };
-    channel_->get(take, max_items, until, {}, spanning_sink(take_spanning));
+    channel_->get(take, max_items, until, {.on_spanning = spanning_sink(take_spanning)});
     return values;
   }
 

@@ -15,8 +15,7 @@ namespace {
 struct take_request {
   message_sink sink;
   std::size_t max_messages;
-  unreadable_sink on_unreadable;
-  spanning_sink on_spanning;
+  const get_options& options;
   std::uint64_t below_ticket;  // after the first, take only messages with a lower ticket
 };
 
@@ -104,7 +103,7 @@ class lane_take {
       return false;
     }
     const std::uint64_t length = record_length - sizeof ticket;
-    if (request_.on_spanning && !r.fits_here(length)) return take_spanning(r, record, length);
+    if (request_.options.on_spanning && !r.fits_here(length)) return take_spanning(r, record, length);
     return take_whole(r, record, length);
   }
 
@@ -112,7 +111,7 @@ class lane_take {
   bool take_spanning(reader& r, position record, std::uint64_t length) {
     lane_message_reader message(r, static_cast<std::size_t>(length));
     try {
-      request_.on_spanning(message);
+      request_.options.on_spanning(message);
     } catch (const std::bad_alloc&) {
       if (message.remaining() == message.size()) {
         cannot_hold(r, record, length);  // nothing read: the reader is still at the message's start
@@ -158,14 +157,14 @@ class lane_take {
       r.pos = record;
       return;
     }
-    if (!request_.on_unreadable) throw;
+    if (!request_.options.on_unreadable) throw;
     std::byte prefix[unreadable_prefix_bytes];
     const std::size_t k = std::min<std::size_t>(length, sizeof prefix);
     r.read(prefix, k);
     r.skip_payload(length - k);
     ++taken_;
     try {
-      request_.on_unreadable({prefix, k}, static_cast<std::size_t>(length));
+      request_.options.on_unreadable({prefix, k}, static_cast<std::size_t>(length));
     } catch (...) {
       failure_ = std::current_exception();
     }
@@ -285,14 +284,15 @@ static busy_lane lock_busy_lane(channel::state& s, std::uint32_t i, deadline unt
   return busy_lane::locked;
 }
 
-std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline until, unreadable_sink on_unreadable,
-                         spanning_sink on_spanning) {
+std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline until, const get_options& options) {
   state& s = *state_;
   header& h = *s.h;
+  const auto stop = [&] { return options.stop_waiting && options.stop_waiting(); };
   for (;;) {
     if (!wait_for_condition(
-            h.not_empty, [&] { return s.any_messages(); }, until))
+            h.not_empty, [&] { return s.any_messages() || stop(); }, until))
       return 0;
+    if (!s.any_messages() && stop()) return 0;
     const lanes_in_order lanes(s);
     std::uint32_t busy = lane_count;
     std::uint64_t busy_limit = state::no_ticket;
@@ -311,7 +311,7 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
         s.recover_reader(l);
         robust_mutex_mark_consistent(l.reader);
       }
-      const take_request request{sink, max_messages, on_unreadable, on_spanning, lanes.limit_of(k)};
+      const take_request request{sink, max_messages, options, lanes.limit_of(k)};
       if (const std::size_t taken = take_and_unlock(s, state_.get(), i, request)) return taken;
     }
     // Every lane with messages is being read by another consumer: wait for one of them.
@@ -319,9 +319,18 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
     const busy_lane got = lock_busy_lane(s, busy, until);
     if (got == busy_lane::timed_out) return 0;
     if (got == busy_lane::emptied) continue;
-    const take_request request{sink, max_messages, on_unreadable, on_spanning, busy_limit};
+    const take_request request{sink, max_messages, options, busy_limit};
     if (const std::size_t taken = take_and_unlock(s, state_.get(), busy, request)) return taken;
   }
+}
+
+// Every sleeper, in every process: the wakeup keeps no per-process count, and a woken
+// consumer with nothing to take and no reason to stop only sleeps again. The fence orders
+// the caller's reason before the read of `sleepers` (announce has none, see wakeup): this
+// is rare, and a sleeper must not wait out its first slice for it.
+void channel::wake_consumers() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  state_->h->not_empty.announce(INT_MAX);
 }
 
 }  // namespace mproc::detail

@@ -231,7 +231,7 @@ void pool_core::impl::shut_down_threads() {
     result_stop = true;
   }
   result_thread_cv.notify_one();
-  put_result({0, result_kind::wake, 0});
+  results->wake_consumers();
   if (result_thread.joinable()) result_thread.join();
   result_thread_gone.store(true);
   std::lock_guard read_lock(reader);

@@ -76,7 +76,10 @@ struct pool_core::impl final : fork_local {
   std::condition_variable in_flight_changed;  // in_flight or retired changed
   std::condition_variable result_thread_cv;   // posted work, helpers gone, or stop
   bool monitor_stop = false;
-  bool result_stop = false;
+  // The result thread's reasons to leave its read of the results channel, read there
+  // without the mutex (get's stop_waiting); whoever sets one calls results->wake_consumers().
+  std::atomic<bool> result_stop{false};
+  std::atomic<bool> work_posted{false};         // `posted` is not empty
   std::atomic<bool> result_thread_gone{false};  // posted work then runs on the posting thread
   bool shut_down = false;
 
@@ -102,6 +105,7 @@ struct pool_core::impl final : fork_local {
   void run_posted();
   static bool& on_result_thread();
   bool read_results(deadline until);
+  bool result_thread_called_away() const noexcept;
   void result_loop();
   void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
   void post_work(std::function<void()> work);

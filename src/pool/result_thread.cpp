@@ -1,6 +1,8 @@
 // The result thread: reads the results channel, completes or fails each task in the order
 // its result came, and runs the work posted to it (callbacks, failures found elsewhere).
-// A caller blocked on a result may take its place for a while (pump_results).
+// A caller blocked on a result may take its place for a while (pump_results). Posted work
+// and callers that want to read reach the thread one way: a flag it checks, then
+// wake_consumers() on the results channel, which makes its read return.
 #include <cstring>
 #include <thread>
 
@@ -54,7 +56,10 @@ void pool_core::impl::run_posted() {
     std::function<void()> work;
     {
       std::lock_guard lock(mutex);
-      if (posted.empty()) return;
+      if (posted.empty()) {
+        work_posted.store(false, std::memory_order_relaxed);
+        return;
+      }
       work = std::move(posted.front());
       posted.pop_front();
     }
@@ -71,8 +76,14 @@ bool& pool_core::impl::on_result_thread() {
   return is;
 }
 
+bool pool_core::impl::result_thread_called_away() const noexcept {
+  return work_posted.load(std::memory_order_relaxed) || helpers.load(std::memory_order_relaxed) != 0 ||
+         result_stop.load(std::memory_order_relaxed);
+}
+
 // Reads up to 64 results (waiting until `until`) and dispatches them; the caller holds
-// `reader`. Returns whether it read anything.
+// `reader`. Returns whether it read anything. The result thread's read also ends when it is
+// called away (result_thread_called_away).
 bool pool_core::impl::read_results(deadline until) {
   struct batch {
     std::vector<std::byte> bytes;
@@ -81,17 +92,20 @@ bool pool_core::impl::read_results(deadline until) {
   thread_local batch b;
   b.bytes.clear();
   b.ends.clear();
+  const auto called_away = [this] { return result_thread_called_away(); };
+  get_options options;
+  if (on_result_thread()) options.stop_waiting = called_away;
   const std::size_t n = results->get(
       [](std::span<const std::byte> message) {
         b.bytes.insert(b.bytes.end(), message.begin(), message.end());
         b.ends.push_back(b.bytes.size());
       },
-      64, until);
+      64, until, options);
   // One lock for the whole batch: the submitting threads contend for the same mutex.
   struct result {
     result_header header;
     std::span<const std::byte> payload;
-    std::shared_ptr<task_state> state;  // null: a wake, or not pending any more
+    std::shared_ptr<task_state> state;  // null: not pending any more
   };
   thread_local std::vector<result> batch_results;
   batch_results.clear();
@@ -104,16 +118,13 @@ bool pool_core::impl::read_results(deadline until) {
       const auto header = read_header<result_header>(message);
       if (!header) continue;
       result& r = batch_results.emplace_back(result{*header, message.subspan(sizeof(result_header)), nullptr});
-      if (header->kind == result_kind::wake) continue;
       // Not pending: already failed (its worker was declared lost, or the pool terminated).
       r.state = pending.take(header->task);
     }
   }
   std::size_t delivered = 0;
   for (result& r : batch_results) {
-    if (r.header.kind == result_kind::wake) {
-      if (on_result_thread()) run_posted();
-    } else if (r.state) {
+    if (r.state) {
       deliver(*r.state, r.header, r.payload);
       r.state.reset();
       ++delivered;
@@ -131,7 +142,7 @@ void pool_core::impl::result_loop() {
       // Their leaving is not signalled (a blocking apply() loop would wake this thread
       // every call): it is seen within a millisecond.
       std::unique_lock lock(mutex);
-      while (!result_stop && helpers.load(std::memory_order_acquire) != 0) {
+      while (!result_stop.load(std::memory_order_relaxed) && helpers.load(std::memory_order_acquire) != 0) {
         if (!posted.empty()) {
           lock.unlock();
           {
@@ -146,10 +157,7 @@ void pool_core::impl::result_loop() {
     }
     std::lock_guard read_lock(reader);
     run_posted();  // work posted by a caller that read results comes before what follows
-    {
-      std::lock_guard lock(mutex);
-      if (result_stop) return;
-    }
+    if (result_stop.load(std::memory_order_relaxed)) return;
     read_results(deadline::never());
   }
 }
@@ -170,7 +178,7 @@ void pool_core::impl::pump_results(const std::atomic<bool>& done, std::chrono::n
       continue;
     }
     if (!kicked) {
-      put_result({0, result_kind::wake, 0});  // the result thread may be asleep in its read
+      results->wake_consumers();  // the result thread may be asleep in its read
       kicked = true;
     }
     if (until.passed()) break;
@@ -190,9 +198,10 @@ void pool_core::impl::post_work(std::function<void()> work) {
       return;
     }
     posted.push_back(std::move(work));
+    work_posted.store(true, std::memory_order_relaxed);
   }
   result_thread_cv.notify_one();  // when it stands aside for a caller reading results
-  put_result({0, result_kind::wake, 0});
+  results->wake_consumers();
 }
 
 // Fails tasks with closed_error, on the result thread.

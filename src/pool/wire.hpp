@@ -49,7 +49,7 @@ static_assert(sizeof(task_header) == pool_core::task_header_bytes);
 
 // wake: makes the result thread return from its read (to run posted work, to stop, or to
 // step aside for a caller that reads the results itself).
-enum class result_kind : std::uint32_t { ok, exception, lost, timed_out, wake };
+enum class result_kind : std::uint32_t { ok, exception, lost, timed_out };
 
 struct result_header {
   std::uint64_t task;

@@ -73,8 +73,9 @@ class task_taker {
     task_.clear();
     for (;;) {
       try {
+        const auto too_big = [this](std::span<const std::byte> prefix, std::size_t) { on_too_big(prefix); };
         p_.tasks->get([this](std::span<const std::byte> bytes) { on_task(bytes); }, 1, deadline::never(),
-                      [this](std::span<const std::byte> prefix, std::size_t) { on_too_big(prefix); });
+                      {.on_unreadable = too_big});
         return;
       } catch (...) {
         continue;  // a corrupted channel dropped its content; take the next

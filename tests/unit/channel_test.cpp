@@ -111,20 +111,19 @@ struct spanning_log {
 };
 
 std::size_t take_spanning(channel& ch, spanning_log& log, std::size_t max) {
+  const auto read_in_place = [&](mproc::detail::message_reader& message) {
+    log.sizes.push_back(message.size());
+    std::string part(std::min(message.size(), log.read_at_most), '\0');
+    message.read(reinterpret_cast<std::byte*>(part.data()), part.size());
+    EXPECT_EQ(message.remaining(), message.size() - part.size());
+    EXPECT_THROW(message.read(reinterpret_cast<std::byte*>(part.data()), message.remaining() + 1), mproc::error);
+    log.read.push_back(std::move(part));
+  };
   return ch.get(
       [&](std::span<const std::byte> bytes) {
         log.in_one_block.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       },
-      max, deadline::never(), {},
-      [&](mproc::detail::message_reader& message) {
-        auto& l = log;
-        l.sizes.push_back(message.size());
-        std::string part(std::min(message.size(), l.read_at_most), '\0');
-        message.read(reinterpret_cast<std::byte*>(part.data()), part.size());
-        EXPECT_EQ(message.remaining(), message.size() - part.size());
-        EXPECT_THROW(message.read(reinterpret_cast<std::byte*>(part.data()), message.remaining() + 1), mproc::error);
-        l.read.push_back(std::move(part));
-      });
+      max, deadline::never(), {.on_spanning = read_in_place});
 }
 
 TEST(Channel, ASpanningSinkReadsMessagesThatSpanBlocksInPlace) {
@@ -159,21 +158,18 @@ TEST(Channel, ASpanningSinkOutOfMemoryLeavesTheMessageQueued) {
   ASSERT_EQ(give(ch, {big}), 1U);
   const auto no_memory = [](mproc::detail::message_reader&) { throw std::bad_alloc(); };
   const auto sink = [](std::span<const std::byte>) {};
-  EXPECT_THROW(ch.get(sink, 1, deadline::never(), {}, no_memory), std::bad_alloc);
+  EXPECT_THROW(ch.get(sink, 1, deadline::never(), {.on_spanning = no_memory}), std::bad_alloc);
   EXPECT_EQ(ch.size(), 1U);
   // With on_unreadable, it is taken and reported instead.
   struct seen {
     std::size_t length = 0;
     std::string prefix;
   } s;
-  EXPECT_EQ(ch.get(
-                sink, 1, deadline::never(),
-                [&](std::span<const std::byte> prefix, std::size_t length) {
-                  s.length = length;
-                  s.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
-                },
-                no_memory),
-            1U);
+  const auto unreadable = [&](std::span<const std::byte> prefix, std::size_t length) {
+    s.length = length;
+    s.prefix.assign(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+  };
+  EXPECT_EQ(ch.get(sink, 1, deadline::never(), {.on_unreadable = unreadable, .on_spanning = no_memory}), 1U);
   EXPECT_EQ(s.length, big.size());
   EXPECT_EQ(s.prefix, big.substr(0, mproc::detail::unreadable_prefix_bytes));
   EXPECT_EQ(ch.size(), 0U);
@@ -191,10 +187,10 @@ TEST(Channel, OutOfMemoryAfterATakeCommitsWhatWasTaken) {
   };
   const auto no_memory = [](mproc::detail::message_reader&) { throw std::bad_alloc(); };
   const auto unreadable = [](std::span<const std::byte>, std::size_t) { FAIL() << "the take should end before it"; };
-  EXPECT_EQ(ch.get(sink, 2, deadline::never(), unreadable, no_memory), 1U);
+  EXPECT_EQ(ch.get(sink, 2, deadline::never(), {.on_unreadable = unreadable, .on_spanning = no_memory}), 1U);
   EXPECT_EQ(got, std::vector<std::string>{"small"});
   EXPECT_EQ(ch.size(), 1U);
-  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {}, no_memory), std::bad_alloc);
+  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {.on_spanning = no_memory}), std::bad_alloc);
   EXPECT_EQ(ch.size(), 1U);
   EXPECT_EQ(take(ch, 1), std::vector<std::string>{big});
 }
@@ -204,14 +200,43 @@ TEST(Channel, ASpanningSinkThrowingAfterReadingConsumesIt) {
   channel ch(0);
   ASSERT_EQ(give(ch, {patterned(std::size_t{1} << 20, 1), "after"}), 2U);
   const auto sink = [](std::span<const std::byte>) {};
-  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {},
-                      [](mproc::detail::message_reader& message) {
-                        std::byte b[16];
-                        message.read(b, sizeof b);
-                        throw std::runtime_error("undecodable");
-                      }),
-               std::runtime_error);
+  const auto undecodable = [](mproc::detail::message_reader& message) {
+    std::byte b[16];
+    message.read(b, sizeof b);
+    throw std::runtime_error("undecodable");
+  };
+  EXPECT_THROW(ch.get(sink, 2, deadline::never(), {.on_spanning = undecodable}), std::runtime_error);
   EXPECT_EQ(take(ch, 2), std::vector<std::string>{"after"});
+}
+
+// stop_waiting ends a get that finds nothing, however long its deadline; a get that finds
+// a message takes it all the same; a sleeping get that is woken checks it again.
+TEST(Channel, StopWaitingEndsAGetThatFindsNothing) {
+  channel ch(0);
+  std::atomic<bool> stop{true};
+  const auto stop_waiting = [&] { return stop.load(); };
+  std::vector<std::string> got;
+  const auto sink = [&](std::span<const std::byte> m) {
+    got.emplace_back(reinterpret_cast<const char*>(m.data()), m.size());
+  };
+  EXPECT_EQ(ch.get(sink, 1, deadline::never(), {.stop_waiting = stop_waiting}), 0U);
+  ASSERT_EQ(give(ch, {"kept"}), 1U);
+  EXPECT_EQ(ch.get(sink, 1, deadline::never(), {.stop_waiting = stop_waiting}), 1U);
+  EXPECT_EQ(got, std::vector<std::string>{"kept"});
+
+  stop = false;
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    EXPECT_EQ(ch.get(sink, 1, deadline::never(), {.stop_waiting = stop_waiting}), 0U);
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let it sleep; not needed to pass
+  EXPECT_FALSE(returned.load());
+  stop = true;
+  ch.wake_consumers();
+  waiter.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_EQ(ch.size(), 0U);
 }
 
 TEST(Channel, MaxsizeCountsMessages) {

@@ -65,6 +65,22 @@ class message_reader {
 };
 using spanning_sink = function_ref<void(message_reader& message)>;
 
+// What a get may do beside handing messages to its sink; every member may be left empty.
+struct get_options {
+  // A message spanning blocks is gathered into one buffer first; when that allocation
+  // fails (std::bad_alloc), the message stays queued and get throws, unless it is the
+  // call's first message and `on_unreadable` is given: then it gets the message's first
+  // bytes (up to unreadable_prefix_bytes) and its length, and the message is taken.
+  unreadable_sink on_unreadable{};
+  // A message spanning blocks goes here instead, to read in place: what it leaves unread
+  // is skipped; if it throws std::bad_alloc before reading a byte, the message is treated
+  // as one that could not be gathered (above); any other exception, as the sink's.
+  spanning_sink on_spanning{};
+  // Checked before the get sleeps and whenever it wakes: once true, a get that found no
+  // message returns 0 before its deadline. wake_consumers() makes sleeping gets check it.
+  function_ref<bool()> stop_waiting{};
+};
+
 // A message given as pieces, written one after another (put_pieces).
 using message_pieces = std::span<const std::span<const std::byte>>;
 
@@ -87,16 +103,12 @@ class channel {
   std::size_t put_pieces(message_pieces pieces, deadline until);
 
   // Takes at least one and at most `max_messages` messages, handing each to `sink`.
-  // Returns how many were taken: 0 when the deadline passed first. A message spanning
-  // blocks is gathered into one buffer first; when that allocation fails (std::bad_alloc),
-  // the message stays queued and get throws, unless it is the call's first message and
-  // `on_unreadable` is given: then that callback gets the message's first bytes (up to
-  // unreadable_prefix_bytes) and its length, and the message is taken. With `on_spanning`,
-  // a message spanning blocks goes to it instead, to read in place: what it leaves unread
-  // is skipped; if it throws std::bad_alloc before reading a byte, the message is treated
-  // as one that could not be gathered (above); any other exception, as the sink's.
-  std::size_t get(message_sink sink, std::size_t max_messages, deadline until, unreadable_sink on_unreadable = {},
-                  spanning_sink on_spanning = {});
+  // Returns how many were taken: 0 when the deadline passed first, or `stop_waiting` said
+  // so (see get_options for the rest).
+  std::size_t get(message_sink sink, std::size_t max_messages, deadline until, const get_options& options = {});
+  // Wakes every get asleep on this channel, in any process, to check its stop_waiting: how
+  // a thread of the consumer's own process calls it away without putting a message.
+  void wake_consumers() noexcept;
 
   std::size_t size() const noexcept;  // messages put and not yet taken
   std::size_t maxsize() const noexcept;
