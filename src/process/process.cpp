@@ -21,8 +21,7 @@ namespace mproc {
 namespace {
 
 std::string next_default_name() {
-  static std::atomic<unsigned> counter{0};
-  return "process-" + std::to_string(++counter);
+  return "process-" + std::to_string(detail::runtime::instance().next_process_number());
 }
 
 // Python prints the traceback of an exception escaping run(); mproc prints one line.

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <new>
 #include <thread>
 
 #include "os/quiet_thread.hpp"
@@ -64,14 +65,26 @@ void flush_std_output() noexcept {
   if (__fpending(stderr) != 0) std::fflush(stderr);
 }
 
+namespace {
+
+const std::string& main_process_name() {
+  static const std::string name = "MainProcess";
+  return name;
+}
+
+}  // namespace
+
+static_assert(sizeof(runtime) <= 4096, "the runtime must fit the page instance() gives it");
+
 runtime& runtime::instance() {
-  static runtime* const the = new runtime;
+  // A page of its own (see pid_); never freed.
+  static runtime* const the = new (std::align_val_t(4096)) runtime;
   return *the;
 }
 
 pid_t current_pid() noexcept { return runtime::instance().pid(); }
 
-runtime::runtime() : pid_(::getpid()) {
+runtime::runtime() : pid_(::getpid()), name_(&main_process_name()) {
   // The registry's mutex is held across fork(2), so the child never inherits it locked
   // by a thread that does not exist there.
   ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
@@ -83,7 +96,7 @@ void runtime::after_fork_in_child() noexcept {
   pid_ = ::getpid();
   // The parent's children and pools are not ours: drop their descriptors without
   // touching their mutexes (another parent thread may have held one at the fork).
-  for (fork_local* local : fork_locals_) local->forget_in_fork_child();
+  fork_locals_.for_each([](fork_local& local) { local.forget_in_fork_child(); });
   if (reaper_wake_fd_ >= 0) {
     ::close(reaper_wake_fd_);
     reaper_wake_fd_ = -1;
@@ -99,12 +112,12 @@ void runtime::after_fork_in_child() noexcept {
 
 void runtime::register_fork_local(fork_local* local) {
   std::lock_guard lock(mutex_);
-  fork_locals_.insert(local);
+  fork_locals_.link(local);
 }
 
 void runtime::unregister_fork_local(fork_local* local) noexcept {
   std::lock_guard lock(mutex_);
-  fork_locals_.erase(local);
+  fork_locals_.unlink(local);
 }
 
 void runtime::track(std::shared_ptr<child_record> child) {
@@ -216,14 +229,17 @@ void runtime::shutdown_children() noexcept {
   }
 }
 
-process_info runtime::current() const { return {name_, pid_, daemon_}; }
+process_info runtime::current() const { return {*name_, pid_, daemon_}; }
 
-std::optional<process_info> runtime::parent() const { return parent_; }
+std::optional<process_info> runtime::parent() const {
+  if (parent_ == nullptr) return std::nullopt;
+  return *parent_;
+}
 
-void runtime::become_child(const std::string& name, bool daemon, process_info parent) {
-  name_ = name;
+void runtime::become_child(const std::string& name, bool daemon, const process_info& parent) {
+  name_ = &name;
   daemon_ = daemon;
-  parent_ = std::move(parent);
+  parent_ = &parent;
 }
 
 }  // namespace mproc::detail

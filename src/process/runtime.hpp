@@ -3,11 +3,11 @@
 // identity (current_process / parent_process).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "mproc/process.hpp"
@@ -36,6 +36,9 @@ class runtime {
   // getpid(2), cached: it is asked on every call that checks who owns a child.
   pid_t pid() const noexcept { return pid_; }
 
+  // 1, 2, 3...: the number in a new process's default name ("process-N").
+  unsigned next_process_number() noexcept { return ++processes_made_; }
+
   // Every live fork_local (child records, pools), so that a forked child drops them.
   void register_fork_local(fork_local* local);
   void unregister_fork_local(fork_local* local) noexcept;
@@ -56,8 +59,10 @@ class runtime {
 
   process_info current() const;
   std::optional<process_info> parent() const;
-  // In the child of process::start(): take the new identity.
-  void become_child(const std::string& name, bool daemon, process_info parent);
+  // In the child of process::start(): take the new identity. `name` and `parent` must live
+  // as long as the child (start() keeps them: the child never returns from it), so that a
+  // child copies nothing.
+  void become_child(const std::string& name, bool daemon, const process_info& parent);
 
  private:
   runtime();
@@ -65,17 +70,20 @@ class runtime {
   void start_reaper();  // mutex_ held
   void reaper_loop() noexcept;
 
+  // What start() and a forked child write sit together, and the runtime is allocated on a
+  // page of its own (instance()): each page first written after a fork is a page fault.
   pid_t pid_;  // refreshed in a forked child
+  std::atomic<unsigned> processes_made_{0};
   mutable std::mutex mutex_;
-  std::unordered_set<fork_local*> fork_locals_;            // guarded by mutex_
+  fork_local_list fork_locals_;                            // guarded by mutex_
   std::vector<std::shared_ptr<child_record>> running_;     // guarded by mutex_
   std::vector<std::shared_ptr<child_record>> handed_off_;  // guarded by mutex_
   bool reaper_running_ = false;                            // guarded by mutex_
   int reaper_wake_fd_ = -1;                                // eventfd, guarded by mutex_
 
-  std::string name_ = "MainProcess";
+  const std::string* name_;  // "MainProcess", or the name in the child's process object
   bool daemon_ = false;
-  std::optional<process_info> parent_;
+  const process_info* parent_ = nullptr;
 };
 
 }  // namespace mproc::detail
