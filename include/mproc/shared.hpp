@@ -60,7 +60,8 @@ class shared_value {
 
  public:
   explicit shared_value(T init = T{})
-      : block_(std::make_shared<detail::shared_block>(sizeof(T), alignof(T), 1)), lock_(block_->lock()) {
+      : block_(std::make_shared<detail::shared_block>(sizeof(T), alignof(T), 1, "mproc::shared_value")),
+        lock_(block_->lock()) {
     data_ = ::new (block_->data()) T(init);
   }
 
@@ -90,8 +91,11 @@ class shared_value {
   void load(Archive& archive) {
     detail::sync_token token;
     archive(token);
-    auto block = std::make_shared<detail::shared_block>(token, sizeof(T), alignof(T));
-    if (block->count() != 1) throw error("the handle received names an mproc::shared_array, not a shared_value");
+    auto block = std::make_shared<detail::shared_block>(token, sizeof(T), alignof(T), "mproc::shared_value");
+    if (block->count() != 1) {
+      throw error("mproc::shared_value::load: the handle received names an mproc::shared_array of " +
+                  std::to_string(block->count()) + " elements; receive it into an mproc::shared_array");
+    }
     adopt(std::move(block));
   }
 
@@ -118,7 +122,9 @@ class shared_array {
   // n elements, each a copy of `init`. Throws std::length_error when n * sizeof(T) does not
   // fit in memory.
   explicit shared_array(std::size_t n, T init = T{})
-      : block_(std::make_shared<detail::shared_block>(sizeof(T), alignof(T), n)), lock_(block_->lock()), size_(n) {
+      : block_(std::make_shared<detail::shared_block>(sizeof(T), alignof(T), n, "mproc::shared_array")),
+        lock_(block_->lock()),
+        size_(n) {
     data_ = static_cast<T*>(block_->data());
     for (std::size_t i = 0; i < n; ++i) ::new (data_ + i) T(init);
   }
@@ -157,7 +163,7 @@ class shared_array {
   void load(Archive& archive) {
     detail::sync_token token;
     archive(token);
-    auto block = std::make_shared<detail::shared_block>(token, sizeof(T), alignof(T));
+    auto block = std::make_shared<detail::shared_block>(token, sizeof(T), alignof(T), "mproc::shared_array");
     lock_ = recursive_mutex(block->lock());
     data_ = static_cast<T*>(block->data());
     size_ = block->count();
@@ -167,7 +173,7 @@ class shared_array {
  private:
   void check(std::size_t i) const {
     if (i >= size_) {
-      throw std::out_of_range("mproc::shared_array: index " + std::to_string(i) + " out of range (size " +
+      throw std::out_of_range("mproc::shared_array::at: index " + std::to_string(i) + " is out of range (size " +
                               std::to_string(size_) + ")");
     }
   }

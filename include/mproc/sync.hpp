@@ -90,20 +90,20 @@ class lock_handle {
 
   // TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
   // Blocks until acquired.
-  void lock() { core_->lock(); }
+  void lock() { core_->lock(core_->type_name()); }
   // Never waits.
-  [[nodiscard]] bool try_lock() { return core_->try_lock(detail::deadline::no_wait()); }
+  [[nodiscard]] bool try_lock() { return core_->try_lock(detail::deadline::no_wait(), core_->type_name()); }
   // Waits at most `timeout`; false when it passed.
   template <duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    return core_->try_lock(detail::deadline::in(timeout));
+    return core_->try_lock(detail::deadline::in(timeout), core_->type_name());
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    return core_->try_lock(detail::deadline::at(when));
+    return core_->try_lock(detail::deadline::at(when), core_->type_name());
   }
   // Throws mproc::error if this thread does not hold the lock.
-  void unlock() { core_->unlock(); }
+  void unlock() { core_->unlock(core_->type_name()); }
 
   // Python: acquire(block=True) blocks and returns true; acquire(false) never waits.
   bool acquire(bool block = true) {
@@ -137,9 +137,10 @@ class lock_handle {
   void load(Archive& archive) {
     sync_token token;
     archive(token);
-    auto core = lock_core::open(token);
+    auto core = lock_core::open(token, core_->type_name());
     if (core->recursive() != core_->recursive()) {
-      throw error(std::string("the handle received names an ") + core->type_name() + ", not an " + core_->type_name());
+      throw error(std::string(core_->type_name()) + "::load: the handle received names an " + core->type_name() +
+                  "; receive it into an " + core->type_name());
     }
     core_ = std::move(core);
   }
@@ -218,9 +219,12 @@ class semaphore {
   void load(Archive& archive) {
     detail::sync_token token;
     archive(token);
-    auto core = std::make_shared<detail::semaphore_core>(token);
+    auto core = std::make_shared<detail::semaphore_core>(
+        token, core_->bounded() ? "mproc::bounded_semaphore" : "mproc::semaphore");
     if (core_->bounded() && !core->bounded()) {
-      throw error("the handle received names an mproc::semaphore, not an mproc::bounded_semaphore");
+      throw error(
+          "mproc::bounded_semaphore::load: the handle received names an mproc::semaphore, which has no bound; "
+          "receive it into an mproc::semaphore");
     }
     core_ = std::move(core);
   }
@@ -293,17 +297,17 @@ class condition {
   ~condition() = default;
 
   // The lock, as for mutex / recursive_mutex.
-  void lock() { core_->lock()->lock(); }
-  [[nodiscard]] bool try_lock() { return core_->lock()->try_lock(detail::deadline::no_wait()); }
+  void lock() { core_->lock()->lock("mproc::condition"); }
+  [[nodiscard]] bool try_lock() { return core_->lock()->try_lock(detail::deadline::no_wait(), "mproc::condition"); }
   template <detail::duration D>
   [[nodiscard]] bool try_lock_for(D timeout) {
-    return core_->lock()->try_lock(detail::deadline::in(timeout));
+    return core_->lock()->try_lock(detail::deadline::in(timeout), "mproc::condition");
   }
   template <class Clock, class Duration>
   [[nodiscard]] bool try_lock_until(const std::chrono::time_point<Clock, Duration>& when) {
-    return core_->lock()->try_lock(detail::deadline::at(when));
+    return core_->lock()->try_lock(detail::deadline::at(when), "mproc::condition");
   }
-  void unlock() { core_->lock()->unlock(); }
+  void unlock() { core_->lock()->unlock("mproc::condition"); }
   bool acquire(bool block = true) {
     if (!block) return try_lock();
     lock();
@@ -411,8 +415,8 @@ class barrier {
   void save(Archive& archive) const {
     if (core_->has_action()) {
       throw serialization_error(
-          "an mproc::barrier with an action cannot be sent: a function cannot cross processes "
-          "(it is inherited by fork)");
+          "mproc::barrier::save: a barrier with an action cannot be sent, since a function cannot cross "
+          "processes; let the processes that use it inherit it by fork");
     }
     archive(core_->token());
   }

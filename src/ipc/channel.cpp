@@ -7,14 +7,15 @@
 
 namespace mproc::detail {
 
-channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
-  state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation);
+channel::channel(std::size_t maxsize, const char* type) : state_(std::make_unique<state>()) {
+  state_->mem = shared_memory::create("mproc-queue", header_bytes, shared_memory::queue_reservation, type);
+  const std::string who = constructor_name(type);
   header* h = new (state_->mem->base()) header{};
   h->magic = channel_magic;
   h->version = layout_version;
   h->maxsize = maxsize;
-  robust_mutex_init(h->put_lock);
-  for (lane& l : h->lanes) robust_mutex_init(l.reader);
+  robust_mutex_init(h->put_lock, who.c_str());
+  for (lane& l : h->lanes) robust_mutex_init(l.reader, who.c_str());
   h->block_count.store(0);
   h->lanes_used.store(1);  // the shared lane
   h->free.top.store(no_block);
@@ -23,12 +24,13 @@ channel::channel(std::size_t maxsize) : state_(std::make_unique<state>()) {
 }
 
 channel::channel(const fd_token& token) : state_(std::make_unique<state>()) {
-  state_->mem = shared_memory::adopt(unique_fd(claim_fd_token(token)), shared_memory::queue_reservation);
+  unique_fd fd(claim_fd_token(token, "mproc::queue::load"));
+  state_->mem = shared_memory::adopt(std::move(fd), shared_memory::queue_reservation, "mproc::queue");
   auto* h = reinterpret_cast<header*>(state_->mem->base());
   if (h->magic != channel_magic || h->version != layout_version) {
     throw error(
-        "mproc::queue: the handle received does not name an mproc queue of this version; send handles only between "
-        "processes of the same build");
+        "mproc::queue::load: the handle received does not name an mproc queue of this version; send handles only "
+        "between processes of the same build");
   }
   state_->h = h;
 }
@@ -39,7 +41,7 @@ std::size_t channel::size() const noexcept { return state_->size(); }
 std::size_t channel::maxsize() const noexcept { return static_cast<std::size_t>(state_->h->maxsize); }
 std::uint64_t channel::owner_deaths() const noexcept { return state_->h->owner_deaths.load(); }
 std::uint64_t channel::lane_takeovers() const noexcept { return state_->h->lane_takeovers.load(); }
-fd_token channel::token() const { return make_fd_token(state_->mem->fd()); }
+fd_token channel::token() const { return make_fd_token(state_->mem->fd(), "mproc::queue::save"); }
 void channel::forget_descriptor() noexcept { state_->mem->forget_descriptor(); }
 
 std::uint64_t channel::message_id() const noexcept {
@@ -57,7 +59,7 @@ bool channel::held_by_caller(std::uint64_t id) const noexcept {
   return current_handing.lane == all_lanes || current_handing.lane == static_cast<std::uint32_t>(id >> lane_shift);
 }
 
-void channel::hold_consumers(function_ref<void()> action) {
+void channel::hold_consumers(function_ref<void()> action, const char* type, const char* call) {
   state& s = *state_;
   std::uint32_t locked = 0;
   struct unlock_all {
@@ -70,7 +72,7 @@ void channel::hold_consumers(function_ref<void()> action) {
   } unlock{s, locked};
   for (; locked < lane_count; ++locked) {
     lane& l = s.h->lanes[locked];
-    robust_mutex_lock(l.reader, deadline::never(), [&] { s.recover_reader(l); });
+    robust_mutex_lock(l.reader, deadline::never(), type, call, [&] { s.recover_reader(l); });
   }
   current_handing = {state_.get(), all_lanes, 0};
   action();

@@ -24,7 +24,7 @@ class lane_message_reader final : public message_reader {
  public:
   lane_message_reader(stream_reader<channel::state>& r, std::size_t size) : message_reader(size), r_(r) {}
   void read(std::byte* into, std::size_t n) override {
-    if (n > left_) throw error("mproc queue: a read past the end of a message");
+    if (n > left_) throw error("mproc::queue::get: a read past the end of a message");
     try {
       r_.read(into, n);
     } catch (...) {
@@ -95,7 +95,7 @@ class lane_take {
     current_handing = {self_, i_, first_seq_ + taken_};
     const position record = r.pos;
     const std::uint64_t record_length = r.next_length();
-    if (record_length < sizeof(std::uint64_t)) corrupted("record without a ticket");
+    if (record_length < sizeof(std::uint64_t)) corrupted_read("record without a ticket");
     std::uint64_t ticket;
     r.read(&ticket, sizeof ticket);
     if (taken_ != 0 && ticket >= request_.below_ticket) {
@@ -272,14 +272,15 @@ static busy_lane lock_busy_lane(channel::state& s, std::uint32_t i, deadline unt
       yield_cpu();
     }
     if (!s.has_messages(i)) break;
-    r = robust_mutex_try_lock_raw(l.reader);
+    r = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
   }
   if (r == 1) {
     s.recover_reader(l);
     robust_mutex_mark_consistent(l.reader);
   } else if (r < 0) {
     if (!s.has_messages(i)) return busy_lane::emptied;
-    if (!robust_mutex_lock(l.reader, until, [&] { s.recover_reader(l); })) return busy_lane::timed_out;
+    if (!robust_mutex_lock(l.reader, until, "mproc::queue", "get", [&] { s.recover_reader(l); }))
+      return busy_lane::timed_out;
   }
   return busy_lane::locked;
 }
@@ -299,7 +300,7 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
     for (std::uint32_t k = 0; k < lanes.count; ++k) {
       const std::uint32_t i = lanes.order[k];
       lane& l = h.lanes[i];
-      const int r = robust_mutex_try_lock_raw(l.reader);
+      const int r = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
       if (r < 0) {
         if (busy == lane_count) {
           busy = i;

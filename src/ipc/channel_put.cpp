@@ -77,7 +77,7 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, dea
     }
     bool written;
     if (own_lane == shared_lane) {
-      if (!robust_mutex_lock(h.put_lock, until, [&] { s.recover_shared_lane(); })) break;
+      if (!robust_mutex_lock(h.put_lock, until, "mproc::queue", "put", [&] { s.recover_shared_lane(); })) break;
       robust_unlock_guard unlock(h.put_lock);
       s.start_lane(shared_lane);  // its first block, if no claim gave it one yet
       written = s.write_messages(shared_lane, true, messages, done, k);

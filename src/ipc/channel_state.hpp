@@ -110,7 +110,7 @@ struct channel::state {
     for (;;) {
       const auto index = static_cast<std::uint32_t>(top);
       if (index == no_block) return no_block;
-      if (index >= block_count()) corrupted("bad free block");
+      if (index >= block_count()) corrupted_write("bad free block");
       const std::uint64_t next = ((top >> 32) + 1) << 32 | meta(index).next_free.load(std::memory_order_relaxed);
       if (stack.top.compare_exchange_weak(top, next, std::memory_order_acq_rel)) {
         stack.count.fetch_sub(1, std::memory_order_relaxed);
@@ -135,7 +135,7 @@ struct channel::state {
     std::uint32_t index = pop(h->free);
     if (index == no_block) {
       if (!put_locked) {
-        robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
+        robust_mutex_lock(h->put_lock, deadline::never(), "mproc::queue", "put", [&] { recover_shared_lane(); });
         robust_unlock_guard unlock(h->put_lock);
         return allocate_block(true);
       }
@@ -196,7 +196,7 @@ struct channel::state {
     lane& l = h->lanes[i];
     int locked;
     try {
-      locked = robust_mutex_try_lock_raw(l.reader);
+      locked = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
     } catch (...) {
       return no_ticket;
     }
@@ -328,7 +328,7 @@ struct channel::state {
   // A lane for this process to write: one of its own when one is free (or its owner dead),
   // else the shared one. Under put_lock.
   std::uint32_t claim_lane(std::uint64_t me) {
-    robust_mutex_lock(h->put_lock, deadline::never(), [&] { recover_shared_lane(); });
+    robust_mutex_lock(h->put_lock, deadline::never(), "mproc::queue", "put", [&] { recover_shared_lane(); });
     robust_unlock_guard unlock(h->put_lock);
     const std::uint32_t used = lanes_used();
     std::uint32_t chosen = shared_lane;

@@ -83,8 +83,14 @@ inline std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
 
 inline std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 
-[[noreturn]] inline void corrupted(const std::string& what) {
-  throw error("mproc queue memory is corrupted (" + what + "); the unread messages were dropped");
+// A reader's (get's) and a writer's (put's) finding that the memory cannot be trusted. A
+// get drops what is unread, so that the lane stays usable (channel_get.cpp).
+[[noreturn]] inline void corrupted_read(const std::string& what) {
+  throw error("mproc::queue::get: the queue's shared memory is corrupted (" + what +
+              "); the unread messages were dropped");
+}
+[[noreturn]] inline void corrupted_write(const std::string& what) {
+  throw error("mproc::queue::put: the queue's shared memory is corrupted (" + what + ")");
 }
 
 template <class Store>
@@ -107,7 +113,7 @@ struct stream_writer {
 
   // Throws error if `start` is not a valid position.
   stream_writer(Store& store, position start) : s(store), pos(start) {
-    if (!valid_position<Store>(start, s.block_count())) corrupted("bad tail position");
+    if (!valid_position<Store>(start, s.block_count())) corrupted_write("bad tail position");
   }
 
   void write_record(std::span<const std::byte> payload) {
@@ -136,7 +142,7 @@ struct stream_writer {
       next = s.allocate_block();
       b.next.store(next, std::memory_order_release);
     } else if (next >= s.block_count()) {
-      corrupted("bad block link");
+      corrupted_write("bad block link");
     }
     pos = {next, block_data_begin};
   }
@@ -154,7 +160,7 @@ struct stream_reader {
   stream_reader(Store& store, position start, position stop) : s(store), pos(start), end(stop) {
     const std::uint32_t count = s.block_count();
     if (!valid_position<Store>(start, count) || !valid_position<Store>(stop, count)) {
-      corrupted("bad head or tail position");
+      corrupted_read("bad head or tail position");
     }
   }
 
@@ -170,7 +176,7 @@ struct stream_reader {
   std::uint64_t next_length() {
     std::uint64_t length;
     read(&length, sizeof length);
-    if (length > std::size_t{s.block_count()} * Store::block_bytes) corrupted("bad message length");
+    if (length > std::size_t{s.block_count()} * Store::block_bytes) corrupted_read("bad message length");
     return length;
   }
   std::span<const std::byte> payload(std::uint64_t length, std::vector<std::byte>& gathered) {
@@ -187,7 +193,7 @@ struct stream_reader {
     while (n > 0) {
       enter_next_block_if_full();
       const std::size_t here = available_here();
-      if (here == 0) corrupted("message runs past the published end");
+      if (here == 0) corrupted_read("message runs past the published end");
       const std::size_t k = std::min(n, here);
       pos.offset += static_cast<std::uint32_t>(k);
       n -= k;
@@ -197,14 +203,14 @@ struct stream_reader {
 
   void enter_next_block_if_full() {
     if (pos.offset != Store::block_bytes) return;
-    if (pos.block == end.block) corrupted("message runs past the published end");
+    if (pos.block == end.block) corrupted_read("message runs past the published end");
     const std::uint32_t next = meta(s, pos.block).next.load(std::memory_order_acquire);
-    if (next >= s.block_count()) corrupted("bad block link");
+    if (next >= s.block_count()) corrupted_read("bad block link");
     pos = {next, block_data_begin};
   }
   std::size_t available_here() const {
     const std::size_t limit = pos.block == end.block ? end.offset : Store::block_bytes;
-    if (pos.offset > limit) corrupted("message runs past the published end");
+    if (pos.offset > limit) corrupted_read("message runs past the published end");
     return limit - pos.offset;
   }
   void read(void* target, std::size_t n) {
@@ -212,7 +218,7 @@ struct stream_reader {
     while (n > 0) {
       enter_next_block_if_full();
       const std::size_t here = available_here();
-      if (here == 0) corrupted("message runs past the published end");
+      if (here == 0) corrupted_read("message runs past the published end");
       const std::size_t k = std::min(n, here);
       std::memcpy(to, s.block(pos.block) + pos.offset, k);
       pos.offset += static_cast<std::uint32_t>(k);

@@ -34,13 +34,15 @@ constexpr std::size_t kept_buffer = std::size_t{4} << 20;
 constexpr std::uint8_t flag_readable = 1;
 constexpr std::uint8_t flag_writable = 2;
 
-[[noreturn]] void throw_closed_by_this_side() {
-  throw closed_error("use of a closed mproc::connection (closed by this process, or moved from)");
+// `call`: the member called, "send" for send and send_bytes, "recv" for recv and recv_bytes.
+[[noreturn]] void throw_closed_by_this_side(const char* call) {
+  throw closed_error(std::string("mproc::connection::") + call +
+                     ": this end is closed: close() was called on it, it was moved from, or it was never opened");
 }
 
 [[noreturn]] void throw_peer_closed_mid_message() {
   throw closed_error(
-      "mproc::connection: the other end closed in the middle of a message (its process died "
+      "mproc::connection::recv: the other end closed in the middle of a message (its process died "
       "mid-send?); the partial message was discarded");
 }
 
@@ -48,7 +50,7 @@ constexpr std::uint8_t flag_writable = 2;
 void wait_writable(int fd) {
   pollfd pfd{fd, POLLOUT, 0};
   while (::poll(&pfd, 1, -1) < 0) {
-    if (errno != EINTR) detail::throw_system_error(detail::last_error(), "poll");
+    if (errno != EINTR) detail::throw_system_error(detail::last_error(), "mproc::connection::send: poll");
   }
 }
 
@@ -65,9 +67,9 @@ read_result read_exact(int fd, std::byte* data, std::size_t size, std::size_t& g
       // ECONNRESET: the peer closed with bytes of ours unread; for us too the stream ended.
       return read_result::eof;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      detail::wait_readable(fd, detail::deadline::never());
+      detail::wait_readable(fd, detail::deadline::never(), "mproc::connection::recv");
     } else if (errno != EINTR) {
-      detail::throw_system_error(detail::last_error(), "recv");
+      detail::throw_system_error(detail::last_error(), "mproc::connection::recv: recv");
     }
   }
   return read_result::complete;
@@ -78,7 +80,7 @@ read_result read_exact(int fd, std::byte* data, std::size_t size, std::size_t& g
 std::pair<connection, connection> pipe(bool duplex) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    detail::throw_system_error(detail::last_error(), "socketpair");
+    detail::throw_system_error(detail::last_error(), "mproc::pipe: socketpair");
   }
   detail::unique_fd first(fds[0]);
   detail::unique_fd second(fds[1]);
@@ -86,7 +88,7 @@ std::pair<connection, connection> pipe(bool duplex) {
     // The kernel enforces the direction too, for code that uses fileno() directly: the
     // reader cannot write, the writer cannot read.
     if (::shutdown(first.get(), SHUT_WR) != 0 || ::shutdown(second.get(), SHUT_RD) != 0) {
-      detail::throw_system_error(detail::last_error(), "shutdown");
+      detail::throw_system_error(detail::last_error(), "mproc::pipe: shutdown");
     }
   }
   return {connection(first.release(), true, duplex), connection(second.release(), duplex, true)};
@@ -125,25 +127,30 @@ void connection::close() noexcept {
 }
 
 int connection::fileno() const {
-  if (fd_ < 0) throw_closed_by_this_side();
+  if (fd_ < 0) throw_closed_by_this_side("fileno");
   return fd_;
 }
 
 void connection::begin(op_kind kind) {
-  if (fd_ < 0) throw_closed_by_this_side();
+  if (fd_ < 0) throw_closed_by_this_side(kind == op_send ? "send" : "recv");
   if (kind == op_send) {
     if (!writable_) {
-      throw error("cannot send on the read end of a one-way pipe (pipe(false) returns (reader, writer))");
+      throw error(
+          "mproc::connection::send: this is the read end of a one-way pipe; send on the writer (pipe(false) "
+          "returns (reader, writer))");
     }
     if (sending_.exchange(true, std::memory_order_acquire)) {
-      throw error("two threads sent on the same mproc::connection end at once; one sender at a time");
+      throw error("mproc::connection::send: two threads sent on this end at once; send from one thread at a time");
     }
   } else {
     if (!readable_) {
-      throw error("cannot receive on the write end of a one-way pipe (pipe(false) returns (reader, writer))");
+      throw error(
+          "mproc::connection::recv: this is the write end of a one-way pipe; receive on the reader (pipe(false) "
+          "returns (reader, writer))");
     }
     if (receiving_.exchange(true, std::memory_order_acquire)) {
-      throw error("two threads received on the same mproc::connection end at once; one receiver at a time");
+      throw error(
+          "mproc::connection::recv: two threads received on this end at once; receive from one thread at a time");
     }
   }
 }
@@ -182,9 +189,9 @@ void connection::send_frame(std::span<const std::byte> payload) {
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
-        throw closed_error("cannot send on mproc::connection: the other end is closed");
+        throw closed_error("mproc::connection::send: the other end is closed");
       }
-      detail::throw_system_error(detail::last_error(), "sendmsg");
+      detail::throw_system_error(detail::last_error(), "mproc::connection::send: sendmsg");
     }
     // A signal (or a non-blocking descriptor) may cut a send short: resume where it stopped.
     auto sent = static_cast<std::size_t>(n);
@@ -204,8 +211,8 @@ void connection::recv_frame(std::vector<std::byte>& out) {
   out.clear();
   if (recv_broken_) {
     throw error(
-        "mproc::connection: an earlier error struck in the middle of an incoming message; the "
-        "stream cannot be resynchronised, close this connection");
+        "mproc::connection::recv: an earlier error struck in the middle of an incoming message, and the stream "
+        "cannot be resynchronised; close this connection");
   }
   // From here on, an exception other than at a message boundary leaves the stream
   // positioned inside a message: remember it.
@@ -219,7 +226,7 @@ void connection::recv_frame(std::vector<std::byte>& out) {
     throw;
   }
   if (result == read_result::eof) {  // the stream ended; later calls see the end again
-    if (got == 0) throw closed_error("nothing to receive: the other end of the mproc::connection is closed");
+    if (got == 0) throw closed_error("mproc::connection::recv: nothing to receive: the other end is closed");
     throw_peer_closed_mid_message();
   }
   struct break_guard {
@@ -230,8 +237,8 @@ void connection::recv_frame(std::vector<std::byte>& out) {
     }
   } guard{*this};
   if (header > out.max_size() || header > static_cast<frame_header>(std::numeric_limits<std::ptrdiff_t>::max())) {
-    throw error("mproc::connection received a message length of " + std::to_string(header) +
-                " bytes, more than a process can hold: the stream is corrupt");
+    throw error("mproc::connection::recv: received a message length of " + std::to_string(header) +
+                " bytes, more than a process can hold: the stream is corrupt; close this connection");
   }
   const auto size = static_cast<std::size_t>(header);
   got = 0;
@@ -255,16 +262,18 @@ void connection::recv_frame(std::vector<std::byte>& out) {
 bool connection::poll() { return poll_for(std::chrono::nanoseconds::zero()); }
 
 bool connection::poll_for(std::chrono::nanoseconds timeout) {
-  if (fd_ < 0) throw_closed_by_this_side();
+  if (fd_ < 0) throw_closed_by_this_side("poll");
   if (!readable_) {
-    throw error("cannot poll the write end of a one-way pipe: nothing is ever received on it");
+    throw error(
+        "mproc::connection::poll: this is the write end of a one-way pipe, and nothing is ever received on it; "
+        "poll the reader");
   }
-  return detail::wait_readable(fd_, detail::deadline::in(timeout));
+  return detail::wait_readable(fd_, detail::deadline::in(timeout), "mproc::connection::poll");
 }
 
 detail::fd_token connection::make_token() const {
-  if (fd_ < 0) throw closed_error("cannot send a closed mproc::connection to another process");
-  return detail::make_fd_token(fd_);
+  if (fd_ < 0) throw closed_error("mproc::connection::save: this end is closed, and a closed end cannot be sent");
+  return detail::make_fd_token(fd_, "mproc::connection::save");
 }
 
 std::uint8_t connection::direction_flags() const noexcept {
@@ -273,13 +282,14 @@ std::uint8_t connection::direction_flags() const noexcept {
 
 void connection::adopt_token(const detail::fd_token& token, std::uint8_t flags) {
   if (flags == 0 || (flags & ~(flag_readable | flag_writable)) != 0) {
-    throw serialization_error("a received mproc::connection has invalid direction flags " + std::to_string(flags));
+    throw serialization_error("mproc::connection::load: the end received has invalid direction flags " +
+                              std::to_string(flags));
   }
-  detail::unique_fd fd(detail::claim_fd_token(token));
+  detail::unique_fd fd(detail::claim_fd_token(token, "mproc::connection::load"));
   int type = 0;
   socklen_t length = sizeof type;
   if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_STREAM) {
-    throw serialization_error("a received mproc::connection does not name a pipe end");
+    throw serialization_error("mproc::connection::load: the handle received does not name a pipe end");
   }
   close();
   fd_ = fd.release();

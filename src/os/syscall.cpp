@@ -17,6 +17,7 @@ static_assert(std::is_same_v<mproc::pid_t, ::pid_t>, "mproc::pid_t must be POSIX
 namespace mproc::detail {
 
 void throw_system_error(std::error_code ec, const char* what) { throw std::system_error(ec, what); }
+void throw_system_error(std::error_code ec, const std::string& what) { throw std::system_error(ec, what); }
 
 namespace {
 

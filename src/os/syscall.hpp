@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cerrno>
+#include <string>
 #include <system_error>
 
 #include "mproc/types.hpp"
@@ -11,7 +12,10 @@ namespace mproc::detail {
 
 inline std::error_code last_error() noexcept { return {errno, std::system_category()}; }
 
+// `what` names the call, in the house voice: "mproc::<type>::<call>: <syscall>", which
+// std::system_error follows with the errno's text.
 [[noreturn]] void throw_system_error(std::error_code ec, const char* what);
+[[noreturn]] void throw_system_error(std::error_code ec, const std::string& what);
 
 // Retries `call` while it fails with EINTR. Only for calls whose retry needs no
 // recomputed argument (no timeout); timed waits go through wait_readable().

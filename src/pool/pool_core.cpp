@@ -46,18 +46,18 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   p.processes = config.processes != 0 ? config.processes : cpu_count();
   p.config = std::move(config);
   p.workers.resize(p.processes);
-  p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes));
+  p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes), 0, "mproc::pool");
   p.control = new (p.control_memory->base()) control_block{};
   auto* slots = new (p.control_memory->base() + table_bytes) task_claim_slot[p.processes]{};
-  p.tasks = std::make_unique<channel>(0);
-  p.results = std::make_unique<channel>(0);
+  p.tasks = std::make_unique<channel>(0, "mproc::pool");
+  p.results = std::make_unique<channel>(0, "mproc::pool");
   p.claims.emplace(slots, p.processes, *p.tasks);
   p.monitor_wake.reset(::eventfd(0, EFD_CLOEXEC));
-  if (!p.monitor_wake) throw_system_error(last_error(), "eventfd");
+  if (!p.monitor_wake) throw_system_error(last_error(), "mproc::pool::pool: eventfd");
 
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-    throw_system_error(last_error(), "socketpair");
+    throw_system_error(last_error(), "mproc::pool::pool: socketpair");
   }
   unique_fd parent_end(pair[0]);
   unique_fd zygote_end(pair[1]);
@@ -66,7 +66,7 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   flush_std_streams();
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid < 0) throw_system_error(last_error(), "fork (pool zygote)");
+  if (pid < 0) throw_system_error(last_error(), "mproc::pool::pool: fork (the pool's zygote)");
   if (pid == 0) {
     parent_end.reset();
     zygote_main(p, zygote_end.get(), parent);
@@ -79,7 +79,7 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   p.zygote_socket = std::move(parent_end);
   if (!p.zygote) {
     kill_and_reap(pid);
-    throw_system_error(ec, "pidfd_open (pool zygote)");
+    throw_system_error(ec, "mproc::pool::pool: pidfd_open (the pool's zygote)");
   }
   try {
     p.result_thread = start_quiet_thread([&p] { p.result_loop(); });

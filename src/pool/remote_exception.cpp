@@ -97,7 +97,10 @@ std::exception_ptr decode_exception(std::span<const std::byte> bytes) {
   try {
     e = from_bytes<wire_exception>(bytes);
   } catch (const serialization_error& bad) {
-    return std::make_exception_ptr(remote_error(std::string("undecodable exception: ") + bad.what(), "unknown"));
+    return std::make_exception_ptr(remote_error(
+        std::string("mproc::async_result::get: the task failed, and its exception could not be decoded (") +
+            bad.what() + ")",
+        "unknown"));
   }
   exception_registry& r = registry();
   factory make_it = nullptr;

@@ -40,10 +40,12 @@ void task_claims::void_abandoned() noexcept {
 
 std::uint64_t task_claims::settle_dead(unsigned k) {
   std::uint64_t task = 0;
-  tasks_->hold_consumers([&] {
-    void_abandoned();
-    task = slots_[k].task.exchange(0, std::memory_order_acq_rel);
-  });
+  tasks_->hold_consumers(
+      [&] {
+        void_abandoned();
+        task = slots_[k].task.exchange(0, std::memory_order_acq_rel);
+      },
+      "mproc::pool", nullptr);
   return task;
 }
 

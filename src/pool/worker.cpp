@@ -122,15 +122,16 @@ result_header run_task(const pool_core::impl& p, const task_header& h, std::span
   try {
     const std::uint32_t known = p.control->function_count.load(std::memory_order_acquire);
     if (h.function >= std::min<std::uint32_t>(known, max_functions)) {
-      throw error("mproc::pool worker: the task names function " + std::to_string(h.function) +
-                  ", which the pool does not know; the task message was forged or corrupted");
+      throw error("mproc::async_result::get: the task names function " + std::to_string(h.function) +
+                  ", which the pool does not know: the task message was forged or corrupted");
     }
     const function_entry& f = p.control->functions[h.function];
     auto invoker = reinterpret_cast<task_invoker>(f.invoker.load(std::memory_order_acquire));
     auto function = reinterpret_cast<generic_function>(f.function.load(std::memory_order_acquire));
     if (invoker == nullptr) {
       throw error(
-          "mproc::pool worker: the task names an empty function slot; the task message was forged or corrupted");
+          "mproc::async_result::get: the task names an empty function slot: the task message was forged or "
+          "corrupted");
     }
     invoker(function, task.subspan(sizeof h), result);
   } catch (...) {

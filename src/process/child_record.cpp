@@ -29,7 +29,8 @@ bool child_record::try_reap() {
     std::error_code ec;
     const std::optional<int> code = handle_.try_reap(ec);
     if (ec) {
-      if (ec != std::errc::no_child_process) throw_system_error(ec, "waitid");
+      // Any of join(), is_alive(), exitcode(), active_children() may be reaping.
+      if (ec != std::errc::no_child_process) throw_system_error(ec, "mproc::process: waitid");
       status_lost_ = true;  // someone else reaped it: it has ended, its status is gone
     } else if (!code) {
       return false;  // still running
@@ -49,7 +50,7 @@ bool child_record::wait(deadline until) {
   }
   // Sleep first: a waitid probe before sleeping finds a just-started child running.
   for (;;) {
-    if (!wait_readable(handle_.fd(), until)) return try_reap();
+    if (!wait_readable(handle_.fd(), until, "mproc::process::join")) return try_reap();
     if (try_reap()) return true;
   }
 }
@@ -58,9 +59,9 @@ std::optional<int> child_record::exitcode() {
   if (!try_reap()) return std::nullopt;
   std::lock_guard lock(mutex_);
   if (status_lost_) {
-    throw error("process " + name_ + " (pid " + std::to_string(pid_) +
-                ") was reaped outside mproc (os::wait, os::waitpid or SIGCHLD set to SIG_IGN); "
-                "its exit code is lost");
+    throw error("mproc::process::exitcode: process " + name_ + " (pid " + std::to_string(pid_) +
+                ") was reaped outside mproc (os::wait, os::waitpid, or SIGCHLD set to SIG_IGN), so its exit code "
+                "is lost");
   }
   return exitcode_;
 }

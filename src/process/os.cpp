@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string>
+
 #include "os/syscall.hpp"
 #include "process/runtime.hpp"
 
@@ -17,7 +19,7 @@ bool wait_status::core_dumped() const noexcept { return WCOREDUMP(raw_); }
 pid_t fork() {
   detail::flush_std_streams();
   const pid_t pid = ::fork();
-  if (pid < 0) detail::throw_system_error(detail::last_error(), "fork");
+  if (pid < 0) detail::throw_system_error(detail::last_error(), "mproc::os::fork: fork");
   return pid;
 }
 
@@ -27,18 +29,20 @@ pid_t getppid() noexcept { return ::getppid(); }
 std::pair<pid_t, wait_status> wait() {
   int status = 0;
   const pid_t pid = detail::retry_on_eintr([&] { return ::wait(&status); });
-  if (pid < 0) detail::throw_system_error(detail::last_error(), "wait");
+  if (pid < 0) detail::throw_system_error(detail::last_error(), "mproc::os::wait: wait");
   return {pid, wait_status(status)};
 }
 
 wait_status waitpid(pid_t pid) {
   if (pid <= 0) {
     // waitpid(0) and waitpid(-n) wait for process groups; this call names one child.
-    throw std::system_error(std::make_error_code(std::errc::invalid_argument), "waitpid: pid must name one child");
+    detail::throw_system_error(std::make_error_code(std::errc::invalid_argument),
+                               "mproc::os::waitpid: pid " + std::to_string(pid) +
+                                   " does not name one child (0 and negative pids wait for groups of children)");
   }
   int status = 0;
   const pid_t r = detail::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
-  if (r < 0) detail::throw_system_error(detail::last_error(), "waitpid");
+  if (r < 0) detail::throw_system_error(detail::last_error(), "mproc::os::waitpid: waitpid");
   return wait_status(status);
 }
 

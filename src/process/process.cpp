@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <exception>
+#include <string>
 #include <typeinfo>
 
 #include "mproc/detail/os/type_name.hpp"
@@ -53,11 +54,16 @@ struct process::impl {
   bool daemon = false;
   std::shared_ptr<detail::child_record> child;  // null before start()
 
-  // The child of a started process, checked to belong to the calling process.
-  detail::child_record& own_child(const char* action) const {
-    if (!child) throw error("cannot " + std::string(action) + " process " + name + ": it was never started");
+  // The child of a started process, checked to belong to the calling process. `call`: the
+  // member called ("join").
+  detail::child_record& own_child(const char* call) const {
+    if (!child) {
+      throw error(std::string("mproc::process::") + call + ": process " + name +
+                  " was never started; call start() first");
+    }
     if (child->owner() != detail::current_pid()) {
-      throw error("cannot " + std::string(action) + " process " + name + ": only the process that started it can");
+      throw error(std::string("mproc::process::") + call + ": process " + name + " was started by process " +
+                  std::to_string(child->owner()) + ", and only that process can call " + call + "()");
     }
     return *child;
   }
@@ -85,13 +91,16 @@ process::~process() {
 }
 
 process::impl& process::state() const {
-  if (!impl_) throw error("use of a moved-from mproc::process");
+  if (!impl_) throw error("mproc::process: this object was moved from; use the one it was moved to");
   return *impl_;
 }
 
 void process::start() {
   impl& s = state();
-  if (s.child) throw error("process " + s.name + " was already started; a process can start only once");
+  if (s.child) {
+    throw error("mproc::process::start: process " + s.name +
+                " was already started, and a process starts only once; make a new mproc::process");
+  }
   auto child = std::make_shared<detail::child_record>(s.name, s.daemon);
   detail::runtime& rt = detail::runtime::instance();
   rt.active_children();  // reap what ended meanwhile, as Python's start() does
@@ -99,7 +108,7 @@ void process::start() {
 
   detail::flush_std_streams();
   const pid_t pid = ::fork();
-  if (pid < 0) detail::throw_system_error(detail::last_error(), "fork");
+  if (pid < 0) detail::throw_system_error(detail::last_error(), "mproc::process::start: fork");
   if (pid == 0) run_in_child(parent);
 
   std::error_code ec;
@@ -118,7 +127,7 @@ void process::start() {
     // Without a handle the child cannot be managed: end it now rather than leak it. Its
     // pid is still ours (unreaped), so kill(2) cannot hit another process.
     detail::kill_and_reap(pid);
-    detail::throw_system_error(ec, "pidfd_open");
+    detail::throw_system_error(ec, "mproc::process::start: pidfd_open");
   }
   child->set_started(std::move(handle));
   try {
@@ -176,21 +185,25 @@ bool process::is_alive() {
   impl& s = state();
   if (!s.child) return false;
   if (s.child->pid() == detail::current_pid()) return true;  // asked from inside the child itself
-  return !s.own_child("poll").try_reap();
+  return !s.own_child("is_alive").try_reap();
 }
 
 void process::terminate() {
-  if (auto ec = state().own_child("terminate").signal(SIGTERM)) detail::throw_system_error(ec, "terminate");
+  if (auto ec = state().own_child("terminate").signal(SIGTERM)) {
+    detail::throw_system_error(ec, "mproc::process::terminate: sending SIGTERM");
+  }
 }
 
 void process::kill() {
-  if (auto ec = state().own_child("kill").signal(SIGKILL)) detail::throw_system_error(ec, "kill");
+  if (auto ec = state().own_child("kill").signal(SIGKILL)) {
+    detail::throw_system_error(ec, "mproc::process::kill: sending SIGKILL");
+  }
 }
 
 std::optional<int> process::exitcode() {
   impl& s = state();
   if (!s.child || s.child->pid() == detail::current_pid()) return std::nullopt;
-  return s.own_child("poll").exitcode();
+  return s.own_child("exitcode").exitcode();
 }
 
 std::optional<pid_t> process::pid() const {
@@ -207,17 +220,20 @@ bool process::daemon() const { return state().daemon; }
 
 void process::set_daemon(bool daemon) {
   impl& s = state();
-  if (s.child) throw error("process " + s.name + ": set_daemon() must be called before start()");
+  if (s.child) {
+    throw error("mproc::process::set_daemon: process " + s.name +
+                " was already started; call set_daemon() before start()");
+  }
   s.daemon = daemon;
 }
 
 int process::sentinel() const {
   const impl& s = state();
-  const int fd = s.own_child("get the sentinel of").sentinel();
+  const int fd = s.own_child("sentinel").sentinel();
   if (fd < 0) {
-    throw error("process " + s.name +
-                " ended and was reaped outside mproc (SIGCHLD set to SIG_IGN, or a handler that reaps) "
-                "before start() returned: it has no sentinel");
+    throw error("mproc::process::sentinel: process " + s.name +
+                " ended and was reaped outside mproc (SIGCHLD set to SIG_IGN, or a handler that reaps) before "
+                "start() returned, so it has no sentinel");
   }
   return fd;
 }

@@ -152,7 +152,8 @@ void runtime::hand_off(std::shared_ptr<child_record> child) noexcept {
 void runtime::start_reaper() {
   if (reaper_wake_fd_ < 0) {
     reaper_wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (reaper_wake_fd_ < 0) throw_system_error(last_error(), "eventfd");
+    // Never seen by a user: hand_off(), from ~process and process::operator=, catches it.
+    if (reaper_wake_fd_ < 0) throw_system_error(last_error(), "mproc::process: eventfd");
   }
   start_quiet_thread([this] { reaper_loop(); }).detach();
   reaper_running_ = true;

@@ -71,21 +71,21 @@ class state_guard {
 }  // namespace
 
 barrier_core::barrier_core(unsigned parties, std::function<void()> action)
-    : memory_(sync_memory::create("mproc-barrier", initial_bytes)), action_(std::move(action)) {
-  if (parties == 0) throw error("mproc::barrier: parties must be at least 1");
+    : memory_(sync_memory::create("mproc-barrier", initial_bytes, "mproc::barrier")), action_(std::move(action)) {
+  if (parties == 0) throw error("mproc::barrier::barrier: parties must be at least 1");
   state_ = reinterpret_cast<state*>(memory_->make_object(0, sync_kind::barrier, sizeof(state)));
-  robust_mutex_init(state_->mutex);
+  robust_mutex_init(state_->mutex, "mproc::barrier::barrier");
   state_->parties = parties;
   wait_list::init(state_->waiters, slots_offset, initial_bytes);
 }
 
-barrier_core::barrier_core(const sync_token& token) : memory_(sync_memory::open(token.memory)) {
-  if (token.offset != 0) throw error("the handle received does not name an mproc::barrier");
+barrier_core::barrier_core(const sync_token& token) : memory_(sync_memory::open(token.memory, "mproc::barrier")) {
+  if (token.offset != 0) throw error("mproc::barrier::load: the handle received does not name an mproc::barrier");
   state_ = reinterpret_cast<state*>(memory_->open_object(0, sync_kind::barrier, sizeof(state)));
 }
 
-void barrier_core::lock_state() {
-  robust_mutex_lock(state_->mutex, deadline::never(), [this] { recover(); });
+void barrier_core::lock_state(const char* call) {
+  robust_mutex_lock(state_->mutex, deadline::never(), "mproc::barrier", call, [this] { recover(); });
 }
 
 void barrier_core::recover() noexcept {
@@ -134,12 +134,14 @@ void barrier_core::break_locked() noexcept {
 
 std::size_t barrier_core::wait(deadline until) {
   state& s = *state_;
-  lock_state();
+  lock_state("wait");
   std::uint32_t slot = 0;
   std::size_t index = 0;
   {
     state_guard unlock(s);
-    if (s.is_broken.load(std::memory_order_relaxed) != 0) throw broken_barrier("mproc::barrier is broken");
+    if (s.is_broken.load(std::memory_order_relaxed) != 0) {
+      throw broken_barrier("mproc::barrier::wait: the barrier is broken; reset() it to use it again");
+    }
     index = s.count++;
     if (s.count == s.parties) {
       if (action_) {
@@ -154,34 +156,36 @@ std::size_t barrier_core::wait(deadline until) {
       return index;
     }
     try {
-      slot = list_of(*memory_, s).enter();
+      slot = list_of(*memory_, s).enter("mproc::barrier::wait");
     } catch (...) {
       --s.count;
       throw;
     }
   }
   list_of(*memory_, s).sleep(slot, until, holder_check_period, [this] { check_holder(); });
-  lock_state();
+  lock_state("wait");
   state_guard unlock(s);
   const std::uint32_t outcome = list_of(*memory_, s).leave(slot);
   if (outcome == slot_woken) return index;
   if (outcome == slot_waiting) {
     // Timed out before the cycle completed: as in Python, that breaks it for everyone.
     break_locked();
-    throw broken_barrier("mproc::barrier::wait timed out; the barrier is now broken");
+    throw broken_barrier(
+        "mproc::barrier::wait: timed out before every party arrived, so the barrier is now broken; reset() it to "
+        "use it again");
   }
-  throw broken_barrier("mproc::barrier was broken, aborted or reset while waiting");
+  throw broken_barrier("mproc::barrier::wait: the barrier was broken, aborted or reset while this thread waited");
 }
 
 void barrier_core::abort() {
-  lock_state();
+  lock_state("abort");
   state_guard unlock(*state_);
   break_locked();
 }
 
 void barrier_core::reset() {
   state& s = *state_;
-  lock_state();
+  lock_state("reset");
   state_guard unlock(s);
   // Current waiters get broken_barrier (Python's reset()); a new cycle starts, unbroken.
   list_of(*memory_, s).wake(UINT_MAX, slot_broken, false);
@@ -195,7 +199,7 @@ bool barrier_core::broken() const noexcept { return state_->is_broken.load(std::
 unsigned barrier_core::parties() const noexcept { return state_->parties; }
 
 unsigned barrier_core::n_waiting() {
-  lock_state();
+  lock_state("n_waiting");
   state_guard unlock(*state_);
   return state_->count;
 }

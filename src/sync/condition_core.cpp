@@ -39,27 +39,29 @@ wait_list list_of(sync_memory& memory, condition_core::state& s) { return {memor
 }  // namespace
 
 condition_core::condition_core(std::shared_ptr<lock_core> lock)
-    : memory_(sync_memory::create("mproc-condition", initial_bytes)), lock_(std::move(lock)) {
+    : memory_(sync_memory::create("mproc-condition", initial_bytes, "mproc::condition")), lock_(std::move(lock)) {
   state_ = reinterpret_cast<state*>(memory_->make_object(state_offset, sync_kind::condition, sizeof(state)));
   wait_list::init(state_->waiters, slots_offset, initial_bytes);
   if (!lock_) lock_ = std::make_shared<lock_core>(memory_, own_lock_offset, true, true);
 }
 
 condition_core::condition_core(const sync_token& lock, const sync_token& self)
-    : memory_(sync_memory::open(self.memory)) {
-  if (self.offset != state_offset) throw error("the handle received does not name an mproc::condition");
+    : memory_(sync_memory::open(self.memory, "mproc::condition")) {
+  if (self.offset != state_offset) {
+    throw error("mproc::condition::load: the handle received does not name an mproc::condition");
+  }
   state_ = reinterpret_cast<state*>(memory_->open_object(state_offset, sync_kind::condition, sizeof(state)));
   // The condition's own lock lives in its memfd: one claim of a descriptor is enough.
-  auto lock_memory = memory_->is(lock.memory) ? memory_ : sync_memory::open(lock.memory);
+  auto lock_memory = memory_->is(lock.memory) ? memory_ : sync_memory::open(lock.memory, "mproc::condition");
   lock_ = std::make_shared<lock_core>(std::move(lock_memory), static_cast<std::size_t>(lock.offset), false, false);
 }
 
 bool condition_core::wait(deadline until) {
   if (!lock_->held_by_this_thread()) {
-    throw error("mproc::condition::wait(): the condition's lock is not held by this thread");
+    throw error("mproc::condition::wait: this thread does not hold the condition's lock; lock it first");
   }
   wait_list list = list_of(*memory_, *state_);
-  const std::uint32_t slot = list.enter();
+  const std::uint32_t slot = list.enter("mproc::condition::wait");
   const unsigned levels = lock_->release_all();
   list.sleep(slot, until, std::chrono::milliseconds(0), [] {});
   lock_->reacquire(levels);
@@ -69,7 +71,7 @@ bool condition_core::wait(deadline until) {
 
 unsigned condition_core::notify(unsigned n) {
   if (!lock_->held_by_this_thread()) {
-    throw error("mproc::condition::notify(): the condition's lock is not held by this thread");
+    throw error("mproc::condition::notify: this thread does not hold the condition's lock; lock it first");
   }
   return list_of(*memory_, *state_).wake(n, slot_woken, true);
 }

@@ -17,11 +17,11 @@ struct event_core::state {
   alignas(64) wakeup changed;
 };
 
-event_core::event_core() : memory_(sync_memory::create("mproc-event", sizeof(state))) {
+event_core::event_core() : memory_(sync_memory::create("mproc-event", sizeof(state), "mproc::event")) {
   state_ = reinterpret_cast<state*>(memory_->make_object(0, sync_kind::event, sizeof(state)));
 }
 
-event_core::event_core(const sync_token& token) : memory_(sync_memory::open(token.memory)) {
+event_core::event_core(const sync_token& token) : memory_(sync_memory::open(token.memory, "mproc::event")) {
   state_ = reinterpret_cast<state*>(
       memory_->open_object(static_cast<std::size_t>(token.offset), sync_kind::event, sizeof(state)));
 }

@@ -8,6 +8,7 @@
 // that bounces the cache line).
 #include <pthread.h>
 
+#include <cassert>
 #include <cerrno>
 #include <climits>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "mproc/error.hpp"
 #include "os/syscall.hpp"
 #include "os/thread_identity.hpp"
+#include "shm/shared_memory.hpp"
 #include "sync/sync_memory.hpp"
 #include "wait/robust_mutex.hpp"
 
@@ -55,8 +57,9 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// 0, EOWNERDEAD or ETIMEDOUT, after the first trylock said EBUSY.
-int lock_contended(lock_core::state& s, deadline until) {
+// 0, EOWNERDEAD or ETIMEDOUT, after the first trylock said EBUSY. `type` and `call` name
+// the public call, for errors.
+int lock_contended(lock_core::state& s, deadline until, const char* type, const char* call) {
   if (until == deadline::no_wait()) return ETIMEDOUT;
   for (int i = 0, pauses = 1; i < spin_limit; ++i, pauses = pauses < 64 ? 2 * pauses : pauses) {
     for (int k = 0; k < pauses; ++k) cpu_relax();
@@ -65,7 +68,7 @@ int lock_contended(lock_core::state& s, deadline until) {
     if (r != EBUSY) return r;
   }
   if (until.passed()) return ETIMEDOUT;
-  switch (robust_mutex_lock_raw(s.mutex, until)) {  // throws on ENOTRECOVERABLE
+  switch (robust_mutex_lock_raw(s.mutex, until, type, call)) {  // throws on ENOTRECOVERABLE
     case 0:
       return 0;
     case 1:
@@ -91,7 +94,9 @@ void keep_mapped_forever(std::shared_ptr<sync_memory> memory) {
 }  // namespace
 
 lock_core::lock_core(bool recursive)
-    : lock_core(sync_memory::create(recursive ? "mproc-rlock" : "mproc-lock", lock_bytes), 0, true, recursive) {}
+    : lock_core(sync_memory::create(recursive ? "mproc-rlock" : "mproc-lock", lock_bytes,
+                                    recursive ? "mproc::recursive_mutex" : "mproc::mutex"),
+                0, true, recursive) {}
 
 lock_core::lock_core(std::shared_ptr<sync_memory> memory, std::size_t offset, bool create, bool recursive)
     : memory_(std::move(memory)), state_(nullptr), offset_(offset), recursive_(recursive) {
@@ -99,21 +104,21 @@ lock_core::lock_core(std::shared_ptr<sync_memory> memory, std::size_t offset, bo
     std::byte* p =
         memory_->make_object(offset, recursive ? sync_kind::recursive_mutex : sync_kind::mutex, sizeof(state));
     state_ = reinterpret_cast<state*>(p);
-    robust_mutex_init(state_->mutex);
+    robust_mutex_init(state_->mutex, constructor_name(memory_->type()).c_str());
   } else {
     const sync_kind kind = memory_->kind_at(offset);
     if (kind != sync_kind::mutex && kind != sync_kind::recursive_mutex) {
-      throw error(std::string("the handle received does not name an mproc lock (it names an mproc::") +
-                  kind_name(kind) + ")");
+      throw error(std::string(memory_->type()) + "::load: the handle received names an mproc::" + kind_name(kind) +
+                  ", not a lock");
     }
     recursive_ = kind == sync_kind::recursive_mutex;
     state_ = reinterpret_cast<state*>(memory_->open_object(offset, kind, sizeof(state)));
   }
 }
 
-std::shared_ptr<lock_core> lock_core::open(const sync_token& token) {
-  return std::make_shared<lock_core>(sync_memory::open(token.memory), static_cast<std::size_t>(token.offset), false,
-                                     false);
+std::shared_ptr<lock_core> lock_core::open(const sync_token& token, const char* type) {
+  return std::make_shared<lock_core>(sync_memory::open(token.memory, type), static_cast<std::size_t>(token.offset),
+                                     false, false);
 }
 
 lock_core::~lock_core() {
@@ -134,7 +139,7 @@ lock_core::~lock_core() {
   }
 }
 
-bool lock_core::acquire(deadline until, bool timed) {
+bool lock_core::acquire(deadline until, bool timed, const char* type, const char* call) {
   state& s = *state_;
   const std::uint64_t me = this_thread_id();
   // Trylock first, our owner word only when that fails: when another process is using the
@@ -143,18 +148,21 @@ bool lock_core::acquire(deadline until, bool timed) {
   if (r == EBUSY) {
     if (s.owner.load(std::memory_order_relaxed) == me) {
       if (recursive_) {
-        if (s.levels == UINT_MAX) throw error("mproc::recursive_mutex: acquired too many times by one thread");
+        if (s.levels == UINT_MAX) {
+          throw error(std::string(type) + "::" + call + ": this thread already holds the lock " +
+                      std::to_string(UINT_MAX) + " times, the most; unlock it first");
+        }
         ++s.levels;
         return true;
       }
       // Only this thread could release it: waiting would be forever (Python's Lock would
       // hang here, a std::mutex has undefined behaviour).
       if (timed) return false;
-      throw error(
-          "mproc::mutex::lock(): this thread already holds the lock, and would wait forever for itself "
-          "(use mproc::recursive_mutex to lock it again)");
+      throw error(std::string(type) + "::" + call +
+                  ": this thread already holds the lock, and would wait forever for itself; use an "
+                  "mproc::recursive_mutex to lock it again");
     }
-    r = lock_contended(s, until);
+    r = lock_contended(s, until, type, call);
   }
   if (r == ETIMEDOUT) return false;
   if (r == EOWNERDEAD) {
@@ -163,22 +171,24 @@ bool lock_core::acquire(deadline until, bool timed) {
     s.owner_deaths.fetch_add(1, std::memory_order_relaxed);
     robust_mutex_mark_consistent(s.mutex);
   } else if (r != 0) {
-    throw_system_error({r, std::system_category()}, "pthread_mutex_lock");
+    throw_system_error({r, std::system_category()}, std::string(type) + "::" + call + ": pthread_mutex_lock");
   }
   s.owner.store(me, std::memory_order_relaxed);
   s.levels = 1;
   return true;
 }
 
-void lock_core::lock() { acquire(deadline::never(), false); }
+// lock() and acquire() wait as long as it takes; try_lock, its timed forms, acquire(false)
+// and acquire(true, timeout) may fail: the errors name those "lock" and "try_lock".
+void lock_core::lock(const char* type) { acquire(deadline::never(), false, type, "lock"); }
 
-bool lock_core::try_lock(deadline until) { return acquire(until, true); }
+bool lock_core::try_lock(deadline until, const char* type) { return acquire(until, true, type, "try_lock"); }
 
-void lock_core::unlock() {
+void lock_core::unlock(const char* type) {
   state& s = *state_;
   if (s.owner.load(std::memory_order_relaxed) != this_thread_id()) {
-    throw error(recursive_ ? "mproc::recursive_mutex: release by a thread that does not own it"
-                           : "mproc::mutex: release of a lock this thread does not hold");
+    throw error(std::string(type) +
+                "::unlock: this thread does not hold the lock; only the thread that locked it can unlock it");
   }
   if (--s.levels > 0) return;
   s.owner.store(0, std::memory_order_relaxed);
@@ -191,9 +201,8 @@ bool lock_core::held_by_this_thread() const noexcept {
 
 unsigned lock_core::release_all() {
   state& s = *state_;
-  if (s.owner.load(std::memory_order_relaxed) != this_thread_id()) {
-    throw error(std::string(type_name()) + ": release by a thread that does not hold it");
-  }
+  // condition::wait, its only caller, has checked that this thread holds the lock.
+  assert(s.owner.load(std::memory_order_relaxed) == this_thread_id());
   const unsigned levels = s.levels;
   s.levels = 0;
   s.owner.store(0, std::memory_order_relaxed);
@@ -202,7 +211,7 @@ unsigned lock_core::release_all() {
 }
 
 void lock_core::reacquire(unsigned levels) {
-  lock();
+  acquire(deadline::never(), false, "mproc::condition", "wait");
   state_->levels = levels;
 }
 

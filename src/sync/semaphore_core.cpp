@@ -27,15 +27,20 @@ constexpr std::uint32_t max_value = INT_MAX;
 }  // namespace
 
 semaphore_core::semaphore_core(unsigned value, bool bounded) {
-  if (value > max_value) throw error("mproc::semaphore: initial value above INT_MAX");
-  memory_ = sync_memory::create(bounded ? "mproc-bounded-semaphore" : "mproc-semaphore", sizeof(state));
+  if (value > max_value) {
+    throw error(std::string(bounded ? "mproc::bounded_semaphore::bounded_semaphore" : "mproc::semaphore::semaphore") +
+                ": the initial value " + std::to_string(value) + " is above INT_MAX");
+  }
+  memory_ = sync_memory::create(bounded ? "mproc-bounded-semaphore" : "mproc-semaphore", sizeof(state),
+                                bounded ? "mproc::bounded_semaphore" : "mproc::semaphore");
   state_ = reinterpret_cast<state*>(memory_->make_object(0, sync_kind::semaphore, sizeof(state)));
   state_->value.store(value, std::memory_order_relaxed);
   state_->bound = bounded ? value : max_value;
   state_->bounded = bounded ? 1 : 0;
 }
 
-semaphore_core::semaphore_core(const sync_token& token) : memory_(sync_memory::open(token.memory)) {
+semaphore_core::semaphore_core(const sync_token& token, const char* type)
+    : memory_(sync_memory::open(token.memory, type)) {
   state_ = reinterpret_cast<state*>(
       memory_->open_object(static_cast<std::size_t>(token.offset), sync_kind::semaphore, sizeof(state)));
 }
@@ -65,9 +70,11 @@ void semaphore_core::release(unsigned n) {
   std::uint32_t v = s.value.load(std::memory_order_relaxed);
   do {
     if (n > s.bound - std::min(v, s.bound)) {
-      throw error(s.bounded != 0 ? "mproc::bounded_semaphore: released too many times (above its initial value " +
-                                       std::to_string(s.bound) + ")"
-                                 : std::string("mproc::semaphore: value would exceed INT_MAX"));
+      if (s.bounded == 0) throw error("mproc::semaphore::release: the value would exceed INT_MAX");
+      throw error(
+          "mproc::bounded_semaphore::release: released more times than acquired (the value would exceed "
+          "its initial value, " +
+          std::to_string(s.bound) + ")");
     }
   } while (!s.value.compare_exchange_weak(v, v + n, std::memory_order_release, std::memory_order_relaxed));
   s.released.announce(n == 1 ? 1 : INT_MAX);

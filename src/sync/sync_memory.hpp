@@ -43,10 +43,16 @@ inline constexpr std::size_t lock_bytes = 256;
 
 class sync_memory {
  public:
+  // `type` is the public type the memory serves ("mproc::condition", a static string),
+  // which its errors name: "<type>::load: ..." for a handle received that is not what it
+  // should be.
+
   // A new memfd of `bytes` (rounded up to pages), zero-filled and allocated now.
-  static std::shared_ptr<sync_memory> create(const char* name, std::size_t bytes);
+  static std::shared_ptr<sync_memory> create(const char* name, std::size_t bytes, const char* type);
   // The memfd another process (or this one) described.
-  static std::shared_ptr<sync_memory> open(const fd_token& token);
+  static std::shared_ptr<sync_memory> open(const fd_token& token, const char* type);
+
+  const char* type() const noexcept { return memory_->type(); }
 
   // Bytes [offset, offset + size) of the memfd, mapped in this process. Throws
   // mproc::error when they lie beyond the file (a forged or stale token).

@@ -1,6 +1,7 @@
 #include "sync/wait_list.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <climits>
 #include <string>
@@ -39,7 +40,7 @@ bool wait_list::waiter_alive(slot& s) noexcept {
   return false;
 }
 
-std::uint32_t wait_list::enter() {
+std::uint32_t wait_list::enter(const char* who) {
   wait_list_header& h = *header_;
   std::uint32_t index = h.used;
   for (std::uint32_t i = 0; i < h.used; ++i) {
@@ -60,7 +61,7 @@ std::uint32_t wait_list::enter() {
   }
   if (index == h.used) {
     if (h.used == max_slots) {
-      throw error("mproc: more than " + std::to_string(max_slots) + " threads wait on one condition or barrier");
+      throw error(std::string(who) + ": " + std::to_string(max_slots) + " threads wait on it already, the most");
     }
     if (h.used == h.capacity) {
       const std::uint32_t capacity = std::min(max_slots, std::max<std::uint32_t>(h.capacity * 2, 64));
@@ -68,7 +69,7 @@ std::uint32_t wait_list::enter() {
       h.capacity = capacity;
     }
     slot& s = at(index);
-    robust_mutex_init(s.alive);
+    robust_mutex_init(s.alive, who);
     s.state.store(slot_free, std::memory_order_relaxed);
     s.wake.event.store(0, std::memory_order_relaxed);
     s.wake.sleepers.store(0, std::memory_order_relaxed);
@@ -77,11 +78,11 @@ std::uint32_t wait_list::enter() {
   }
   slot& s = at(index);
   const int r = ::pthread_mutex_trylock(&s.alive);
-  if (r == EOWNERDEAD) {
-    ::pthread_mutex_consistent(&s.alive);  // its last waiter died after freeing it
-  } else if (r != 0) {
-    throw error("mproc: a free wait slot is held (error " + std::to_string(r) + ")");
-  }
+  // A free slot's mutex is free, or held by a waiter that died between freeing the slot
+  // and unlocking it: leave() and enter() run under the owner's lock, and a slot found
+  // dead was unlocked by waiter_alive().
+  assert(r == 0 || r == EOWNERDEAD);
+  if (r == EOWNERDEAD) ::pthread_mutex_consistent(&s.alive);  // its last waiter died after freeing it
   // A waiter killed while asleep never took itself off the sleepers count.
   s.wake.sleepers.store(0, std::memory_order_relaxed);
   s.ticket = h.next_ticket++;

@@ -53,8 +53,9 @@ class wait_list {
   static void init(wait_list_header& header, std::size_t slots_offset, std::size_t file_bytes) noexcept;
 
   // Owner's lock held: claims a slot for the calling thread, which must later leave() it.
-  // Throws mproc::error past max_slots waiters, std::system_error if memory runs out.
-  std::uint32_t enter();
+  // Throws mproc::error past max_slots waiters, std::system_error if memory runs out; both
+  // begin with `who`, the public call that waits ("mproc::condition::wait").
+  std::uint32_t enter(const char* who);
 
   // Owner's lock NOT held: waits until the slot is no longer slot_waiting, or `until`
   // passes; returns the slot's state then (slot_waiting: timed out). When `period` is

@@ -4,12 +4,13 @@
 
 #include <cerrno>
 #include <ctime>
+#include <string>
 
 #include "os/syscall.hpp"
 
 namespace mproc::detail {
 
-bool wait_readable(int fd, deadline until) {
+bool wait_readable(int fd, deadline until, const char* who) {
   pollfd pfd{fd, POLLIN, 0};
   for (;;) {
     timespec ts{};
@@ -23,7 +24,7 @@ bool wait_readable(int fd, deadline until) {
     const int n = ::ppoll(&pfd, 1, tsp, nullptr);
     if (n > 0) return true;
     if (n == 0) return false;
-    if (errno != EINTR) throw_system_error(last_error(), "poll");
+    if (errno != EINTR) throw_system_error(last_error(), std::string(who) + ": poll");
   }
 }
 

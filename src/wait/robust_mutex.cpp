@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <string>
 
 #include "mproc/error.hpp"
 #include "os/syscall.hpp"
@@ -45,19 +46,28 @@ timespec to_timespec(deadline::clock::time_point t) {
   return ts;
 }
 
+std::string name_of(const char* type, const char* call) {
+  return call != nullptr ? std::string(type) + "::" + call : std::string(type);
+}
+
+[[noreturn]] void throw_unrecoverable(const char* type, const char* call) {
+  throw error(name_of(type, call) +
+              ": a process died holding its lock and the repair failed: the lock is unrecoverable");
+}
+
 }  // namespace
 
-void robust_mutex_init(pthread_mutex_t& m) {
+void robust_mutex_init(pthread_mutex_t& m, const char* who) {
   pthread_mutexattr_t attr;
   ::pthread_mutexattr_init(&attr);
   ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
   ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   const int r = ::pthread_mutex_init(&m, &attr);
   ::pthread_mutexattr_destroy(&attr);
-  if (r != 0) throw_system_error({r, std::system_category()}, "pthread_mutex_init");
+  if (r != 0) throw_system_error({r, std::system_category()}, std::string(who) + ": pthread_mutex_init");
 }
 
-int robust_mutex_lock_raw(pthread_mutex_t& m, deadline until) {
+int robust_mutex_lock_raw(pthread_mutex_t& m, deadline until, const char* type, const char* call) {
   int r = ::pthread_mutex_trylock(&m);
   while (r == EBUSY) {
     const auto now = deadline::clock::now();
@@ -77,17 +87,17 @@ int robust_mutex_lock_raw(pthread_mutex_t& m, deadline until) {
     case ETIMEDOUT:
       return -1;
     case ENOTRECOVERABLE:
-      throw error("a shared mproc lock is unrecoverable: a process died holding it and its repair failed");
+      throw_unrecoverable(type, call);
     case EDEADLK:
-      throw error("this thread already holds this shared mproc lock");
+      throw error(name_of(type, call) + ": this thread already holds its lock");
     default:
-      throw_system_error({r, std::system_category()}, "pthread_mutex_lock");
+      throw_system_error({r, std::system_category()}, name_of(type, call) + ": pthread_mutex_lock");
   }
 }
 
 void robust_mutex_mark_consistent(pthread_mutex_t& m) { ::pthread_mutex_consistent(&m); }
 
-int robust_mutex_try_lock_raw(pthread_mutex_t& m) {
+int robust_mutex_try_lock_raw(pthread_mutex_t& m, const char* type, const char* call) {
   const int r = ::pthread_mutex_trylock(&m);
   switch (r) {
     case 0:
@@ -97,9 +107,9 @@ int robust_mutex_try_lock_raw(pthread_mutex_t& m) {
     case EBUSY:
       return -1;
     case ENOTRECOVERABLE:
-      throw error("a shared mproc lock is unrecoverable: a process died holding it and its repair failed");
+      throw_unrecoverable(type, call);
     default:
-      throw_system_error({r, std::system_category()}, "pthread_mutex_trylock");
+      throw_system_error({r, std::system_category()}, name_of(type, call) + ": pthread_mutex_trylock");
   }
 }
 

@@ -37,7 +37,7 @@ TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheFreeLock) {
   void* memory = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(memory, MAP_FAILED);
   auto* s = new (memory) shared_state{};
-  robust_mutex_init(s->mutex);
+  robust_mutex_init(s->mutex, "test");
 
   const pid_t holder = ::fork();
   ASSERT_GE(holder, 0);
@@ -57,7 +57,7 @@ TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheFreeLock) {
   ASSERT_GE(locker, 0);
   if (locker == 0) {
     bool recovered = false;
-    robust_mutex_lock(s->mutex, mproc::detail::deadline::never(), [&] { recovered = true; });
+    robust_mutex_lock(s->mutex, mproc::detail::deadline::never(), "test", "lock", [&] { recovered = true; });
     ::_exit(recovered ? 2 : 0);
   }
   // The locker is asleep in the kernel once it has marked the word as having waiters.

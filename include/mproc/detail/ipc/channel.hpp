@@ -86,7 +86,9 @@ using message_pieces = std::span<const std::span<const std::byte>>;
 
 class channel {
  public:
-  explicit channel(std::size_t maxsize);
+  // `type`: the public type the channel serves ("mproc::pool" for a pool's), which the
+  // errors of making it and of its memory name.
+  explicit channel(std::size_t maxsize, const char* type = "mproc::queue");
   explicit channel(const fd_token& token);  // the channel another process described
   ~channel();
   channel(const channel&) = delete;
@@ -133,7 +135,9 @@ class channel {
 
   // Runs `action()` holding the consumers' lock of every lane, recovered first from a
   // consumer that died holding it: no get commits meanwhile. Waits for live consumers.
-  void hold_consumers(function_ref<void()> action);
+  // `type` and `call` name the public call that holds them, for errors (call: null when
+  // none does, as for the pool's monitor thread).
+  void hold_consumers(function_ref<void()> action, const char* type, const char* call);
 
   fd_token token() const;
 

@@ -32,10 +32,13 @@ struct fd_token {
   }
 };
 
+// `who` is the public call that sends or receives the handle ("mproc::queue::load"): the
+// errors below begin with it.
+
 // Describes `fd` of the calling process. Throws std::system_error if fd is not open.
-fd_token make_fd_token(int fd);
+fd_token make_fd_token(int fd, const char* who);
 
 // A new O_CLOEXEC descriptor, owned by the caller, for the file the token names.
-int claim_fd_token(const fd_token& token);
+int claim_fd_token(const fd_token& token, const char* who);
 
 }  // namespace mproc::detail

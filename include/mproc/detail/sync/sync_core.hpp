@@ -44,22 +44,26 @@ class lock_core {
   // The lock at `offset` of `memory`: made there when `create` (recursive or not as
   // asked), else opened, its kind read from it.
   lock_core(std::shared_ptr<sync_memory> memory, std::size_t offset, bool create, bool recursive);
-  // The lock a token names, of either kind (mproc::error if it names no lock).
-  static std::shared_ptr<lock_core> open(const sync_token& token);
+  // The lock a token names, of either kind (mproc::error if it names no lock). `type`:
+  // the public type loading it ("mproc::mutex"), which the errors name.
+  static std::shared_ptr<lock_core> open(const sync_token& token, const char* type);
   // Releases the lock if this thread holds it (see the destructor's comment in src/).
   ~lock_core();
   lock_core(const lock_core&) = delete;
   lock_core& operator=(const lock_core&) = delete;
 
+  // `type` below is the public type whose member was called ("mproc::mutex", or
+  // "mproc::condition" for a condition's lock): the errors name it.
+
   // Blocks until acquired. The holder of a non-recursive lock: mproc::error, since it
   // would wait forever for itself.
-  void lock();
+  void lock(const char* type);
   // Acquires; false when the deadline passed first. The holder of a non-recursive lock:
   // false, whatever the deadline (a timed wait, even of hours::max(), is one that may
   // fail, as std::timed_mutex's is).
-  bool try_lock(deadline until);
+  bool try_lock(deadline until, const char* type);
   // Throws mproc::error unless this thread holds the lock.
-  void unlock();
+  void unlock(const char* type);
   bool held_by_this_thread() const noexcept;
   // For condition::wait: releases every level this thread holds and returns how many;
   // reacquire() takes the lock back (blocking) with that many levels.
@@ -76,7 +80,8 @@ class lock_core {
 
  private:
   // `timed`: a deadline was asked for, so holding the lock already is a false, not an error.
-  bool acquire(deadline until, bool timed);
+  // `type` and `call` name the public call, for errors.
+  bool acquire(deadline until, bool timed, const char* type, const char* call);
 
   std::shared_ptr<sync_memory> memory_;
   state* state_;
@@ -88,7 +93,8 @@ class lock_core {
 class semaphore_core {
  public:
   semaphore_core(unsigned value, bool bounded);
-  explicit semaphore_core(const sync_token& token);
+  // `type`: the public type loading it, "mproc::semaphore" or "mproc::bounded_semaphore".
+  semaphore_core(const sync_token& token, const char* type);
 
   bool acquire(deadline until);  // false when the deadline passed first
   void release(unsigned n);      // mproc::error above the bound
@@ -168,7 +174,7 @@ class barrier_core {
   struct state;
 
  private:
-  void lock_state();
+  void lock_state(const char* call);
   void unlock_state() noexcept;
   void check_holder() noexcept;
   void recover() noexcept;
@@ -184,10 +190,12 @@ class barrier_core {
 // `alignment`, beside a recursive lock, in one memfd. The bytes start zeroed.
 class shared_block {
  public:
-  shared_block(std::size_t element_size, std::size_t alignment, std::size_t count);
+  // `type`: the public type it is for, "mproc::shared_value" or "mproc::shared_array",
+  // which the errors name.
+  shared_block(std::size_t element_size, std::size_t alignment, std::size_t count, const char* type);
   // Throws mproc::error if the token names no such block or one of another element type
   // (size or alignment).
-  shared_block(const sync_token& token, std::size_t element_size, std::size_t alignment);
+  shared_block(const sync_token& token, std::size_t element_size, std::size_t alignment, const char* type);
 
   void* data() const noexcept { return data_; }
   std::size_t count() const noexcept { return count_; }
