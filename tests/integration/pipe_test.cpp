@@ -391,7 +391,9 @@ TEST(pipe, PeerKilledMidSendGivesClosedErrorNotAPartialMessage) {
     parent_end.recv_bytes();
     ADD_FAILURE() << "received a message from a sender killed mid-send";
   } catch (const mproc::closed_error& e) {
-    EXPECT_NE(std::string(e.what()).find("middle of a message"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mproc::connection::recv: the other end closed in the middle of a message"),
+              std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(parent_end.recv_bytes(), mproc::closed_error);
 }
@@ -447,6 +449,7 @@ TEST(pipe, ForgedHugeLengthDoesNotAllocateHugely) {
     } catch (const mproc::closed_error& e) {
       ADD_FAILURE() << e.what();
     } catch (const mproc::error& e) {
+      EXPECT_NE(std::string(e.what()).find("mproc::connection::recv: "), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
     }
     EXPECT_THROW(b.recv<int>(), mproc::error);
@@ -482,12 +485,12 @@ TEST(pipe, WrongDirectionOnAOneWayPipeIsAnError) {
   auto ends = mproc::pipe(false);  // not a structured binding: clang 14 cannot capture one
   auto& reader = ends.first;
   auto& writer = ends.second;
-  expect_direction_error([&] { reader.send(1); }, "read end");
-  expect_direction_error([&] { reader.send_bytes({}); }, "read end");
-  expect_direction_error([&] { writer.recv<int>(); }, "write end");
-  expect_direction_error([&] { writer.recv_bytes(); }, "write end");
-  expect_direction_error([&] { writer.poll(); }, "write end");
-  expect_direction_error([&] { writer.poll(1s); }, "write end");
+  expect_direction_error([&] { reader.send(1); }, "mproc::connection::send: this is the read end");
+  expect_direction_error([&] { reader.send_bytes({}); }, "mproc::connection::send: this is the read end");
+  expect_direction_error([&] { writer.recv<int>(); }, "mproc::connection::recv: this is the write end");
+  expect_direction_error([&] { writer.recv_bytes(); }, "mproc::connection::recv: this is the write end");
+  expect_direction_error([&] { writer.poll(); }, "mproc::connection::poll: this is the write end");
+  expect_direction_error([&] { writer.poll(1s); }, "mproc::connection::poll: this is the write end");
   // The kernel enforces it too, for code that uses fileno() directly.
   EXPECT_EQ(::send(reader.fileno(), "x", 1, MSG_NOSIGNAL), -1);
   EXPECT_EQ(errno, EPIPE);
@@ -529,6 +532,34 @@ TEST(pipe, UseAfterCloseThrowsClosedError) {
   never_opened.close();
 }
 
+// The house voice (CONTRIBUTING.md): each message names the member called.
+TEST(pipe, ErrorsNameTheMemberCalled) {
+  const auto what_of = [](auto call) -> std::string {
+    try {
+      call();
+    } catch (const mproc::error& e) {
+      return e.what();
+    }
+    return "(nothing thrown)";
+  };
+  auto ends = mproc::pipe();  // not a structured binding: clang 14 cannot capture one
+  auto& a = ends.first;
+  auto& b = ends.second;
+  a.close();
+  const std::string closed =
+      ": this end is closed: close() was called on it, it was moved from, or it was never opened";
+  EXPECT_EQ(what_of([&] { a.send_bytes({}); }), "mproc::connection::send" + closed);
+  EXPECT_EQ(what_of([&] { (void)a.recv<int>(); }), "mproc::connection::recv" + closed);
+  EXPECT_EQ(what_of([&] { (void)a.poll(); }), "mproc::connection::poll" + closed);
+  EXPECT_EQ(what_of([&] { (void)a.fileno(); }), "mproc::connection::fileno" + closed);
+  EXPECT_EQ(what_of([&] { (void)b.recv_bytes(); }),
+            "mproc::connection::recv: nothing to receive: the other end is closed");
+  EXPECT_EQ(what_of([&] { b.send(1); }), "mproc::connection::send: the other end is closed");
+  // Sending a closed end: to_bytes wraps what connection::save threw.
+  EXPECT_NE(what_of([&] { (void)mproc::to_bytes(a); }).find("mproc::connection::save: this end is closed"),
+            std::string::npos);
+}
+
 TEST(pipe, SecondConcurrentSenderOnOneEndIsRefused) {
   auto ends = mproc::pipe();  // not a structured binding: clang 14 cannot capture one
   auto& a = ends.first;
@@ -536,7 +567,7 @@ TEST(pipe, SecondConcurrentSenderOnOneEndIsRefused) {
   const std::vector<std::byte> big = pattern(std::size_t{32} << 20, 8);
   std::thread sender([&] { a.send_bytes(big); });  // blocks: nobody reads yet
   ASSERT_TRUE(b.poll(30s));                        // so it is inside send_bytes now
-  expect_direction_error([&] { a.send(1); }, "at once");
+  expect_direction_error([&] { a.send(1); }, "mproc::connection::send: two threads sent on this end at once");
   EXPECT_TRUE(b.recv_bytes() == big);  // not interleaved
   sender.join();
   a.send(2);

@@ -1,4 +1,5 @@
 // What a process object does before start(): no fork happens here.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -54,6 +55,31 @@ TEST(ProcessUnstarted, MovedFromObjectThrowsClearly) {
   mproc::process b(std::move(a));
   EXPECT_EQ(b.name(), "moved");
   EXPECT_THROW((void)a.name(), mproc::error);  // NOLINT(bugprone-use-after-move)
+  try {
+    (void)a.name();  // NOLINT(bugprone-use-after-move)
+  } catch (const mproc::error& e) {
+    EXPECT_THAT(e.what(), ::testing::StartsWith("mproc::process: this object was moved from")) << e.what();
+  }
+}
+
+// The house voice (CONTRIBUTING.md): the member called, and the process by name.
+TEST(ProcessUnstarted, ErrorsNameTheCallAndTheProcess) {
+  mproc::process p(noop);
+  p.set_name("idle");
+  const auto what_of = [](auto call) -> std::string {
+    try {
+      call();
+    } catch (const mproc::error& e) {
+      return e.what();
+    }
+    return "(nothing thrown)";
+  };
+  EXPECT_EQ(what_of([&] { p.join(); }), "mproc::process::join: process idle was never started; call start() first");
+  EXPECT_THAT(what_of([&] { (void)p.join(std::chrono::milliseconds(1)); }),
+              ::testing::StartsWith("mproc::process::join: "));
+  EXPECT_THAT(what_of([&] { (void)p.sentinel(); }), ::testing::StartsWith("mproc::process::sentinel: "));
+  EXPECT_THAT(what_of([&] { p.terminate(); }), ::testing::StartsWith("mproc::process::terminate: "));
+  EXPECT_THAT(what_of([&] { p.kill(); }), ::testing::StartsWith("mproc::process::kill: "));
 }
 
 TEST(ProcessUnstarted, TargetsOfEveryKindCompile) {

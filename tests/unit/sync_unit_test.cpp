@@ -1,6 +1,7 @@
 // mproc's locks, semaphores, events, conditions, barriers and shared values within one
 // process (threads, no fork): semantics, misuse, timeouts, handles.
 #include <dirent.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -819,6 +820,60 @@ TEST(SyncHandles, AHandleOfAnotherKindIsRefused) {
 TEST(SyncHandles, ABarrierWithAnActionCannotBeSent) {
   mproc::barrier b(2, [] {});
   EXPECT_THROW((void)mproc::to_bytes(b), mproc::serialization_error);
+}
+
+// --- errors ---------------------------------------------------------------------------
+
+// The message of what `call` throws.
+template <class Call>
+std::string what_of(Call call) {
+  try {
+    call();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(nothing thrown)";
+}
+
+// The house voice (CONTRIBUTING.md), "mproc::<type>::<call>: <what happened>; <what to
+// do>": the public type and the member called, never the internal class that threw.
+TEST(SyncErrors, NameThePublicTypeAndTheCall) {
+  using ::testing::HasSubstr;
+  using ::testing::StartsWith;
+  mproc::mutex m;
+  EXPECT_THAT(what_of([&] { m.unlock(); }), StartsWith("mproc::mutex::unlock: this thread does not hold the lock"));
+  m.lock();
+  EXPECT_THAT(what_of([&] { m.lock(); }), StartsWith("mproc::mutex::lock: this thread already holds the lock"));
+  m.unlock();
+  mproc::recursive_mutex r;
+  EXPECT_THAT(what_of([&] { r.release(); }), StartsWith("mproc::recursive_mutex::unlock: "));
+  mproc::bounded_semaphore bs(1);
+  EXPECT_THAT(what_of([&] { bs.release(); }), StartsWith("mproc::bounded_semaphore::release: "));
+  EXPECT_THAT(what_of([] { mproc::semaphore s(1U << 31); }), StartsWith("mproc::semaphore::semaphore: "));
+  mproc::condition c;
+  EXPECT_THAT(what_of([&] { c.wait(); }), StartsWith("mproc::condition::wait: this thread does not hold"));
+  EXPECT_THAT(what_of([&] { c.notify_all(); }), StartsWith("mproc::condition::notify: "));
+  EXPECT_THAT(what_of([&] { c.release(); }), StartsWith("mproc::condition::unlock: this thread does not hold"));
+  mproc::condition over_m(m);
+  over_m.lock();
+  EXPECT_THAT(what_of([&] { over_m.lock(); }), StartsWith("mproc::condition::lock: this thread already holds"));
+  over_m.unlock();
+  EXPECT_THAT(what_of([] { mproc::barrier b(0); }), StartsWith("mproc::barrier::barrier: "));
+  mproc::barrier b(2);
+  b.abort();
+  EXPECT_THAT(what_of([&] { b.wait(); }), StartsWith("mproc::barrier::wait: the barrier is broken; reset()"));
+  mproc::shared_array<int> a(2);
+  EXPECT_THAT(what_of([&] { (void)a.at(2); }), StartsWith("mproc::shared_array::at: index 2 "));
+  // A handle's errors name the load or save of the type received into, inside from_bytes'.
+  EXPECT_THAT(what_of([&] { (void)mproc::from_bytes<mproc::mutex>(mproc::to_bytes(r)); }),
+              HasSubstr("mproc::mutex::load: the handle received names an mproc::recursive_mutex; receive it "
+                        "into an mproc::recursive_mutex"));
+  EXPECT_THAT(what_of([&] { (void)mproc::from_bytes<mproc::event>(mproc::to_bytes(m)); }),
+              HasSubstr("mproc::event::load: the handle received names an mproc::mutex, not an mproc::event"));
+  EXPECT_THAT(what_of([&] { (void)mproc::from_bytes<mproc::shared_value<double>>(mproc::to_bytes(a)); }),
+              HasSubstr("mproc::shared_value::load: the handle received names one of another element type"));
+  EXPECT_THAT(what_of([] { (void)mproc::to_bytes(mproc::barrier(2, [] {})); }),
+              HasSubstr("mproc::barrier::save: a barrier with an action cannot be sent"));
 }
 
 TEST(SyncHandles, LeaveNoDescriptorAndNothingInDevShm) {
