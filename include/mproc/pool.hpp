@@ -36,23 +36,16 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <ranges>
 #include <span>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -62,6 +55,7 @@
 #include "mproc/detail/pool/async_state.hpp"
 #include "mproc/detail/pool/imap_state.hpp"
 #include "mproc/detail/pool/map_feed.hpp"
+#include "mproc/detail/pool/map_input.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/detail/pool/task_function.hpp"
@@ -222,7 +216,7 @@ class pool {
     using R = std::invoke_result_t<F&, std::decay_t<A>...>;
     auto state = make_state<R>();
     const std::uint32_t id = core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
-    auto& buffer = encode_buffer();
+    auto& buffer = detail::task_encode_buffer();
     buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
     to_bytes(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
     core_->submit(id, buffer, state);
@@ -284,11 +278,6 @@ class pool {
     return options;
   }
 
-  static std::vector<std::byte>& encode_buffer() {
-    thread_local std::vector<std::byte> buffer;
-    return buffer;
-  }
-
   template <class R>
   std::shared_ptr<detail::async_state<R>> make_state() {
     auto state = std::allocate_shared<detail::async_state<R>>(
@@ -296,56 +285,15 @@ class pool {
     return state;
   }
 
-  // The items of a map, as one contiguous span: with `borrow`, the caller's own memory when
-  // the range is contiguous, else a copy.
-  template <class T>
-  struct item_view {
-    std::vector<T> copy;
-    std::span<const T> items;
-  };
-  template <bool borrow, class Range>
-  static auto view_items(Range&& items) {
-    using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
-    item_view<T> view;
-    if constexpr (borrow && std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
-                  std::is_same_v<std::remove_cvref_t<std::ranges::range_reference_t<Range>>, T>) {
-      view.items = std::span<const T>(std::ranges::data(items), std::ranges::size(items));
-    } else {
-      if constexpr (std::ranges::sized_range<Range>) view.copy.reserve(std::ranges::size(items));
-      for (auto&& item : items) view.copy.emplace_back(std::forward<decltype(item)>(item));
-      view.items = view.copy;
-    }
-    return view;
-  }
-
-  // chunksize 0: Python's rule, ceil(n / (4 × workers)), capped at about max_chunk_bytes
-  // of items, so that a chunk and its results fit in a few of the channels' blocks and the
-  // workers share a big map evenly (Python's rule made 1.25M-item chunks of a 10M map).
-  static constexpr std::size_t max_chunk_bytes = 32 * 1024;
-  template <class T>
-  std::size_t auto_chunksize(std::size_t n) const {
-    const std::size_t per = std::size_t{4} * size();
-    const std::size_t python = n / per + (n % per != 0 ? 1 : 0);
-    return std::clamp<std::size_t>(python, 1, std::max<std::size_t>(1, max_chunk_bytes / sizeof(T)));
-  }
   // How many chunks of one map are in flight at once.
   std::size_t map_window() const { return std::size_t{4} * size(); }
-
-  template <class F, class T, bool star>
-  static auto result_type_of() {
-    if constexpr (star) {
-      return std::type_identity<std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<T>()))>>{};
-    } else {
-      return std::type_identity<std::remove_cvref_t<std::invoke_result_t<F&, T>>>{};
-    }
-  }
 
   // Submits items in chunks; `make_chunk_state(index, offset, count)` gives each chunk's
   // state.
   template <bool star, class F, class T, class MakeState>
   void submit_chunks(F f, std::span<const T> all, std::size_t chunksize, MakeState make_chunk_state) {
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
-    auto& buffer = encode_buffer();
+    auto& buffer = detail::task_encode_buffer();
     for (std::size_t offset = 0, index = 0; offset < all.size(); offset += chunksize, ++index) {
       const auto chunk = all.subspan(offset, std::min(chunksize, all.size() - offset));
       const std::size_t size = detail::encode_vector_after_header(chunk, buffer);
@@ -358,10 +306,10 @@ class pool {
   template <bool star, bool borrow, class F, class Range>
   auto map_impl(F f, Range&& items, std::size_t chunksize) {
     detail::check_task_function<F>();
-    auto view = view_items<borrow>(std::forward<Range>(items));
+    auto view = detail::view_items<borrow>(std::forward<Range>(items));
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
-    using R = typename decltype(result_type_of<F, T, star>())::type;
+    using R = detail::chunk_result_t<F, T, star>;
     static_assert(!std::is_void_v<R>,
                   "pool::map needs a function that returns a value; use apply_async for void tasks");
     using feed_type = detail::map_feed<T, R>;
@@ -370,7 +318,7 @@ class pool {
       state->set_value(std::vector<R>{});
       return std::pair(async_result<std::vector<R>>(state), std::shared_ptr<feed_type>());
     }
-    if (chunksize == 0) chunksize = auto_chunksize<T>(all.size());
+    if (chunksize == 0) chunksize = detail::auto_chunksize<T>(all.size(), size());
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
     auto feed = std::make_shared<feed_type>(state, core_, id, std::move(view.copy), all, chunksize, map_window());
     feed->start();
@@ -393,10 +341,10 @@ class pool {
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
     detail::check_task_function<F>();
-    const auto view = view_items<true>(std::forward<Range>(items));  // submitted before returning
+    const auto view = detail::view_items<true>(std::forward<Range>(items));  // submitted before returning
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
-    using R = typename decltype(result_type_of<F, T, false>())::type;
+    using R = detail::chunk_result_t<F, T, false>;
     static_assert(!std::is_void_v<R>, "pool::imap needs a function that returns a value");
     if (chunksize == 0) chunksize = 1;
     const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
