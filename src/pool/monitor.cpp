@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <system_error>
 
+#include "mproc/detail/wait/duration.hpp"
 #include "mproc/error.hpp"
 #include "os/syscall.hpp"
 #include "os/unix_socket.hpp"
@@ -175,7 +177,9 @@ void pool_core::impl::put_sentinel() {
 // Kills workers whose task ran past task_timeout; returns ms until the next deadline.
 int pool_core::impl::enforce_timeouts() {
   if (config.task_timeout.count() <= 0) return -1;
-  const std::int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(config.task_timeout).count();
+  // Saturated, and compared with the time a task has run (never with start + limit), so
+  // that a timeout of months or milliseconds::max() neither overflows nor kills at once.
+  const std::int64_t limit = to_nanoseconds(config.task_timeout).count();
   const std::int64_t now = monotonic_ns();
   std::int64_t next = limit;
   std::lock_guard lock(mutex);
@@ -185,7 +189,7 @@ int pool_core::impl::enforce_timeouts() {
     const std::int64_t started = claims->started_ns(k);
     if (claims->task(k) != task) continue;
     worker_info& w = workers[k];
-    const std::int64_t left = started + limit - now;
+    const std::int64_t left = limit - (now - started);
     if (left <= 0) {
       // Only while the worker still holds this very task: one that just finished it
       // must not be killed in its next task.
@@ -194,7 +198,7 @@ int pool_core::impl::enforce_timeouts() {
       next = std::min(next, left);
     }
   }
-  return static_cast<int>(next / 1'000'000 + 1);
+  return static_cast<int>(std::min<std::int64_t>(next / 1'000'000 + 1, INT_MAX));  // poll(2)'s timeout
 }
 
 // The zygote died (killed by someone): no worker can be replaced any more.

@@ -248,6 +248,20 @@ TEST(Pool, TaskTimeoutKillsAndReplacesTheWorker) {
   EXPECT_EQ(p.apply(sleep_ms, 10), 10);
 }
 
+// A timeout too long to count in nanoseconds, or in poll(2)'s int of milliseconds, is
+// simply long: no task is killed early, and the pool works.
+TEST(Pool, AHugeTaskTimeoutNeverKillsEarly) {
+  for (const auto timeout :
+       {std::chrono::milliseconds::max(), std::chrono::milliseconds(std::chrono::hours(24 * 40))}) {
+    mproc::pool_options options;
+    options.processes = 1;
+    options.task_timeout = timeout;
+    mproc::pool p(options);
+    EXPECT_EQ(p.apply(sleep_ms, 50), 50);
+    EXPECT_EQ(p.apply(sleep_ms, 1), 1);
+  }
+}
+
 TEST(Pool, MaxTasksPerChildRecyclesWorkers) {
   mproc::pool_options options;
   options.processes = 2;
