@@ -14,6 +14,7 @@
 #include <new>
 #include <thread>
 
+#include "os/page_size.hpp"
 #include "os/quiet_thread.hpp"
 #include "os/syscall.hpp"
 #include "process/child_record.hpp"
@@ -74,11 +75,11 @@ const std::string& main_process_name() {
 
 }  // namespace
 
-static_assert(sizeof(runtime) <= 4096, "the runtime must fit the page instance() gives it");
+static_assert(sizeof(runtime) <= page_size, "the runtime must fit the page instance() gives it");
 
 runtime& runtime::instance() {
   // A page of its own (see pid_); never freed.
-  static runtime* const the = new (std::align_val_t(4096)) runtime;
+  static runtime* const the = new (std::align_val_t(page_size)) runtime;
   return *the;
 }
 

@@ -534,14 +534,7 @@ TEST(pipe, UseAfterCloseThrowsClosedError) {
 
 // The house voice (CONTRIBUTING.md): each message names the member called.
 TEST(pipe, ErrorsNameTheMemberCalled) {
-  const auto what_of = [](auto call) -> std::string {
-    try {
-      call();
-    } catch (const mproc::error& e) {
-      return e.what();
-    }
-    return "(nothing thrown)";
-  };
+  const auto what_of = [](auto call) { return mproc_test::what_of<mproc::error>(call); };
   auto ends = mproc::pipe();  // not a structured binding: clang 14 cannot capture one
   auto& a = ends.first;
   auto& b = ends.second;

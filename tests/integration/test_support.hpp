@@ -182,4 +182,16 @@ inline bool fd_readable(int fd, int timeout_ms) {
   return n > 0;
 }
 
+// The message of the `E` that `call` throws, or "(nothing thrown)"; any other exception
+// goes on (and fails the test).
+template <class E, class Call>
+std::string what_of(Call call) {
+  try {
+    call();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(nothing thrown)";
+}
+
 }  // namespace mproc_test

@@ -5,6 +5,7 @@
 #include <regex>
 #include <string>
 
+#include "../integration/test_support.hpp"
 #include "mproc/process.hpp"
 
 namespace {
@@ -66,14 +67,7 @@ TEST(ProcessUnstarted, MovedFromObjectThrowsClearly) {
 TEST(ProcessUnstarted, ErrorsNameTheCallAndTheProcess) {
   mproc::process p(noop);
   p.set_name("idle");
-  const auto what_of = [](auto call) -> std::string {
-    try {
-      call();
-    } catch (const mproc::error& e) {
-      return e.what();
-    }
-    return "(nothing thrown)";
-  };
+  const auto what_of = [](auto call) { return mproc_test::what_of<mproc::error>(call); };
   EXPECT_EQ(what_of([&] { p.join(); }), "mproc::process::join: process idle was never started; call start() first");
   EXPECT_THAT(what_of([&] { (void)p.join(std::chrono::milliseconds(1)); }),
               ::testing::StartsWith("mproc::process::join: "));

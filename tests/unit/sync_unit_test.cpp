@@ -824,15 +824,9 @@ TEST(SyncHandles, ABarrierWithAnActionCannotBeSent) {
 
 // --- errors ---------------------------------------------------------------------------
 
-// The message of what `call` throws.
 template <class Call>
 std::string what_of(Call call) {
-  try {
-    call();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(nothing thrown)";
+  return mproc_test::what_of<std::exception>(call);
 }
 
 // The house voice (CONTRIBUTING.md), "mproc::<type>::<call>: <what happened>; <what to
