@@ -94,15 +94,11 @@ class lane_take {
   bool take_one(reader& r) {
     current_handing = {self_, i_, first_seq_ + taken_};
     const position record = r.pos;
-    const std::uint64_t record_length = r.next_length();
-    if (record_length < sizeof(std::uint64_t)) corrupted_read("record without a ticket");
-    std::uint64_t ticket;
-    r.read(&ticket, sizeof ticket);
-    if (taken_ != 0 && ticket >= request_.below_ticket) {
+    const auto [length, ticket] = r.next_head();
+    if (taken_ != 0 && !ticket_before(ticket, request_.below_ticket)) {
       r.pos = record;  // another lane's first message was put before this one
       return false;
     }
-    const std::uint64_t length = record_length - sizeof ticket;
     if (request_.options.on_spanning && !r.fits_here(length)) return take_spanning(r, record, length);
     return take_whole(r, record, length);
   }
@@ -242,14 +238,13 @@ struct lanes_in_order {
       if (holds[i]) order[count++] = i;
     }
     for (std::uint32_t k = 0; k < count; ++k) {
-      tickets[order[k]] = count == 1 ? channel::state::no_ticket : s.head_ticket(order[k]);
+      tickets[order[k]] = count == 1 ? no_ticket : s.head_ticket(order[k]);
     }
-    std::sort(order, order + count, [&](std::uint32_t a, std::uint32_t b) { return tickets[a] < tickets[b]; });
+    std::sort(order, order + count,
+              [&](std::uint32_t a, std::uint32_t b) { return ticket_before(tickets[a], tickets[b]); });
   }
   // The ticket below which a take from the k-th lane may go on: the next lane's first.
-  std::uint64_t limit_of(std::uint32_t k) const {
-    return k + 1 < count ? tickets[order[k + 1]] : channel::state::no_ticket;
-  }
+  std::uint64_t limit_of(std::uint32_t k) const { return k + 1 < count ? tickets[order[k + 1]] : no_ticket; }
 };
 
 }  // namespace
@@ -296,7 +291,7 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
     if (!s.any_messages() && stop()) return 0;
     const lanes_in_order lanes(s);
     std::uint32_t busy = lane_count;
-    std::uint64_t busy_limit = state::no_ticket;
+    std::uint64_t busy_limit = no_ticket;
     for (std::uint32_t k = 0; k < lanes.count; ++k) {
       const std::uint32_t i = lanes.order[k];
       lane& l = h.lanes[i];

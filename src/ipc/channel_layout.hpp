@@ -24,7 +24,7 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 6;
+constexpr std::uint32_t layout_version = 7;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).
@@ -50,6 +50,21 @@ constexpr unsigned lane_shift = 56;
 constexpr std::uint64_t seq_mask = (std::uint64_t{1} << lane_shift) - 1;
 constexpr std::uint32_t all_lanes = UINT32_MAX;
 
+// A message's ticket orders it among the puts of every lane: consumers take the lowest
+// first, so that a put made after another returned, in any thread of any process, is taken
+// after it (the producers' pattern "join the producers, then put a stop message for each
+// consumer"). A put takes one above every lane's last (channel::state::next_ticket), and
+// its record keeps the low tag_bits (channel_stream.hpp), compared by their difference: two
+// messages in a queue at once are far fewer than 2^39 puts apart, unless one is held back
+// that long by a consumer stopped in its sink, and only order, never a message, is at
+// stake then.
+constexpr std::uint64_t no_ticket = UINT64_MAX;  // no message, after every ticket
+constexpr bool ticket_before(std::uint64_t a, std::uint64_t b) noexcept {
+  if (b == no_ticket) return a != no_ticket;
+  if (a == no_ticket) return false;
+  return ((a - b) & tag_mask) >= (std::uint64_t{1} << (tag_bits - 1));
+}
+
 // A lock-free stack of blocks, linked through block_header::next_free: consumers push,
 // producers pop.
 struct block_stack {
@@ -71,6 +86,7 @@ struct lane {
   alignas(64) std::atomic<std::uint64_t> owner;  // process incarnation; 0: free
   std::atomic<std::uint64_t> holder;             // which channel object of the owner (its serial)
   std::atomic<std::uint64_t> tail;               // pack_end of the published messages; 0: no block yet
+  std::atomic<std::uint64_t> last_ticket;        // the ticket of the lane's last message put
 
   // The consumers' line: written under `reader`.
   alignas(64) std::atomic<std::uint64_t> head;  // start of the first message not taken
@@ -89,12 +105,6 @@ struct header {
   alignas(64) pthread_mutex_t put_lock;
   std::atomic<std::uint32_t> block_count;  // blocks in the file; grown under put_lock
   std::atomic<std::uint32_t> lanes_used;   // lanes [0, lanes_used) may hold messages
-
-  // The next message's ticket. Every message carries one (taken when its put writes it),
-  // and consumers take the lowest ticket among the lanes' first messages, so a put made
-  // after another one returned, in any thread of any process, is taken after it: the
-  // producers' pattern "join the producers, then put a stop message for each consumer".
-  alignas(64) std::atomic<std::uint64_t> tickets;
 
   alignas(64) wakeup not_empty;
   std::atomic<std::int64_t> not_empty_woken_ns;  // when a put last woke a consumer (CLOCK_MONOTONIC)

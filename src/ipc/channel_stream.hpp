@@ -2,8 +2,8 @@
 // so that its framing can be tested on its own (tests/fuzz/channel_record_fuzz.cpp).
 //
 // Format: a chain of fixed-size blocks. Each block starts with a block_header; its data
-// runs from block_data_begin to its end. Messages are records, [u64 length][payload]
-// padded to 8 bytes, one after another, running on into the next block of the chain when
+// runs from block_data_begin to its end. Messages are records, [u64 head][payload] padded
+// to 8 bytes (see record_head), one after another, running on into the next block of the chain when
 // one is full, so a record may span any number of blocks. A place in the stream is a
 // position: block index and byte offset in the block.
 //
@@ -83,6 +83,20 @@ inline std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
 
 inline std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 
+// A record's head word: the payload's length in the top 24 bits and a 40-bit tag of the
+// writer's (the channel's ticket) below. A length of 2^24 - 1 or more reads long_length
+// there, and the length follows in a u64 of its own. One word, not two, for the common
+// small record: an 8-byte message takes 16 bytes, four to a cache line, and each line the
+// consumer reads is one more the producer must fetch back before it writes there again.
+inline constexpr unsigned tag_bits = 40;
+inline constexpr std::uint64_t tag_mask = (std::uint64_t{1} << tag_bits) - 1;
+inline constexpr std::uint64_t long_length = (std::uint64_t{1} << (64 - tag_bits)) - 1;
+
+struct record_head {
+  std::uint64_t length;
+  std::uint64_t tag;  // below 2^40
+};
+
 // A reader's (get's) and a writer's (put's) finding that the memory cannot be trusted. A
 // get drops what is unread, so that the lane stays usable (channel_get.cpp).
 [[noreturn]] inline void corrupted_read(const std::string& what) {
@@ -116,14 +130,24 @@ struct stream_writer {
     if (!valid_position<Store>(start, s.block_count())) corrupted_write("bad tail position");
   }
 
-  void write_record(std::span<const std::byte> payload) {
-    const std::uint64_t length = payload.size();
-    write(&length, sizeof length);
+  // A record is its head, then its payload in any number of write()s, then align().
+  void write_head(std::uint64_t length, std::uint64_t tag) {
+    const std::uint64_t word = std::min(length, long_length) << tag_bits | (tag & tag_mask);
+    write(&word, sizeof word);
+    if (length >= long_length) write(&length, sizeof length);
+  }
+  void write_record(std::span<const std::byte> payload, std::uint64_t tag = 0) {
+    write_head(payload.size(), tag);
     write(payload.data(), payload.size());
     align();
   }
 
   void write(const void* source, std::size_t n) {
+    if (pos.offset + n <= Store::block_bytes) [[likely]] {  // inline for a small constant n
+      std::memcpy(s.block(pos.block) + pos.offset, source, n);
+      pos.offset += static_cast<std::uint32_t>(n);
+      return;
+    }
     auto from = static_cast<const std::byte*>(source);
     while (n > 0) {
       if (pos.offset == Store::block_bytes) next_block();
@@ -169,15 +193,22 @@ struct stream_reader {
   // The next record's payload: in place when it lies in one block (no copy), else copied
   // into `gathered`. Valid until `gathered` changes or the blocks are reused. Throws error
   // when the record's length or links do not fit the store or run past `end`.
-  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) { return payload(next_length(), gathered); }
+  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) {
+    return payload(next_head().length, gathered);
+  }
 
-  // next_record in two steps: the record's length, then its payload (or, for a consumer
+  // next_record in two steps: the record's head, then its payload (or, for a consumer
   // that cannot hold it, skip_payload after reading a prefix with read()).
-  std::uint64_t next_length() {
-    std::uint64_t length;
-    read(&length, sizeof length);
-    if (length > std::size_t{s.block_count()} * Store::block_bytes) corrupted_read("bad message length");
-    return length;
+  record_head next_head() {
+    std::uint64_t word;
+    read(&word, sizeof word);
+    record_head head{word >> tag_bits, word & tag_mask};
+    if (head.length == long_length) {
+      read(&head.length, sizeof head.length);
+      if (head.length < long_length) corrupted_read("bad message length");
+    }
+    if (head.length > std::size_t{s.block_count()} * Store::block_bytes) corrupted_read("bad message length");
+    return head;
   }
   std::span<const std::byte> payload(std::uint64_t length, std::vector<std::byte>& gathered) {
     const std::byte* bytes = contiguous(length);
@@ -214,6 +245,12 @@ struct stream_reader {
     return limit - pos.offset;
   }
   void read(void* target, std::size_t n) {
+    // Inline for a small constant n.
+    if (pos.offset + n <= (pos.block == end.block ? end.offset : Store::block_bytes)) [[likely]] {
+      std::memcpy(target, s.block(pos.block) + pos.offset, n);
+      pos.offset += static_cast<std::uint32_t>(n);
+      return;
+    }
     auto to = static_cast<std::byte*>(target);
     while (n > 0) {
       enter_next_block_if_full();

@@ -21,8 +21,8 @@
 //   [1][start offset selector][flags][records: [len: u16][len bytes]...]
 //   Records are written with stream_writer in up to three batches from a start position
 //   anywhere in a block, each batch read back with stream_reader up to the published end.
-//   Promised: exactly the records written, in order, and the reader ends where the writer
-//   did.
+//   Promised: exactly the records written, with their tags, in order, and the reader ends
+//   where the writer did.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -137,6 +137,9 @@ void hostile(input in) {
   }
 }
 
+// A tag for record i that sets every one of the 40 bits somewhere.
+std::uint64_t tag_of(std::size_t i) { return (i * 0x9e37'79b9'7f4a'7c15) & cs::tag_mask; }
+
 void round_trip(input in) {
   store s;
   s.allocate_block();
@@ -167,7 +170,7 @@ void round_trip(input in) {
     const std::size_t until = batch == batches ? records.size() : records.size() * batch / batches;
     cs::stream_writer<store> w(s, tail);
     try {
-      for (; written < until; ++written) w.write_record(records[written]);
+      for (; written < until; ++written) w.write_record(records[written], tag_of(written));
     } catch (const mproc::error&) {
       return;  // out of blocks: nothing was published
     }
@@ -177,7 +180,9 @@ void round_trip(input in) {
     cs::stream_reader<store> r(s, head, tail);
     while (!r.at_end()) {
       require(read < written, "the reader found more records than were written");
-      const std::span<const std::byte> message = r.next_record(gathered);
+      const cs::record_head record = r.next_head();
+      require(record.tag == tag_of(read), "a record's tag read back differs from the one written");
+      const std::span<const std::byte> message = r.payload(record.length, gathered);
       require(std::equal(message.begin(), message.end(), records[read].begin(), records[read].end()),
               "a record read back differs from the one written");
       ++read;

@@ -79,6 +79,25 @@ TEST(Channel, LargeMessagesSpanBlocksAndBlocksAreReused) {
   }
 }
 
+// A record's head holds lengths below 2^24 - 1 itself, and longer ones in a word after it
+// (channel_stream.hpp): messages on either side of the mark, among short ones.
+TEST(Channel, MessagesAroundTheLongLengthMarkKeepTheirLengths) {
+  channel ch(0);
+  constexpr std::size_t mark = (std::size_t{1} << 24) - 1;
+  for (const std::size_t n : {mark - 1, mark, mark + 1, mark + 9}) {
+    std::string big(n, '\0');
+    for (std::size_t i = 0; i < n; i += 4093) big[i] = static_cast<char>(i * 31 + n);
+    big.back() = 'z';
+    ASSERT_EQ(give(ch, {"a", big, "b"}), 3U);
+    const auto got = take(ch, 3);
+    ASSERT_EQ(got.size(), 3U) << n;
+    EXPECT_EQ(got[0], "a");
+    EXPECT_EQ(got[1].size(), n);
+    EXPECT_TRUE(got[1] == big) << n;
+    EXPECT_EQ(got[2], "b");
+  }
+}
+
 std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
