@@ -15,7 +15,6 @@ channel::channel(std::size_t maxsize, const char* type) : state_(std::make_uniqu
   h->version = layout_version;
   h->maxsize = maxsize;
   robust_mutex_init(h->put_lock, who.c_str());
-  for (lane& l : h->lanes) robust_mutex_init(l.reader, who.c_str());
   h->block_count.store(0);
   h->lanes_used.store(1);  // the shared lane
   h->free.top.store(no_block);
@@ -59,20 +58,20 @@ bool channel::held_by_caller(std::uint64_t id) const noexcept {
   return current_handing.lane == all_lanes || current_handing.lane == static_cast<std::uint32_t>(id >> lane_shift);
 }
 
-void channel::hold_consumers(function_ref<void()> action, const char* type, const char* call) {
+void channel::hold_consumers(function_ref<void()> action) {
   state& s = *state_;
   std::uint32_t locked = 0;
   struct unlock_all {
     state& s;
     std::uint32_t& locked;
     ~unlock_all() {
-      while (locked > 0) ::pthread_mutex_unlock(&s.h->lanes[--locked].reader);
+      while (locked > 0) s.h->lanes[--locked].reader.unlock();
       current_handing = {};
     }
   } unlock{s, locked};
   for (; locked < lane_count; ++locked) {
     lane& l = s.h->lanes[locked];
-    robust_mutex_lock(l.reader, deadline::never(), type, call, [&] { s.recover_reader(l); });
+    if (l.reader.lock(deadline::never()) == lock_result::recovered) s.recover_reader(l);
   }
   current_handing = {state_.get(), all_lanes, 0};
   action();

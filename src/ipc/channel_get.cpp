@@ -202,7 +202,7 @@ static std::size_t take_and_unlock(channel::state& s, const void* self, std::uin
   // Another consumer may sleep while this one held the lane: only then is it worth
   // reading the lane's end again.
   const bool more = h.not_empty.sleepers.load(std::memory_order_relaxed) != 0 && s.has_messages(i);
-  ::pthread_mutex_unlock(&l.reader);
+  l.reader.unlock();
   if (taken != 0) {
     // Producers asleep on a full queue are woken together once it has drained to half
     // (see full_queue_sleep), not one per message taken.
@@ -257,8 +257,7 @@ enum class busy_lane { locked, emptied, timed_out };
 // workers sleep and wake on every task.
 static busy_lane lock_busy_lane(channel::state& s, std::uint32_t i, deadline until) {
   lane& l = s.h->lanes[i];
-  int r = -1;
-  for (unsigned spin = 0; spin < 64 && r < 0; ++spin) {
+  for (unsigned spin = 0; spin < 64; ++spin) {
     if (spin < 48) {
 #if defined(__x86_64__) || defined(__i386__)
       for (int k = 0; k < 8; ++k) __builtin_ia32_pause();
@@ -266,18 +265,18 @@ static busy_lane lock_busy_lane(channel::state& s, std::uint32_t i, deadline unt
     } else {
       yield_cpu();
     }
-    if (!s.has_messages(i)) break;
-    r = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
-  }
-  if (r == 1) {
-    s.recover_reader(l);
-    robust_mutex_mark_consistent(l.reader);
-  } else if (r < 0) {
     if (!s.has_messages(i)) return busy_lane::emptied;
-    if (!robust_mutex_lock(l.reader, until, "mproc::queue", "get", [&] { s.recover_reader(l); }))
-      return busy_lane::timed_out;
+    if (l.reader.try_lock() == lock_result::locked) return busy_lane::locked;
   }
-  return busy_lane::locked;
+  switch (l.reader.lock(until)) {
+    case lock_result::recovered:
+      s.recover_reader(l);
+      return busy_lane::locked;
+    case lock_result::timed_out:
+      return busy_lane::timed_out;
+    default:
+      return busy_lane::locked;
+  }
 }
 
 std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline until, const get_options& options) {
@@ -295,17 +294,12 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
     for (std::uint32_t k = 0; k < lanes.count; ++k) {
       const std::uint32_t i = lanes.order[k];
       lane& l = h.lanes[i];
-      const int r = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
-      if (r < 0) {
+      if (l.reader.try_lock() != lock_result::locked) {
         if (busy == lane_count) {
           busy = i;
           busy_limit = lanes.limit_of(k);
         }
         continue;
-      }
-      if (r == 1) {
-        s.recover_reader(l);
-        robust_mutex_mark_consistent(l.reader);
       }
       const take_request request{sink, max_messages, options, lanes.limit_of(k)};
       if (const std::size_t taken = take_and_unlock(s, state_.get(), i, request)) return taken;

@@ -13,6 +13,7 @@
 
 #include "ipc/channel_stream.hpp"
 #include "wait/futex.hpp"
+#include "wait/incarnation_lock.hpp"
 
 namespace mproc::detail {
 namespace channel_layout {
@@ -24,7 +25,7 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 7;
+constexpr std::uint32_t layout_version = 8;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).
@@ -93,7 +94,7 @@ struct lane {
   std::atomic<std::uint64_t> get_seq;           // messages taken
   journal get_journal;
 
-  alignas(64) pthread_mutex_t reader;
+  alignas(64) incarnation_lock reader;
 };
 
 struct header {

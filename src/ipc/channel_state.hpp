@@ -194,19 +194,9 @@ struct channel::state {
   // that message itself). Anything inconsistent in the memory reads as no_ticket too.
   std::uint64_t head_ticket(std::uint32_t i) noexcept {
     lane& l = h->lanes[i];
-    int locked;
-    try {
-      locked = robust_mutex_try_lock_raw(l.reader, "mproc::queue", "get");
-    } catch (...) {
-      return no_ticket;
-    }
-    if (locked < 0) return no_ticket;
-    if (locked == 1) {
-      recover_reader(l);
-      robust_mutex_mark_consistent(l.reader);
-    }
+    if (l.reader.try_lock() != lock_result::locked) return no_ticket;
     const std::uint64_t ticket = head_ticket_locked(i);
-    ::pthread_mutex_unlock(&l.reader);
+    l.reader.unlock();
     return ticket;
   }
   // Lane i's reader lock held, `taken` its get_seq: the lane's end as this process last read

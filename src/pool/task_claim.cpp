@@ -40,12 +40,10 @@ void task_claims::void_abandoned() noexcept {
 
 std::uint64_t task_claims::settle_dead(unsigned k) {
   std::uint64_t task = 0;
-  tasks_->hold_consumers(
-      [&] {
-        void_abandoned();
-        task = slots_[k].task.exchange(0, std::memory_order_acq_rel);
-      },
-      "mproc::pool", nullptr);
+  tasks_->hold_consumers([&] {
+    void_abandoned();
+    task = slots_[k].task.exchange(0, std::memory_order_acq_rel);
+  });
   return task;
 }
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -404,6 +405,24 @@ TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForTheNext) {
   EXPECT_GE(q.owner_deaths(), 1U);
   q.put(stuck_on_load{18});
   EXPECT_EQ(q.get(1s).value, 18);
+}
+
+// A consumer that only polls, with try_get, must also find the message of one killed
+// inside get: the lane's lock names a dead holder, which no waiter is there to find out.
+TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForATryGet) {
+  mproc::queue<stuck_on_load> q;
+  mproc_test::test_pipe inside;
+  inside_get_fd = inside.write_fd();
+  q.put(stuck_on_load{17});
+  mproc::process consumer([q]() mutable { (void)q.get(); });
+  consumer.start();
+  ASSERT_TRUE(mproc_test::fd_readable(inside.read_fd(), 30'000)) << "the consumer never got inside get";
+  consumer.kill();
+  consumer.join();
+  const std::optional<stuck_on_load> m = q.try_get();
+  ASSERT_TRUE(m.has_value()) << "try_get did not take the message over from the dead consumer";
+  EXPECT_EQ(m->value, 17);
+  EXPECT_GE(q.owner_deaths(), 1U);
 }
 
 }  // namespace

@@ -135,9 +135,7 @@ class channel {
 
   // Runs `action()` holding the consumers' lock of every lane, recovered first from a
   // consumer that died holding it: no get commits meanwhile. Waits for live consumers.
-  // `type` and `call` name the public call that holds them, for errors (call: null when
-  // none does, as for the pool's monitor thread).
-  void hold_consumers(function_ref<void()> action, const char* type, const char* call);
+  void hold_consumers(function_ref<void()> action);
 
   fd_token token() const;
 
