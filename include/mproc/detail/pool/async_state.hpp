@@ -95,12 +95,16 @@ class async_state : public task_state, public std::enable_shared_from_this<async
       if (auto core = core_.lock()) core->pump_results(published_, budget);
     }
   }
+  // Each of wait, wait_until and ready looks at published_ first: a result already in,
+  // the common case when a burst's results are read back, costs no lock.
   void wait() {
+    if (published_.load(std::memory_order_acquire)) return;
     pump(std::chrono::microseconds(50));
     std::unique_lock lock(mutex_);
     ready_cv_.wait(lock, [&] { return ready_; });
   }
   bool wait_until(deadline until) {
+    if (published_.load(std::memory_order_acquire)) return true;
     pump(std::min<std::chrono::nanoseconds>(until.left(), std::chrono::microseconds(50)));
     std::unique_lock lock(mutex_);
     if (until.is_never()) {
@@ -109,10 +113,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     }
     return ready_cv_.wait_until(lock, until.when(), [&] { return ready_; });
   }
-  bool ready() const {
-    std::lock_guard lock(mutex_);
-    return ready_;
-  }
+  bool ready() const { return published_.load(std::memory_order_acquire); }
   // Valid once ready.
   std::exception_ptr error() const { return error_; }
   // Moves the value out, for a caller that is the state's only user.
