@@ -143,6 +143,7 @@ struct stream_writer {
   }
 
   void write(const void* source, std::size_t n) {
+    if (n == 0) return;  // an empty message's data may be null, which memcpy must not see
     if (pos.offset + n <= Store::block_bytes) [[likely]] {  // inline for a small constant n
       std::memcpy(s.block(pos.block) + pos.offset, source, n);
       pos.offset += static_cast<std::uint32_t>(n);
@@ -245,6 +246,7 @@ struct stream_reader {
     return limit - pos.offset;
   }
   void read(void* target, std::size_t n) {
+    if (n == 0) return;
     // Inline for a small constant n.
     if (pos.offset + n <= (pos.block == end.block ? end.offset : Store::block_bytes)) [[likely]] {
       std::memcpy(target, s.block(pos.block) + pos.offset, n);
