@@ -12,7 +12,8 @@
 #   pid fallback (nopidfd.*), whose watcher threads are shared with fork handlers.
 # - pipe tests where two threads share a connection or a thread signals the other.
 # - unit.Channel.Threads*: producer and consumer threads on one queue channel; the queue
-#   lane tests where threads of one producer each write their own lane and give it back.
+#   lane tests where threads of one producer share its lane (a biased_mutex, whose bias
+#   the second thread revokes), and unit.BiasedMutex.* itself.
 # - unit sync tests with threads (mutex, semaphore, event, condition, barrier), and the
 #   one integration sync test that has a thread.
 # Left out: unit.SyncHandles.*, which lock a mutex through one mapping of its shared
@@ -50,7 +51,8 @@ tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool ado
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
 tests+='|integration\.Sync\.ConditionSlotsGrownByOneProcessServeAnother'
 tests+='|unit\.Channel\.Threads'
-tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|ThreadsOfOneProcessShareItsLane)'
+tests+='|integration\.QueueLanes\.(ThreadsOfOneProducerEachKeepTheirOrder|ThreadsOfOneProcessShareItsLane|PutsOfOneProcessKeepTheirOrderAcrossItsThreads)'
+tests+='|unit\.BiasedMutex\.'
 tests+='|unit\.(Mutex|RecursiveMutex|Semaphore|BoundedSemaphore|Event|Condition|Barrier)\.)'
 
 reports="$PWD/$build/tsan-reports"
