@@ -287,7 +287,7 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
     if (!wait_for_condition(
             h.not_empty, [&] { return s.any_messages() || stop(); }, until))
       return 0;
-    if (options.stop_waiting && !s.any_messages() && options.stop_waiting()) return 0;
+    if (stop() && !s.any_messages()) return 0;  // stop() is false at once without stop_waiting
     const lanes_in_order lanes(s);
     std::uint32_t busy = lane_count;
     std::uint64_t busy_limit = no_ticket;

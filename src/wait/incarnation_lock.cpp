@@ -12,7 +12,6 @@ bool incarnation_lock::take_from_dead_holder(std::uint64_t me) noexcept {
 }
 
 lock_result incarnation_lock::lock(deadline until) noexcept {
-  if (try_lock() == lock_result::locked) return lock_result::locked;
   const std::uint64_t me = this_process_incarnation();
   for (;;) {
     const deadline slice = std::min(until, deadline::in(dead_holder_check));
