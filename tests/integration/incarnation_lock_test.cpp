@@ -4,13 +4,11 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <new>
 #include <thread>
 
 #include "test_support.hpp"
@@ -28,49 +26,45 @@ struct shared_state {
   std::atomic<int> recovered;
 };
 
-shared_state* make_shared_state() {
-  void* memory = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return nullptr;
-  return new (memory) shared_state{};
-}
-
-// A child that takes the lock, says so, and waits to be killed holding it.
-pid_t start_holder(shared_state* s) {
-  const pid_t holder = ::fork();
-  if (holder == 0) {
-    if (s->lock.try_lock() != lock_result::locked) ::_exit(1);
-    s->step.store(1);
-    for (;;) ::pause();
-  }
-  return holder;
-}
-
 void kill_and_reap(pid_t pid) {
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
 }
 
+// A child that takes the lock, says so, and waits to be killed holding it: its pid once it
+// holds the lock, or -1.
+pid_t start_holder(shared_state& s) {
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    if (s.lock.try_lock() != lock_result::locked) ::_exit(1);
+    s.step.store(1);
+    for (;;) ::pause();
+  }
+  if (holder < 0) return -1;
+  if (!mproc_test::eventually([&] { return s.step.load() == 1; }, 10s)) {
+    kill_and_reap(holder);
+    return -1;
+  }
+  return holder;
+}
+
 TEST(IncarnationLock, ExcludesAndIsFreeAgainAfterUnlock) {
-  shared_state* s = make_shared_state();
-  ASSERT_NE(s, nullptr);
+  const mproc_test::shared_mapping<shared_state> s;
   EXPECT_EQ(s->lock.try_lock(), lock_result::locked);
   EXPECT_EQ(s->lock.try_lock(), lock_result::busy);
   EXPECT_EQ(s->lock.lock(deadline::in(20ms)), lock_result::timed_out) << "its holder lives: no takeover";
   s->lock.unlock();
   EXPECT_EQ(s->lock.lock(deadline::in(1s)), lock_result::locked);
   s->lock.unlock();
-  ::munmap(s, sizeof *s);
 }
 
 // Two waiters, in two processes, wait for a holder that is then SIGKILLed: exactly one of
 // them takes the lock over (recovered), the other gets it after that one unlocks.
 TEST(IncarnationLock, AHolderKilledIsTakenOverByExactlyOneWaiter) {
-  shared_state* s = make_shared_state();
-  ASSERT_NE(s, nullptr);
-  const pid_t holder = start_holder(s);
-  ASSERT_GE(holder, 0);
-  ASSERT_TRUE(mproc_test::eventually([&] { return s->step.load() == 1; }, 10s));
+  const mproc_test::shared_mapping<shared_state> s;
+  const pid_t holder = start_holder(*s);
+  ASSERT_GT(holder, 0) << "no child came to hold the lock";
   pid_t waiters[2];
   for (pid_t& w : waiters) {
     w = ::fork();
@@ -94,22 +88,18 @@ TEST(IncarnationLock, AHolderKilledIsTakenOverByExactlyOneWaiter) {
   }
   EXPECT_EQ(s->recovered.load(), 1);
   EXPECT_EQ(s->lock.try_lock(), lock_result::locked) << "left held";
-  ::munmap(s, sizeof *s);
 }
 
 // A caller that cannot wait still finds a dead holder out, once: else a consumer polling
 // with try_get would never see a message whose lane a dead consumer holds.
 TEST(IncarnationLock, ALockThatCannotWaitStillTakesOverFromADeadHolder) {
-  shared_state* s = make_shared_state();
-  ASSERT_NE(s, nullptr);
-  const pid_t holder = start_holder(s);
-  ASSERT_GE(holder, 0);
-  ASSERT_TRUE(mproc_test::eventually([&] { return s->step.load() == 1; }, 10s));
+  const mproc_test::shared_mapping<shared_state> s;
+  const pid_t holder = start_holder(*s);
+  ASSERT_GT(holder, 0) << "no child came to hold the lock";
   EXPECT_EQ(s->lock.lock(deadline::no_wait()), lock_result::timed_out);
   kill_and_reap(holder);
   EXPECT_EQ(s->lock.lock(deadline::no_wait()), lock_result::recovered);
   s->lock.unlock();
-  ::munmap(s, sizeof *s);
 }
 
 }  // namespace

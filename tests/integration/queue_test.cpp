@@ -388,16 +388,22 @@ struct stuck_on_load {
   }
 };
 
-TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForTheNext) {
-  mproc::queue<stuck_on_load> q;
+// Puts `value`, starts a consumer that blocks inside get decoding it, and SIGKILLs it there.
+void kill_a_consumer_inside_get(mproc::queue<stuck_on_load>& q, int value) {
   mproc_test::test_pipe inside;
   inside_get_fd = inside.write_fd();
-  q.put(stuck_on_load{17});
+  q.put(stuck_on_load{value});
   mproc::process consumer([q]() mutable { (void)q.get(); });
   consumer.start();
   ASSERT_TRUE(mproc_test::fd_readable(inside.read_fd(), 30'000)) << "the consumer never got inside get";
   consumer.kill();
   consumer.join();
+}
+
+TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForTheNext) {
+  mproc::queue<stuck_on_load> q;
+  kill_a_consumer_inside_get(q, 17);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
   const auto begin = std::chrono::steady_clock::now();
   const stuck_on_load m = q.get(1s);
   EXPECT_LT(std::chrono::steady_clock::now() - begin, 1s);
@@ -411,14 +417,8 @@ TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForTheNext) {
 // inside get: the lane's lock names a dead holder, which no waiter is there to find out.
 TEST(QueueKill, ConsumerKilledInsideGetLeavesItsMessageForATryGet) {
   mproc::queue<stuck_on_load> q;
-  mproc_test::test_pipe inside;
-  inside_get_fd = inside.write_fd();
-  q.put(stuck_on_load{17});
-  mproc::process consumer([q]() mutable { (void)q.get(); });
-  consumer.start();
-  ASSERT_TRUE(mproc_test::fd_readable(inside.read_fd(), 30'000)) << "the consumer never got inside get";
-  consumer.kill();
-  consumer.join();
+  kill_a_consumer_inside_get(q, 17);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
   const std::optional<stuck_on_load> m = q.try_get();
   ASSERT_TRUE(m.has_value()) << "try_get did not take the message over from the dead consumer";
   EXPECT_EQ(m->value, 17);

@@ -4,13 +4,11 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <new>
 #include <thread>
 
 #include "test_support.hpp"
@@ -34,9 +32,7 @@ struct shared_state {
 // on. The holder here makes exactly that state, deterministically: it frees the word
 // without the wake. A locker must notice within its recheck interval, not sleep forever.
 TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheFreeLock) {
-  void* memory = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(memory, MAP_FAILED);
-  auto* s = new (memory) shared_state{};
+  const mproc_test::shared_mapping<shared_state> s;
   robust_mutex_init(s->mutex, "test");
 
   const pid_t holder = ::fork();
@@ -75,7 +71,6 @@ TEST(RobustMutex, ALockerWhoseWakeWasLostStillTakesTheFreeLock) {
   }
   ::kill(holder, SIGKILL);
   ::waitpid(holder, nullptr, 0);
-  ::munmap(memory, sizeof(shared_state));
   ASSERT_TRUE(ended) << "the locker slept on beside a free lock";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

@@ -4,12 +4,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <new>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -193,5 +195,26 @@ std::string what_of(Call call) {
   }
   return "(nothing thrown)";
 }
+
+// A T in anonymous memory shared with the processes forked while it lives (value-initialised
+// in place; unmapped, not destroyed, at the end): what a test of a process-shared primitive
+// puts its lock or word in.
+template <class T>
+class shared_mapping {
+ public:
+  shared_mapping() {
+    void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
+    object_ = new (memory) T{};
+  }
+  ~shared_mapping() { ::munmap(object_, sizeof(T)); }
+  shared_mapping(const shared_mapping&) = delete;
+  shared_mapping& operator=(const shared_mapping&) = delete;
+  T* operator->() const noexcept { return object_; }
+  T& operator*() const noexcept { return *object_; }
+
+ private:
+  T* object_;
+};
 
 }  // namespace mproc_test
