@@ -64,21 +64,17 @@ class lane_take {
 
   // How many messages were taken; rethrows what a sink threw, once the take is committed.
   std::size_t run() {
-    const auto [end_word, put] = s_.published_end(i_, first_seq_);
-    if (put <= first_seq_) return 0;
-    const position end = unpack_end(end_word).pos;
     position stop = start_;
     struct clear_handing {
       ~clear_handing() { current_handing = {}; }
     } clear;
     try {
-      stream_reader r(s_, start_, end);
-      while (taken_ < request_.max_messages && !r.at_end() && take_one(r)) {
+      stream_reader r(s_, start_);
+      while (taken_ < request_.max_messages && take_one(r)) {
       }
       stop = r.pos;
     } catch (const error&) {
-      // Corrupted memory: drop what is unread so the lane stays usable.
-      channel::state::commit(l_.get_journal, l_.head, l_.get_seq, end, put);
+      drop_unread();
       throw;
     }
     if (taken_ == 0) return 0;
@@ -90,11 +86,23 @@ class lane_take {
  private:
   using reader = stream_reader<channel::state>;
 
+  // Corrupted memory: drops what is unread so that the lane stays usable, up to the lane's
+  // end word. When this consumer has passed it (its producer is between publishing records
+  // and storing the end, or died there), that end is behind: the message stays, and each
+  // get throws until the end moves on.
+  void drop_unread() {
+    const std::uint64_t end_word = l_.tail.load(std::memory_order_acquire);
+    const std::uint64_t put = published(end_word, first_seq_);
+    if (put > first_seq_) channel::state::commit(l_.get_journal, l_.head, l_.get_seq, unpack_end(end_word).pos, put);
+  }
+
   // Reads the next record and hands its message on; false when the take ends here.
   bool take_one(reader& r) {
     current_handing = {self_, i_, first_seq_ + taken_};
     const position record = r.pos;
-    const auto [length, ticket] = r.next_head();
+    const std::optional<record_head> head = r.next_head();
+    if (!head) return false;
+    const auto [length, ticket] = *head;
     if (taken_ != 0 && !ticket_before(ticket, request_.below_ticket)) {
       r.pos = record;  // another lane's first message was put before this one
       return false;
@@ -237,9 +245,11 @@ struct lanes_in_order {
     for (std::uint32_t i = 0; i < used; ++i) {
       if (holds[i]) order[count++] = i;
     }
-    for (std::uint32_t k = 0; k < count; ++k) {
-      tickets[order[k]] = count == 1 ? no_ticket : s.head_ticket(order[k]);
+    if (count == 1) {
+      tickets[order[0]] = no_ticket;
+      return;
     }
+    for (std::uint32_t k = 0; k < count; ++k) tickets[order[k]] = s.head_ticket(order[k]);
     std::sort(order, order + count,
               [&](std::uint32_t a, std::uint32_t b) { return ticket_before(tickets[a], tickets[b]); });
   }
@@ -284,11 +294,14 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
   header& h = *s.h;
   const auto stop = [&] { return options.stop_waiting && options.stop_waiting(); };
   for (;;) {
-    if (!wait_for_condition(
-            h.not_empty, [&] { return s.any_messages() || stop(); }, until))
-      return 0;
-    if (stop() && !s.any_messages()) return 0;  // stop() is false at once without stop_waiting
     const lanes_in_order lanes(s);
+    if (lanes.count == 0) {
+      if (!wait_for_condition(
+              h.not_empty, [&] { return s.any_messages() || stop(); }, until))
+        return 0;
+      if (stop() && !s.any_messages()) return 0;  // stop() is false at once without stop_waiting
+      continue;
+    }
     std::uint32_t busy = lane_count;
     std::uint64_t busy_limit = no_ticket;
     for (std::uint32_t k = 0; k < lanes.count; ++k) {

@@ -63,15 +63,6 @@ struct channel::state {
   const std::uint64_t serial = next_serial();  // tells this object's lanes from others' in this process
   std::atomic<writer*> writer_{nullptr};
 
-  // What this process last read of each lane's end (under the lane's reader lock): a
-  // consumer reads the producer's line again only once it has taken all it saw, so during
-  // a burst that line stays in the producer's cache. Each value was true once, and ends
-  // only move forward, so a stale one is an older end, still ahead of any head before it.
-  struct seen_end {
-    std::atomic<std::uint64_t> published{0};  // the full count
-    std::atomic<std::uint64_t> end{0};        // pack_end
-  };
-  seen_end seen[lane_count];
   // Each lane's get_seq as this process's producers last read it: a lower bound, read
   // again only when the queue looks full (or the lane's count nears 2^29), so that a
   // producer does not fetch the consumers' line on each put.
@@ -150,6 +141,7 @@ struct channel::state {
       h->block_count.store(index + 1, std::memory_order_release);
     }
     meta(index).next.store(no_block, std::memory_order_relaxed);
+    store_word(block(index) + block_data_begin, 0, std::memory_order_relaxed);  // no record yet
     return index;
   }
 
@@ -183,11 +175,24 @@ struct channel::state {
     const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
     return {published(l.tail.load(std::memory_order_acquire), taken), taken};
   }
-  bool has_messages(std::uint32_t i) const noexcept {
-    const std::uint64_t taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
-    if (seen[i].published.load(std::memory_order_relaxed) > taken) return true;
-    return published(h->lanes[i].tail.load(std::memory_order_acquire), taken) > taken;
+  // The word at lane i's head: its first record's head word once published, else 0 (see
+  // channel_stream.hpp, Publication). It lies on the line a consumer reads next anyway.
+  // Without the lane's reader lock, a consumer moving the head meanwhile may make it a
+  // stale answer, either way: takes look again under the lock. A lane with no block yet,
+  // or memory that cannot be trusted, reads as 0.
+  std::uint64_t first_word(std::uint32_t i) noexcept {
+    const position at = unpack(h->lanes[i].head.load(std::memory_order_acquire));
+    const std::uint32_t count = block_count();
+    if (!valid_position<state>(at, count)) return 0;
+    try {
+      if (at.offset != block_bytes) return load_word(block(at.block) + at.offset);
+      const std::uint32_t next = meta(at.block).next.load(std::memory_order_acquire);
+      return next < count ? load_word(block(next) + block_data_begin) : 0;
+    } catch (...) {
+      return 0;  // the file is shorter than its block count says
+    }
   }
+  bool has_messages(std::uint32_t i) noexcept { return first_word(i) != 0; }
 
   // The ticket of lane i's first message, read under the lane's reader lock if it is free:
   // no_ticket when the lane holds none, or another consumer is reading it (which then takes
@@ -195,43 +200,12 @@ struct channel::state {
   std::uint64_t head_ticket(std::uint32_t i) noexcept {
     lane& l = h->lanes[i];
     if (l.reader.try_lock() != lock_result::locked) return no_ticket;
-    const std::uint64_t ticket = head_ticket_locked(i);
+    const std::uint64_t word = first_word(i);
     l.reader.unlock();
-    return ticket;
-  }
-  // Lane i's reader lock held, `taken` its get_seq: the lane's end as this process last read
-  // it (seen), read again only once everything seen has been taken; and its full count.
-  struct lane_view {
-    std::uint64_t end_word;
-    std::uint64_t published;
-  };
-  lane_view published_end(std::uint32_t i, std::uint64_t taken) noexcept {
-    seen_end& e = seen[i];
-    lane_view v{e.end.load(std::memory_order_relaxed), e.published.load(std::memory_order_relaxed)};
-    if (v.published <= taken) {
-      v.end_word = h->lanes[i].tail.load(std::memory_order_acquire);
-      v.published = published(v.end_word, taken);
-      e.end.store(v.end_word, std::memory_order_relaxed);
-      e.published.store(v.published, std::memory_order_relaxed);
-    }
-    return v;
+    return word == 0 ? no_ticket : word & tag_mask;
   }
 
-  std::uint64_t head_ticket_locked(std::uint32_t i) noexcept {
-    const lane& l = h->lanes[i];
-    const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
-    const lane_view v = published_end(i, taken);
-    if (v.published <= taken) return no_ticket;
-    try {
-      stream_reader r(*this, unpack(l.head.load(std::memory_order_acquire)), unpack_end(v.end_word).pos);
-      if (r.at_end()) return no_ticket;
-      return r.next_head().tag;
-    } catch (...) {
-      return no_ticket;
-    }
-  }
-
-  bool any_messages() const noexcept {
+  bool any_messages() noexcept {
     const std::uint32_t used = lanes_used();
     for (std::uint32_t i = 0; i < used; ++i) {
       if (has_messages(i)) return true;
@@ -292,10 +266,41 @@ struct channel::state {
     j.valid.store(0, std::memory_order_release);
   }
 
-  // put_lock found its owner dead: it may have been writing the shared lane. Its bytes past
-  // `tail` were never published; the next write overwrites them and reuses blocks it
-  // linked there.
-  void recover_shared_lane() noexcept { h->owner_deaths.fetch_add(1, std::memory_order_relaxed); }
+  // put_lock found its owner dead: it may have been writing the shared lane.
+  void recover_shared_lane() noexcept {
+    h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
+    settle_end(shared_lane);
+  }
+
+  // Under put_lock, for a lane whose writer died: moves its end word past the records the
+  // writer published (each record publishes itself) before it died storing the end; the
+  // bytes past them were never published, and the next write overwrites them, reusing the
+  // blocks it linked there. Holds the lane's reader lock meanwhile, so that no consumer
+  // frees blocks under the walk: a consumer may have passed the end word already, and then
+  // the walk starts from its head.
+  void settle_end(std::uint32_t i) noexcept {
+    lane& l = h->lanes[i];
+    const std::uint64_t end_word = l.tail.load(std::memory_order_acquire);
+    if (end_word == 0) return;  // no block yet: nothing was ever written
+    const bool held =
+        current_handing.channel == this && (current_handing.lane == i || current_handing.lane == all_lanes);
+    if (!held && l.reader.lock(deadline::never()) == lock_result::recovered) recover_reader(l);
+    try {
+      const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+      const lane_end end = unpack_end(end_word);
+      const bool passed = ((end.seq - taken) & end_seq_mask) >= publish_room;
+      stream_reader r(*this, passed ? unpack(l.head.load(std::memory_order_acquire)) : end.pos);
+      std::uint64_t count = passed ? taken : published(end_word, taken);
+      while (const auto head = r.next_head()) {
+        r.skip_payload(head->length);
+        ++count;
+      }
+      l.tail.store(pack_end(r.pos, count), std::memory_order_release);
+    } catch (const error&) {
+      // Corrupted: the end stays, and consumers drop what they cannot read.
+    }
+    if (!held) l.reader.unlock();
+  }
   // A lane's reader lock found its owner dead: the message it was reading is still at
   // `head` unless its commit had begun.
   void recover_reader(lane& l) noexcept {
@@ -308,7 +313,7 @@ struct channel::state {
     lane& l = h->lanes[i];
     if (l.tail.load(std::memory_order_relaxed) != 0) return;
     const position start{allocate_block(true), block_data_begin};
-    l.head.store(pack(start), std::memory_order_relaxed);
+    l.head.store(pack(start), std::memory_order_release);  // after the block's first word was zeroed
     l.tail.store(pack_end(start, 0), std::memory_order_release);
   }
 
@@ -332,6 +337,7 @@ struct channel::state {
         if (l.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) {
           h->owner_deaths.fetch_add(1, std::memory_order_relaxed);
           h->lane_takeovers.fetch_add(1, std::memory_order_relaxed);
+          settle_end(i);
           chosen = i;
         }
       }
@@ -379,13 +385,18 @@ struct channel::state {
       if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
     }
     stream_writer w(store, end.pos);
-    // Each record is tagged with its message's ticket.
+    // Each record is tagged with its message's ticket, whose low tag_bits are never 0 (a
+    // head word of 0 means "not published").
     std::uint64_t ticket = next_ticket();
     for (std::size_t m = first; m < first + k; ++m, ++ticket) {
+      if ((ticket & tag_mask) == 0) ++ticket;
       w.write_head(messages.length(m), ticket);
       messages.write(m, w);
       w.align();
     }
+    w.publish();
+    // The end word, for the fill count and for whoever takes the lane over: consumers do
+    // not read it to find records.
     l.last_ticket.store(ticket - 1, std::memory_order_relaxed);
     l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
     return true;

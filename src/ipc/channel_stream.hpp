@@ -7,6 +7,15 @@
 // one is full, so a record may span any number of blocks. A place in the stream is a
 // position: block index and byte offset in the block.
 //
+// Publication: each record publishes itself. Its head word is never 0 (its tag is not), and
+// the word where the next record's head will go is 0 until that record is published: a
+// writer zeroes it (or, when a put ends at a block's end, the first word of a block it
+// finds linked there; a block it links is zeroed first) before it stores the first head of
+// its put, last, with release. So a reader polls the word at its place, a line it reads
+// anyway, and never the writer's end word, a line the writer rewrites on every put: with
+// the consumer caught up, each put waited for that line to come back (see
+// bench/publication_bench.cpp).
+//
 // Trust: every byte a reader sees (positions, links, lengths) was written by another
 // process, which may have died or be hostile. The reader checks each against the store's
 // bounds and the published end, and throws mproc::error ("memory is corrupted") rather
@@ -26,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -76,12 +86,26 @@ inline lane_end unpack_end(std::uint64_t v) {
   return {{static_cast<std::uint32_t>(v >> 44), static_cast<std::uint32_t>((v >> 30) & 0x3fff) * 8}, v & end_seq_mask};
 }
 // The full count of messages published in a lane, from its end and a count `taken` read no
-// later: at least `taken`, and less than 2^30 beyond it, whatever the word holds.
+// later: at least `taken`, and less than publish_room beyond it, whatever the word holds.
+// Records publish themselves before the end word is stored (see Publication), so consumers
+// may have taken more than it counts: a count publish_room or more ahead of `taken` is
+// one behind it, and reads as `taken`.
 inline std::uint64_t published(std::uint64_t end, std::uint64_t taken) {
-  return taken + ((unpack_end(end).seq - taken) & end_seq_mask);
+  const std::uint64_t ahead = (unpack_end(end).seq - taken) & end_seq_mask;
+  return ahead < publish_room ? taken + ahead : taken;
 }
 
 inline std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+
+// A word another process may be reading or writing at the same time: a record's head, or
+// the 0 after a put's last record. Stream memory is 8-aligned.
+inline std::uint64_t load_word(const std::byte* at) noexcept {
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(const_cast<std::byte*>(at)))
+      .load(std::memory_order_acquire);
+}
+inline void store_word(std::byte* at, std::uint64_t value, std::memory_order order) noexcept {
+  std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(at)).store(value, order);
+}
 
 // A record's head word: the payload's length in the top 24 bits and a 40-bit tag of the
 // writer's (the channel's ticket) below. A length of 2^24 - 1 or more reads long_length
@@ -94,8 +118,11 @@ inline constexpr std::uint64_t long_length = (std::uint64_t{1} << (64 - tag_bits
 
 struct record_head {
   std::uint64_t length;
-  std::uint64_t tag;  // below 2^40
+  std::uint64_t tag;  // below 2^40, never 0
 };
+inline std::uint64_t head_word(std::uint64_t length, std::uint64_t tag) noexcept {
+  return std::min(length, long_length) << tag_bits | (tag & tag_mask);
+}
 
 // A reader's (get's) and a writer's (put's) finding that the memory cannot be trusted. A
 // get drops what is unread, so that the lane stays usable (channel_get.cpp).
@@ -119,27 +146,54 @@ bool valid_position(position p, std::uint32_t block_count) {
   return p.block < block_count && p.offset >= block_data_begin && p.offset <= Store::block_bytes && p.offset % 8 == 0;
 }
 
-// Appends records at a position, linking in blocks as it goes.
+// Appends records at a position, linking in blocks as it goes; publish() makes them
+// visible, all at once.
 template <class Store>
 struct stream_writer {
   Store& s;
   position pos;
+  std::byte* first_head = nullptr;  // held back until publish()
+  std::uint64_t first_word = 0;
 
   // Throws error if `start` is not a valid position.
   stream_writer(Store& store, position start) : s(store), pos(start) {
     if (!valid_position<Store>(start, s.block_count())) corrupted_write("bad tail position");
   }
 
-  // A record is its head, then its payload in any number of write()s, then align().
+  // A record is its head, then its payload in any number of write()s, then align(). `tag`
+  // must not be 0 in its low tag_bits.
   void write_head(std::uint64_t length, std::uint64_t tag) {
-    const std::uint64_t word = std::min(length, long_length) << tag_bits | (tag & tag_mask);
-    write(&word, sizeof word);
+    if (pos.offset == Store::block_bytes) next_block();
+    std::byte* at = s.block(pos.block) + pos.offset;
+    const std::uint64_t word = head_word(length, tag);
+    if (first_head == nullptr) {
+      first_head = at;
+      first_word = word;
+    } else {
+      store_word(at, word, std::memory_order_relaxed);
+    }
+    pos.offset += 8;
     if (length >= long_length) write(&length, sizeof length);
   }
-  void write_record(std::span<const std::byte> payload, std::uint64_t tag = 0) {
+  void write_record(std::span<const std::byte> payload, std::uint64_t tag) {
     write_head(payload.size(), tag);
     write(payload.data(), payload.size());
     align();
+  }
+  // Publishes the records written since the last publish: zeroes the word where the next
+  // head goes, then stores the first head.
+  void publish() {
+    if (pos.offset < Store::block_bytes) {
+      store_word(s.block(pos.block) + pos.offset, 0, std::memory_order_relaxed);
+    } else {
+      const std::uint32_t next = meta(s, pos.block).next.load(std::memory_order_acquire);
+      if (next != no_block) {
+        if (next >= s.block_count()) corrupted_write("bad block link");
+        store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
+      }
+    }
+    if (first_head != nullptr) store_word(first_head, first_word, std::memory_order_release);
+    first_head = nullptr;
   }
 
   void write(const void* source, std::size_t n) {
@@ -162,47 +216,48 @@ struct stream_writer {
   void next_block() {
     block_header& b = meta(s, pos.block);
     // A producer that died after linking a block but before publishing left it here: reuse it.
+    // Either way its first word is 0 before a reader can find the link (see Publication).
     std::uint32_t next = b.next.load(std::memory_order_acquire);
     if (next == no_block) {
       next = s.allocate_block();
+      store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
       b.next.store(next, std::memory_order_release);
     } else if (next >= s.block_count()) {
       corrupted_write("bad block link");
+    } else {
+      store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
     }
     pos = {next, block_data_begin};
   }
   void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
 };
 
-// Reads the published records between `pos` and `end`.
+// Reads the published records from `pos` on.
 template <class Store>
 struct stream_reader {
   Store& s;
   position pos;
-  position end;
 
-  // Throws error unless `start` and `end` are valid positions.
-  stream_reader(Store& store, position start, position stop) : s(store), pos(start), end(stop) {
-    const std::uint32_t count = s.block_count();
-    if (!valid_position<Store>(start, count) || !valid_position<Store>(stop, count)) {
-      corrupted_read("bad head or tail position");
+  // Throws error unless `start` is a valid position.
+  stream_reader(Store& store, position start) : s(store), pos(start) {
+    if (!valid_position<Store>(start, s.block_count())) corrupted_read("bad head position");
+  }
+
+  // The next record's head, once its writer has published it; then its payload (or, for a
+  // consumer that cannot hold it, skip_payload after reading a prefix with read()). Empty,
+  // the reader staying where it was, when the next record is not published (yet). Throws
+  // error when the record's length or links do not fit the store.
+  std::optional<record_head> next_head() {
+    position at = pos;
+    if (at.offset == Store::block_bytes) {
+      const std::uint32_t next = meta(s, at.block).next.load(std::memory_order_acquire);
+      if (next == no_block) return std::nullopt;
+      if (next >= s.block_count()) corrupted_read("bad block link");
+      at = {next, block_data_begin};
     }
-  }
-
-  bool at_end() const { return pos == end; }
-
-  // The next record's payload: in place when it lies in one block (no copy), else copied
-  // into `gathered`. Valid until `gathered` changes or the blocks are reused. Throws error
-  // when the record's length or links do not fit the store or run past `end`.
-  std::span<const std::byte> next_record(std::vector<std::byte>& gathered) {
-    return payload(next_head().length, gathered);
-  }
-
-  // next_record in two steps: the record's head, then its payload (or, for a consumer
-  // that cannot hold it, skip_payload after reading a prefix with read()).
-  record_head next_head() {
-    std::uint64_t word;
-    read(&word, sizeof word);
+    const std::uint64_t word = load_word(s.block(at.block) + at.offset);
+    if (word == 0) return std::nullopt;
+    pos = {at.block, at.offset + 8};
     record_head head{word >> tag_bits, word & tag_mask};
     if (head.length == long_length) {
       read(&head.length, sizeof head.length);
@@ -224,31 +279,26 @@ struct stream_reader {
   void skip_payload(std::size_t n) {
     while (n > 0) {
       enter_next_block_if_full();
-      const std::size_t here = available_here();
-      if (here == 0) corrupted_read("message runs past the published end");
-      const std::size_t k = std::min(n, here);
+      const std::size_t k = std::min(n, available_here());
       pos.offset += static_cast<std::uint32_t>(k);
       n -= k;
     }
     align();
   }
 
+  // A published record's bytes in the next block: its writer linked it before it published.
   void enter_next_block_if_full() {
     if (pos.offset != Store::block_bytes) return;
-    if (pos.block == end.block) corrupted_read("message runs past the published end");
     const std::uint32_t next = meta(s, pos.block).next.load(std::memory_order_acquire);
+    if (next == no_block) corrupted_read("message runs past the published end");
     if (next >= s.block_count()) corrupted_read("bad block link");
     pos = {next, block_data_begin};
   }
-  std::size_t available_here() const {
-    const std::size_t limit = pos.block == end.block ? end.offset : Store::block_bytes;
-    if (pos.offset > limit) corrupted_read("message runs past the published end");
-    return limit - pos.offset;
-  }
+  std::size_t available_here() const { return Store::block_bytes - pos.offset; }
   void read(void* target, std::size_t n) {
     if (n == 0) return;
     // Inline for a small constant n.
-    if (pos.offset + n <= (pos.block == end.block ? end.offset : Store::block_bytes)) [[likely]] {
+    if (pos.offset + n <= Store::block_bytes) [[likely]] {
       std::memcpy(target, s.block(pos.block) + pos.offset, n);
       pos.offset += static_cast<std::uint32_t>(n);
       return;
@@ -256,9 +306,7 @@ struct stream_reader {
     auto to = static_cast<std::byte*>(target);
     while (n > 0) {
       enter_next_block_if_full();
-      const std::size_t here = available_here();
-      if (here == 0) corrupted_read("message runs past the published end");
-      const std::size_t k = std::min(n, here);
+      const std::size_t k = std::min(n, available_here());
       std::memcpy(to, s.block(pos.block) + pos.offset, k);
       pos.offset += static_cast<std::uint32_t>(k);
       to += k;

@@ -10,24 +10,26 @@
 //   [0][blocks-1 (mod 8)][max records - 1 (mod 16)][append length / 8][head: u64]
 //   [tail: u64, a lane's end word (channel_stream.hpp pack_end)][taken: u64][block bytes...]
 //   Each block is filled from the bytes that follow (256 each, the rest zero), block
-//   headers and links included; then records are read from head to tail as channel::get
-//   does, and one record is appended at the tail as channel::put does. Promised: every
+//   headers and links included; then the records published from head on are read as
+//   channel::get does, and one record is appended at the tail as channel::put does. Promised: every
 //   record read either lies whole inside one block's data or was gathered, positions stay
 //   valid, and anything inconsistent is mproc::error; never an access outside the blocks, a
 //   block index past the count, or another exception. The end word's count, read against
-//   `taken`, is at least `taken` and less than 2^30 beyond it, and a valid end position
-//   survives packing with any count.
+//   `taken`, is at least `taken` and less than publish_room beyond it, and a valid end
+//   position survives packing with any count.
 // Input, first byte odd: a round trip, as producers and consumers use the stream.
 //   [1][start offset selector][flags][records: [len: u16][len bytes]...]
 //   Records are written with stream_writer in up to three batches from a start position
-//   anywhere in a block, each batch read back with stream_reader up to the published end.
-//   Promised: exactly the records written, with their tags, in order, and the reader ends
-//   where the writer did.
+//   anywhere in a block, into blocks full of stale bytes (as reused ones are), each batch
+//   read back with stream_reader once published. Promised: nothing of a batch is seen
+//   before its publish(); then exactly the records written, with their tags, in order, and
+//   the reader ends where the writer did.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -105,7 +107,7 @@ void hostile(input in) {
   const std::uint64_t taken = in.word<std::uint64_t>() >> 1;
   const auto [tail, seq] = cs::unpack_end(end_word);
   const std::uint64_t put = cs::published(end_word, taken);
-  require(put >= taken && put - taken <= cs::end_seq_mask, "a lane end word gave a count outside its window");
+  require(put >= taken && put - taken < cs::publish_room, "a lane end word gave a count outside its window");
   require(cs::pack_end(tail, seq) == end_word, "a lane end word does not survive unpacking and packing");
   for (std::size_t i = 0; i < count; ++i) {
     s.blocks.push_back(std::make_unique<std::byte[]>(store::block_bytes));
@@ -116,9 +118,12 @@ void hostile(input in) {
   std::vector<std::byte> gathered;
   volatile std::uint8_t sink = 0;
   try {
-    cs::stream_reader<store> r(s, head, tail);
-    for (std::size_t records = 0; records < max_records && !r.at_end(); ++records) {
-      const std::span<const std::byte> message = r.next_record(gathered);
+    cs::stream_reader<store> r(s, head);
+    for (std::size_t records = 0; records < max_records; ++records) {
+      const std::optional<cs::record_head> record = r.next_head();
+      if (!record) break;
+      require(record->tag != 0, "a record published with a head word of 0");
+      const std::span<const std::byte> message = r.payload(record->length, gathered);
       require(message.data() == gathered.data() || s.inside_one_block(message.data(), message.size()),
               "a record read in place does not lie inside one block's data");
       require(cs::valid_position<store>(r.pos, s.block_count()), "the reader left a position a writer cannot");
@@ -130,27 +135,41 @@ void hostile(input in) {
   // A producer then appends a record at the tail, following the links it finds there.
   try {
     cs::stream_writer<store> w(s, tail);
-    w.write_record(std::vector<std::byte>(append_bytes, std::byte{0x5a}));
+    w.write_record(std::vector<std::byte>(append_bytes, std::byte{0x5a}), 1);
+    w.publish();
     require(cs::valid_position<store>(w.pos, s.block_count()), "the writer left a position a writer cannot");
   } catch (const mproc::error&) {
     // Corrupted memory detected, or out of blocks.
   }
 }
 
-// A tag for record i that sets every one of the 40 bits somewhere.
-std::uint64_t tag_of(std::size_t i) { return (i * 0x9e37'79b9'7f4a'7c15) & cs::tag_mask; }
+// A tag for record i that sets every one of the 40 bits somewhere, and is never 0.
+std::uint64_t tag_of(std::size_t i) {
+  const std::uint64_t tag = ((i + 1) * 0x9e37'79b9'7f4a'7c15) & cs::tag_mask;
+  return tag == 0 ? 1 : tag;
+}
+
+// Fills a block's data with bytes a reader must never take for a head (a reused block's).
+void stale(store& s, std::uint32_t block) {
+  std::memset(s.block(block) + cs::block_data_begin, 0xa5, store::block_bytes - cs::block_data_begin);
+}
 
 void round_trip(input in) {
   store s;
   s.allocate_block();
+  stale(s, 0);
   const std::uint8_t selector = in.byte();
   const std::uint8_t flags = in.byte();
   // Anywhere in the block, its very end included (where a record that filled it left the tail).
   const cs::position start{0, static_cast<std::uint32_t>(cs::block_data_begin + 8 * (selector % 25))};
+  // As the put before left it: the word where the next head goes is 0.
+  if (start.offset < store::block_bytes) std::memset(s.block(0) + start.offset, 0, 8);
   if ((flags & 1) != 0) {
     // A producer died after linking the next block and before publishing: the writer reuses it.
     const std::uint32_t spare = s.allocate_block();
+    stale(s, spare);
     cs::meta(s, 0).next.store(spare);
+    if (start.offset == store::block_bytes) std::memset(s.block(spare) + cs::block_data_begin, 0, 8);
   }
   std::vector<std::vector<std::byte>> records;
   while (!in.rest.empty() && records.size() < 64) {
@@ -174,20 +193,23 @@ void round_trip(input in) {
     } catch (const mproc::error&) {
       return;  // out of blocks: nothing was published
     }
+    require(!cs::stream_reader<store>(s, head).next_head(), "a record was seen before its put published it");
+    w.publish();
     tail = w.pos;
     require(cs::valid_position<store>(tail, s.block_count()), "the writer left an invalid position");
 
-    cs::stream_reader<store> r(s, head, tail);
-    while (!r.at_end()) {
+    cs::stream_reader<store> r(s, head);
+    while (const std::optional<cs::record_head> record = r.next_head()) {
       require(read < written, "the reader found more records than were written");
-      const cs::record_head record = r.next_head();
-      require(record.tag == tag_of(read), "a record's tag read back differs from the one written");
-      const std::span<const std::byte> message = r.payload(record.length, gathered);
+      require(record->tag == tag_of(read), "a record's tag read back differs from the one written");
+      const std::span<const std::byte> message = r.payload(record->length, gathered);
       require(std::equal(message.begin(), message.end(), records[read].begin(), records[read].end()),
               "a record read back differs from the one written");
       ++read;
     }
     require(read == written, "the reader found fewer records than were written");
+    require(r.pos == tail || (r.pos.offset == store::block_bytes && tail.offset == cs::block_data_begin),
+            "the reader stopped elsewhere than the writer");
     head = r.pos;
   }
 }
@@ -210,8 +232,9 @@ std::vector<std::uint8_t> valid_memory(std::uint32_t start_offset, const std::ve
   std::uint8_t fill = 'a';
   for (std::size_t n : lengths) {
     const std::vector<std::byte> payload(n, std::byte{fill++});
-    w.write_record(payload);
+    w.write_record(payload, fill);
   }
+  w.publish();
   std::vector<std::uint8_t> out{0, static_cast<std::uint8_t>(s.blocks.size() - 1),
                                 static_cast<std::uint8_t>(lengths.size() - 1), 3};
   const std::uint64_t head = cs::pack(start);

@@ -11,13 +11,15 @@
 //   it creates the channel, inherits it by fork, or claims it from an fd_token.
 // - Lanes: each producing process (per channel object) writes its own lane, a record
 //   stream that only it appends to (its threads take turns on a process-local mutex), so a
-//   put takes no shared lock: it writes, then publishes the lane's end with one release
-//   store. Consumers take from any lane, each lane under a robust process-shared lock of
-//   its own. When every lane is held by a live producer, the others share one lane under
-//   a robust lock.
+//   put takes no shared lock: it writes its records, then publishes them with one release
+//   store of the first one's head word, which consumers poll. Consumers take from any
+//   lane, each lane under a lock of its own that names its holder's process. When every
+//   lane is held by a live producer, the others share one lane under a robust lock.
 // - Crash safety: a process killed at any instant inside any call leaves the channel
 //   consistent. A producer killed mid-write never published: its message is absent, and
-//   the next owner of its lane overwrites the bytes. A consumer's commit (head and count)
+//   the next owner of its lane overwrites the bytes. One killed after publishing, before
+//   it stored the lane's end word, leaves its messages whole: the next owner finds them
+//   and writes after them. A consumer's commit (head and count)
 //   goes through a small journal that the lane's next locker replays. A consumer commits
 //   its read only once it has used the bytes, so a consumer killed mid-get leaves the
 //   message for the next one.
@@ -144,6 +146,8 @@ class channel {
   void forget_descriptor() noexcept;
 
   struct state;  // defined in src/ipc/channel_state.hpp
+  // For tests that stage what a process killed at a given instant leaves behind.
+  state& shared_state() const noexcept { return *state_; }
 
  private:
   std::unique_ptr<state> state_;
