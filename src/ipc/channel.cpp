@@ -54,8 +54,7 @@ bool channel::committed(std::uint64_t id) const noexcept {
 }
 
 bool channel::held_by_caller(std::uint64_t id) const noexcept {
-  if (current_handing.channel != state_.get()) return false;
-  return current_handing.lane == all_lanes || current_handing.lane == static_cast<std::uint32_t>(id >> lane_shift);
+  return state_->reader_held_by_caller(static_cast<std::uint32_t>(id >> lane_shift));
 }
 
 void channel::hold_consumers(function_ref<void()> action) {

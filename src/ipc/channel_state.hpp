@@ -141,7 +141,6 @@ struct channel::state {
       h->block_count.store(index + 1, std::memory_order_release);
     }
     meta(index).next.store(no_block, std::memory_order_relaxed);
-    store_word(block(index) + block_data_begin, 0, std::memory_order_relaxed);  // no record yet
     return index;
   }
 
@@ -185,9 +184,8 @@ struct channel::state {
     const std::uint32_t count = block_count();
     if (!valid_position<state>(at, count)) return 0;
     try {
-      if (at.offset != block_bytes) return load_word(block(at.block) + at.offset);
-      const std::uint32_t next = meta(at.block).next.load(std::memory_order_acquire);
-      return next < count ? load_word(block(next) + block_data_begin) : 0;
+      const position place = head_place(*this, at);
+      return place.block < count ? load_word(block(place.block) + place.offset) : 0;
     } catch (...) {
       return 0;  // the file is shorter than its block count says
     }
@@ -282,15 +280,14 @@ struct channel::state {
     lane& l = h->lanes[i];
     const std::uint64_t end_word = l.tail.load(std::memory_order_acquire);
     if (end_word == 0) return;  // no block yet: nothing was ever written
-    const bool held =
-        current_handing.channel == this && (current_handing.lane == i || current_handing.lane == all_lanes);
+    const bool held = reader_held_by_caller(i);
     if (!held && l.reader.lock(deadline::never()) == lock_result::recovered) recover_reader(l);
     try {
       const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
-      const lane_end end = unpack_end(end_word);
-      const bool passed = ((end.seq - taken) & end_seq_mask) >= publish_room;
-      stream_reader r(*this, passed ? unpack(l.head.load(std::memory_order_acquire)) : end.pos);
-      std::uint64_t count = passed ? taken : published(end_word, taken);
+      std::uint64_t count = published(end_word, taken);
+      // Consumers at or past the end word: the walk starts where they are.
+      stream_reader r(*this,
+                      count == taken ? unpack(l.head.load(std::memory_order_acquire)) : unpack_end(end_word).pos);
       while (const auto head = r.next_head()) {
         r.skip_payload(head->length);
         ++count;
@@ -301,6 +298,12 @@ struct channel::state {
     }
     if (!held) l.reader.unlock();
   }
+  // Whether the calling thread holds lane i's reader lock: inside a get's sink on that
+  // lane, or in hold_consumers' action (every lane).
+  bool reader_held_by_caller(std::uint32_t i) const noexcept {
+    return current_handing.channel == this && (current_handing.lane == all_lanes || current_handing.lane == i);
+  }
+
   // A lane's reader lock found its owner dead: the message it was reading is still at
   // `head` unless its commit had begun.
   void recover_reader(lane& l) noexcept {
@@ -313,7 +316,8 @@ struct channel::state {
     lane& l = h->lanes[i];
     if (l.tail.load(std::memory_order_relaxed) != 0) return;
     const position start{allocate_block(true), block_data_begin};
-    l.head.store(pack(start), std::memory_order_release);  // after the block's first word was zeroed
+    store_word(block(start.block) + start.offset, 0, std::memory_order_relaxed);  // no record yet
+    l.head.store(pack(start), std::memory_order_release);
     l.tail.store(pack_end(start, 0), std::memory_order_release);
   }
 

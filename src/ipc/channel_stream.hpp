@@ -18,7 +18,7 @@
 //
 // Trust: every byte a reader sees (positions, links, lengths) was written by another
 // process, which may have died or be hostile. The reader checks each against the store's
-// bounds and the published end, and throws mproc::error ("memory is corrupted") rather
+// bounds and links, and throws mproc::error ("memory is corrupted") rather
 // than touch memory outside a block's data or read past the end; so does the writer for
 // the position and links it finds in the memory.
 //
@@ -146,6 +146,15 @@ bool valid_position(position p, std::uint32_t block_count) {
   return p.block < block_count && p.offset >= block_data_begin && p.offset <= Store::block_bytes && p.offset % 8 == 0;
 }
 
+// Where the head of the record after position `p` goes: at `p`, or, when `p` is a full
+// block's end, at the start of the block linked after it (no_block when none is linked
+// yet). The block is not checked against the store: callers do, each with its own error.
+template <class Store>
+position head_place(Store& s, position p) {
+  if (p.offset != Store::block_bytes) return p;
+  return {meta(s, p.block).next.load(std::memory_order_acquire), block_data_begin};
+}
+
 // Appends records at a position, linking in blocks as it goes; publish() makes them
 // visible, all at once.
 template <class Store>
@@ -183,14 +192,10 @@ struct stream_writer {
   // Publishes the records written since the last publish: zeroes the word where the next
   // head goes, then stores the first head.
   void publish() {
-    if (pos.offset < Store::block_bytes) {
-      store_word(s.block(pos.block) + pos.offset, 0, std::memory_order_relaxed);
-    } else {
-      const std::uint32_t next = meta(s, pos.block).next.load(std::memory_order_acquire);
-      if (next != no_block) {
-        if (next >= s.block_count()) corrupted_write("bad block link");
-        store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
-      }
+    const position next_head = head_place(s, pos);
+    if (next_head.block != no_block) {
+      if (next_head.block >= s.block_count()) corrupted_write("bad block link");
+      store_word(s.block(next_head.block) + next_head.offset, 0, std::memory_order_relaxed);
     }
     if (first_head != nullptr) store_word(first_head, first_word, std::memory_order_release);
     first_head = nullptr;
@@ -218,15 +223,14 @@ struct stream_writer {
     // A producer that died after linking a block but before publishing left it here: reuse it.
     // Either way its first word is 0 before a reader can find the link (see Publication).
     std::uint32_t next = b.next.load(std::memory_order_acquire);
-    if (next == no_block) {
+    const bool linked = next != no_block;
+    if (!linked) {
       next = s.allocate_block();
-      store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
-      b.next.store(next, std::memory_order_release);
     } else if (next >= s.block_count()) {
       corrupted_write("bad block link");
-    } else {
-      store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
     }
+    store_word(s.block(next) + block_data_begin, 0, std::memory_order_relaxed);
+    if (!linked) b.next.store(next, std::memory_order_release);
     pos = {next, block_data_begin};
   }
   void align() { pos.offset = static_cast<std::uint32_t>(round8(pos.offset)); }
@@ -248,13 +252,9 @@ struct stream_reader {
   // the reader staying where it was, when the next record is not published (yet). Throws
   // error when the record's length or links do not fit the store.
   std::optional<record_head> next_head() {
-    position at = pos;
-    if (at.offset == Store::block_bytes) {
-      const std::uint32_t next = meta(s, at.block).next.load(std::memory_order_acquire);
-      if (next == no_block) return std::nullopt;
-      if (next >= s.block_count()) corrupted_read("bad block link");
-      at = {next, block_data_begin};
-    }
+    const position at = head_place(s, pos);
+    if (at.block == no_block) return std::nullopt;
+    if (at.block >= s.block_count()) corrupted_read("bad block link");
     const std::uint64_t word = load_word(s.block(at.block) + at.offset);
     if (word == 0) return std::nullopt;
     pos = {at.block, at.offset + 8};
