@@ -397,6 +397,25 @@ template <class T>
 inline constexpr bool is_flat_v = is_flat<T>::value;
 
 inline constexpr std::size_t flat_header_bytes = 1 + sizeof(std::uint64_t);
+// A memcpy-serializable value's own bytes, the encoding a queue gives it (queue.hpp).
+template <class T>
+  requires is_memcpy_serializable_v<T> std::span<const std::byte, sizeof(T)> raw_bytes(const T& value)
+noexcept {
+  return std::span<const std::byte, sizeof(T)>(reinterpret_cast<const std::byte*>(std::addressof(value)), sizeof(T));
+}
+// The value whose own bytes `bytes` are; serialization_error, naming `who`, for any other
+// size.
+template <class T>
+  requires is_memcpy_serializable_v<T> T from_raw_bytes(std::span<const std::byte> bytes, const char* who) {
+    if (bytes.size() != sizeof(T)) {
+      throw serialization_error(std::string(who) + ": a message of " + std::to_string(bytes.size()) +
+                                " bytes cannot hold a " + std::string(type_name<T>()) + ", which is " +
+                                std::to_string(sizeof(T)) + " bytes; was the value put as another type?");
+    }
+    T value;
+    std::memcpy(std::addressof(value), bytes.data(), sizeof(T));
+    return value;
+  }
 
 // What to_bytes writes before a flat value's elements.
 template <class T>

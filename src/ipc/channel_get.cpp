@@ -3,6 +3,7 @@
 // journal only once the sink is done with it.
 #include <exception>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "ipc/channel_state.hpp"
@@ -195,22 +196,14 @@ class lane_take {
   std::exception_ptr failure_;
 };
 
-// Takes from lane `i`, whose reader lock the caller just got, then unlocks it and wakes
-// whom the take concerns.
-static std::size_t take_and_unlock(channel::state& s, const void* self, std::uint32_t i, const take_request& request) {
+// Gives back lane `i`'s reader lock after a take of `taken` messages, and wakes whom the
+// take concerns.
+static void unlock_after_take(channel::state& s, std::uint32_t i, std::size_t taken) noexcept {
   header& h = *s.h;
-  lane& l = h.lanes[i];
-  std::size_t taken = 0;
-  std::exception_ptr failure;
-  try {
-    taken = lane_take(s, self, i, request).run();
-  } catch (...) {
-    failure = std::current_exception();
-  }
   // Another consumer may sleep while this one held the lane: only then is it worth
   // reading the lane's end again.
   const bool more = h.not_empty.sleepers.load(std::memory_order_relaxed) != 0 && s.has_messages(i);
-  l.reader.unlock();
+  h.lanes[i].reader.unlock();
   if (taken != 0) {
     // Producers asleep on a full queue are woken together once it has drained to half
     // (see full_queue_sleep), not one per message taken.
@@ -219,8 +212,68 @@ static std::size_t take_and_unlock(channel::state& s, const void* self, std::uin
     }
     if (more) h.not_empty.announce(1);
   }
+}
+
+// Takes from lane `i`, whose reader lock the caller just got, then unlocks it and wakes
+// whom the take concerns.
+static std::size_t take_and_unlock(channel::state& s, const void* self, std::uint32_t i, const take_request& request) {
+  std::size_t taken = 0;
+  std::exception_ptr failure;
+  try {
+    taken = lane_take(s, self, i, request).run();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  unlock_after_take(s, i, taken);
   if (failure) std::rethrow_exception(failure);
   return taken;
+}
+
+// The common get made lean: one message, the first of the only lane that holds any, when
+// no other consumer reads that lane and the message lies whole in its block. It is the
+// take lane_take makes (handed over in place, committed through the journal once the sink
+// is done with it), with fewer calls and checks, which every get would pay. Empty, having
+// taken nothing, when any of that does not hold: the general path then decides, and
+// reports what it finds wrong.
+static std::optional<std::size_t> take_lean(channel::state& s, const void* self, message_sink sink) {
+  const std::uint32_t used = s.lanes_used();
+  std::uint32_t only = lane_count;
+  for (std::uint32_t i = 0; i < used; ++i) {
+    if (!s.has_messages(i)) continue;
+    if (only != lane_count) return std::nullopt;  // several: the general path orders them
+    only = i;
+  }
+  if (only == lane_count) return std::nullopt;
+  // The lanes looked at before it, again (see lanes_in_order).
+  for (std::uint32_t i = 0; i < only; ++i) {
+    if (s.has_messages(i)) return std::nullopt;
+  }
+  lane& l = s.h->lanes[only];
+  if (l.reader.try_lock() != lock_result::locked) return std::nullopt;
+  const position start = unpack(l.head.load(std::memory_order_relaxed));
+  const std::uint64_t word =
+      start.offset < channel::state::block_bytes && valid_position<channel::state>(start, s.block_count())
+          ? load_word(s.block(start.block) + start.offset)
+          : 0;
+  const std::uint64_t length = word >> tag_bits;
+  if (word == 0 || length > channel::state::block_bytes - 8 - start.offset) {
+    l.reader.unlock();  // taken meanwhile, in the next block, or spanning blocks
+    return std::nullopt;
+  }
+  const std::uint64_t seq = l.get_seq.load(std::memory_order_relaxed);
+  std::exception_ptr failure;
+  current_handing = {self, only, seq};
+  try {
+    sink({s.block(start.block) + start.offset + 8, static_cast<std::size_t>(length)});
+  } catch (...) {
+    failure = std::current_exception();  // the message is taken all the same
+  }
+  current_handing = {};
+  channel::state::commit(l.get_journal, l.head, l.get_seq,
+                         {start.block, static_cast<std::uint32_t>(start.offset + 8 + round8(length))}, seq + 1);
+  unlock_after_take(s, only, 1);
+  if (failure) std::rethrow_exception(failure);
+  return 1;
 }
 
 namespace {
@@ -293,6 +346,9 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
   state& s = *state_;
   header& h = *s.h;
   const auto stop = [&] { return options.stop_waiting && options.stop_waiting(); };
+  if (max_messages == 1) {
+    if (const auto taken = take_lean(s, state_.get(), sink)) return *taken;
+  }
   for (;;) {
     const lanes_in_order lanes(s);
     if (lanes.count == 0) {

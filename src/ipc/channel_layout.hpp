@@ -1,6 +1,6 @@
 // The channel's shared memory layout: the header, its lanes, the free-block stacks and
-// the consumers' journals, with the constants that size them. Changing any of it changes
-// layout_version.
+// the consumers' journals, with the constants that size them. Changing any of it, or how
+// mproc::queue encodes its messages (queue.hpp), changes layout_version.
 #pragma once
 
 #include <pthread.h>
@@ -25,7 +25,7 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 8;
+constexpr std::uint32_t layout_version = 9;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
 // queue that once held a 100 MiB message does not keep 100 MiB).

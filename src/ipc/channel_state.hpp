@@ -357,6 +357,12 @@ struct channel::state {
     return chosen;
   }
 
+  // This process's writer, if it has claimed a lane already; else nullptr.
+  writer* claimed_writer() const noexcept {
+    writer* w = writer_.load(std::memory_order_acquire);
+    return w != nullptr && w->incarnation == this_process_incarnation() ? w : nullptr;
+  }
+
   writer& this_process_writer() {
     const std::uint64_t me = this_process_incarnation();
     writer* w = writer_.load(std::memory_order_acquire);
@@ -389,21 +395,53 @@ struct channel::state {
       if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
     }
     stream_writer w(store, end.pos);
-    // Each record is tagged with its message's ticket, whose low tag_bits are never 0 (a
-    // head word of 0 means "not published").
     std::uint64_t ticket = next_ticket();
     for (std::size_t m = first; m < first + k; ++m, ++ticket) {
-      if ((ticket & tag_mask) == 0) ++ticket;
+      ticket = nonzero_tag(ticket);
       w.write_head(messages.length(m), ticket);
       messages.write(m, w);
       w.align();
     }
     w.publish();
-    // The end word, for the fill count and for whoever takes the lane over: consumers do
-    // not read it to find records.
-    l.last_ticket.store(ticket - 1, std::memory_order_relaxed);
-    l.tail.store(pack_end(w.pos, end.seq + k), std::memory_order_release);
+    store_end(l, w.pos, end.seq + k, ticket - 1);
     return true;
+  }
+
+  // write_messages for the common put, with as few stores as it can make: one message of
+  // at most small_message_bytes, whose record and the next head's word lie in the lane's
+  // current block, with the lane far from publish_room. False, writing nothing, otherwise.
+  // (A consumer that keeps up reads the line the producer writes, which must then fetch
+  // it back; the stores wait in the store buffer meanwhile, and the producer stalls once
+  // that is full: the fewer stores a put makes, spills and calls' return addresses among
+  // them, the more puts the wait for one line covers.) The records are those of
+  // write_messages, published in the same order.
+  bool write_small(std::uint32_t i, std::span<const std::byte> message) {
+    lane& l = h->lanes[i];
+    const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
+    const std::size_t next_head = end.pos.offset + 8 + round8(message.size());
+    if (message.size() > small_message_bytes || next_head >= block_bytes) return false;
+    if (((end.seq + 1 - taken_seen[i].load(std::memory_order_relaxed)) & end_seq_mask) >= publish_room) return false;
+    if (!valid_position<state>(end.pos, block_count())) return false;  // write_messages reports it
+    std::byte* const at = block(end.pos.block) + end.pos.offset;
+    const std::uint64_t ticket = nonzero_tag(next_ticket());
+    if (!message.empty()) std::memcpy(at + 8, message.data(), message.size());
+    store_word(at + (next_head - end.pos.offset), 0, std::memory_order_relaxed);
+    store_word(at, head_word(message.size(), ticket), std::memory_order_release);
+    store_end(l, {end.pos.block, static_cast<std::uint32_t>(next_head)}, end.seq + 1, ticket);
+    return true;
+  }
+  static constexpr std::size_t small_message_bytes = 256;
+
+  // Each record is tagged with its message's ticket, whose low tag_bits are never 0 (a
+  // head word of 0 means "not published").
+  static std::uint64_t nonzero_tag(std::uint64_t ticket) noexcept {
+    return (ticket & tag_mask) == 0 ? ticket + 1 : ticket;
+  }
+  // The end word, for the fill count and for whoever takes the lane over: consumers do not
+  // read it to find records.
+  static void store_end(lane& l, position end, std::uint64_t seq, std::uint64_t last_ticket) noexcept {
+    l.last_ticket.store(last_ticket, std::memory_order_relaxed);
+    l.tail.store(pack_end(end, seq), std::memory_order_release);
   }
 
   // The ticket of a put about to write: above every lane's last one. A put made after

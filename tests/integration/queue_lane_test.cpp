@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -317,55 +318,66 @@ TEST(QueueLanesKill, AProducerKilledMidWriteLeavesMessagesAndLane) {
 
 // A producer SIGKILLed after its put published its records (each record's head word
 // publishes it) and before it stored its lane's end word, the count producers and qsize
-// read. Staged exactly: the producer's put of 4 and 5 completes, then the test puts the
-// end word back to what it was before that put, and kills the producer. Consumers take 4
-// and 5 all the same; the next producer to take the lane over finds them and writes
+// read. Staged exactly: the producer's put completes, then the test puts the end word back
+// to what it was before that put, and kills the producer. Consumers take the put's
+// messages all the same; the next producer to take the lane over finds them and writes
 // after them, whether a consumer had already passed the stale end word or not. Nothing is
-// lost, nothing comes twice, and the counts come right.
+// lost, nothing comes twice, and the counts come right. Both ways a put writes: the lean
+// one (a lone small message, write_small) and the general one (a batch).
 TEST(QueueLanesKill, AProducerKilledBeforeItsEndWordLosesNothing) {
-  for (const bool consume_first : {false, true}) {
-    SCOPED_TRACE(consume_first ? "a consumer passed the end word first" : "the next producer came first");
-    inspected_queue<std::uint64_t> q;
-    mproc::event go;
-    mproc::process producer([q, go]() mutable {
-      for (std::uint64_t v = 1; v <= 3; ++v) q.put(v);
-      go.wait();
-      const std::vector<std::uint64_t> more{4, 5};
-      q.put_many(std::span<const std::uint64_t>(more));
-      for (;;) ::pause();
-    });
-    producer.start();
-    ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() == 3; }, 30s));
-    mproc::detail::channel::state& s = q.channel().shared_state();
-    ASSERT_EQ(s.lanes_used(), 2u) << "the producer did not get a lane of its own";
-    auto& end_word = s.h->lanes[1].tail;
-    const std::uint64_t before_put = end_word.load();
-    go.set();
-    ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() == 5; }, 30s));
-    end_word.store(before_put);  // as if killed between publishing and storing the end
-    producer.kill();
-    producer.join();
-    ASSERT_EQ(producer.exitcode(), -SIGKILL);
-    EXPECT_EQ(q.qsize(), 3u) << "the count is the end word's";
+  for (const bool lean : {true, false}) {
+    for (const bool consume_first : {false, true}) {
+      SCOPED_TRACE(std::string(lean ? "a lone put" : "a batch") + ", " +
+                   (consume_first ? "a consumer passed the end word first" : "the next producer came first"));
+      const std::vector<std::uint64_t> staged = lean ? std::vector<std::uint64_t>{4} : std::vector<std::uint64_t>{4, 5};
+      inspected_queue<std::uint64_t> q;
+      mproc::event go;
+      mproc::process producer([q, go, staged]() mutable {
+        for (std::uint64_t v = 1; v <= 3; ++v) q.put(v);
+        go.wait();
+        if (staged.size() == 1) {
+          q.put(staged[0]);
+        } else {
+          q.put_many(std::span<const std::uint64_t>(staged));
+        }
+        for (;;) ::pause();
+      });
+      producer.start();
+      ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() == 3; }, 30s));
+      mproc::detail::channel::state& s = q.channel().shared_state();
+      ASSERT_EQ(s.lanes_used(), 2u) << "the producer did not get a lane of its own";
+      auto& end_word = s.h->lanes[1].tail;
+      const std::uint64_t before_put = end_word.load();
+      go.set();
+      ASSERT_TRUE(mproc_test::eventually([&] { return q.qsize() == 3 + staged.size(); }, 30s));
+      end_word.store(before_put);  // as if killed between publishing and storing the end
+      producer.kill();
+      producer.join();
+      ASSERT_EQ(producer.exitcode(), -SIGKILL);
+      EXPECT_EQ(q.qsize(), 3u) << "the count is the end word's";
 
-    std::vector<std::uint64_t> got;
-    if (consume_first) {
-      for (int k = 0; k < 4; ++k) got.push_back(q.get(5s));
-      EXPECT_EQ(q.qsize(), 0u) << "a consumer ahead of the end word must not make the count wrap";
+      std::vector<std::uint64_t> got;
+      if (consume_first) {
+        for (int k = 0; k < 4; ++k) got.push_back(q.get(5s));  // 4: past the end word
+        EXPECT_EQ(q.qsize(), 0u) << "a consumer ahead of the end word must not make the count wrap";
+      }
+      const std::uint64_t takeovers = q.channel().lane_takeovers();
+      mproc::process next([q]() mutable {
+        q.put(6);
+        q.put(7);
+      });
+      next.start();
+      next.join();
+      EXPECT_EQ(next.exitcode(), 0);
+      EXPECT_EQ(q.channel().lane_takeovers(), takeovers + 1) << "the next producer did not take the lane over";
+      EXPECT_EQ(q.qsize(), 3 + staged.size() + 2 - got.size());
+      while (const std::optional<std::uint64_t> v = q.try_get_for(1s)) got.push_back(*v);
+      std::vector<std::uint64_t> expected{1, 2, 3};
+      expected.insert(expected.end(), staged.begin(), staged.end());
+      expected.insert(expected.end(), {6, 7});
+      EXPECT_EQ(got, expected);
+      EXPECT_EQ(q.qsize(), 0u);
     }
-    const std::uint64_t takeovers = q.channel().lane_takeovers();
-    mproc::process next([q]() mutable {
-      q.put(6);
-      q.put(7);
-    });
-    next.start();
-    next.join();
-    EXPECT_EQ(next.exitcode(), 0);
-    EXPECT_EQ(q.channel().lane_takeovers(), takeovers + 1) << "the next producer did not take the lane over";
-    EXPECT_EQ(q.qsize(), 7u - got.size());
-    while (const std::optional<std::uint64_t> v = q.try_get_for(1s)) got.push_back(*v);
-    EXPECT_EQ(got, (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7}));
-    EXPECT_EQ(q.qsize(), 0u);
   }
 }
 

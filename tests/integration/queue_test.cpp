@@ -7,14 +7,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -287,6 +292,52 @@ TEST(Queue, UndecodableMessageThrowsAndIsConsumed) {
   ints.put(7);
   EXPECT_THROW(ints.get(), mproc::serialization_error);
   EXPECT_EQ(ints.get(), 7);
+}
+
+// Numbers, enums with a fixed type and std::arrays of those travel as their own bytes,
+// with no version byte before them: exactly, and checked by their size on the way out.
+enum class shade : std::uint8_t { light = 1, dark = 200 };
+
+TEST(Queue, MemcpySerializableValuesTravelAsTheirOwnBytes) {
+  mproc::queue<std::uint64_t> words;
+  words.put(0x0102'0304'0506'0708ULL);
+  auto raw = mproc::from_bytes<mproc::queue<std::array<unsigned char, 8>>>(mproc::to_bytes(words));
+  std::array<unsigned char, 8> expected{};
+  const std::uint64_t value = 0x0102'0304'0506'0708ULL;
+  std::memcpy(expected.data(), &value, sizeof value);
+  EXPECT_EQ(raw.get(), expected) << "the message is not the value's 8 bytes alone";
+
+  mproc::queue<double> doubles;
+  for (const double d : {-0.0, 1e-310, std::numeric_limits<double>::infinity(), -1.5}) doubles.put(d);
+  EXPECT_TRUE(std::signbit(doubles.get()));
+  EXPECT_EQ(doubles.get(), 1e-310);
+  EXPECT_EQ(doubles.get(), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(doubles.get(), -1.5);
+
+  mproc::queue<shade> shades;
+  shades.put(shade::dark);
+  EXPECT_EQ(shades.get(), shade::dark);
+  mproc::queue<std::array<float, 3>> points;
+  const std::vector<std::array<float, 3>> many{{1, 2, 3}, {4, 5, 6}};
+  points.put_many(std::span<const std::array<float, 3>>(many));
+  EXPECT_EQ(points.get_many(5), many);
+}
+
+TEST(Queue, AMemcpySerializableValueOfTheWrongSizeThrowsAndIsConsumed) {
+  mproc::queue<std::uint64_t> words;
+  auto halves = mproc::from_bytes<mproc::queue<std::uint32_t>>(mproc::to_bytes(words));
+  words.put(1);
+  halves.put(2);
+  try {
+    (void)halves.get();
+    ADD_FAILURE() << "an 8-byte message was taken as a 4-byte value";
+  } catch (const mproc::serialization_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("8 bytes"), std::string::npos) << what;
+    EXPECT_NE(what.find("4 bytes"), std::string::npos) << what;
+  }
+  EXPECT_EQ(halves.get(), 2U);
+  EXPECT_FALSE(words.try_get().has_value());
 }
 
 TEST(JoinableQueue, JoinWaitsForEveryTaskDone) {

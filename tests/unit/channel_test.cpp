@@ -108,6 +108,33 @@ std::string patterned(std::size_t n, std::size_t seed) {
   return s;
 }
 
+// A lone small put and a get of one message each have a lean path (write_small,
+// take_lean) beside the general one, which takes over at a block's end, for messages above
+// small_message_bytes, and for batches. Messages of every length from 0 to 300, put one
+// at a time and taken one at a time or three at a time, both with the consumer far behind
+// and keeping up, so that records end at every offset near the blocks' ends.
+TEST(Channel, LonePutsAndGetsKeepBoundariesAcrossBlocksOnEitherPath) {
+  for (const bool keep_up : {false, true}) {
+    SCOPED_TRACE(keep_up ? "the consumer keeps up" : "the consumer is far behind");
+    channel ch(0);
+    std::vector<std::string> sent;
+    for (std::size_t i = 0; i < 6000; ++i) sent.push_back(patterned((i * 7) % 301, i));
+    std::vector<std::string> got;
+    const auto take_one_or_three = [&] {
+      const auto batch = take(ch, got.size() % 5 == 4 ? 3 : 1);
+      got.insert(got.end(), batch.begin(), batch.end());
+    };
+    for (const auto& m : sent) {
+      ASSERT_TRUE(ch.put_one(as_bytes(m), deadline::never()));
+      if (keep_up) take_one_or_three();
+    }
+    while (got.size() < sent.size()) take_one_or_three();
+    ASSERT_EQ(got.size(), sent.size());
+    for (std::size_t i = 0; i < sent.size(); ++i) ASSERT_EQ(got[i], sent[i]) << "message " << i;
+    EXPECT_EQ(ch.size(), 0U);
+  }
+}
+
 TEST(Channel, PutPiecesPutsTheirConcatenationAsOneMessage) {
   channel ch(0);
   const std::string head = "head:";
