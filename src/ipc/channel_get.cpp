@@ -229,25 +229,14 @@ static std::size_t take_and_unlock(channel::state& s, const void* self, std::uin
   return taken;
 }
 
-// The common get made lean: one message, the first of the only lane that holds any, when
-// no other consumer reads that lane and the message lies whole in its block. It is the
-// take lane_take makes (handed over in place, committed through the journal once the sink
-// is done with it), with fewer calls and checks, which every get would pay. Empty, having
-// taken nothing, when any of that does not hold: the general path then decides, and
-// reports what it finds wrong.
-static std::optional<std::size_t> take_lean(channel::state& s, const void* self, message_sink sink) {
-  const std::uint32_t used = s.lanes_used();
-  std::uint32_t only = lane_count;
-  for (std::uint32_t i = 0; i < used; ++i) {
-    if (!s.has_messages(i)) continue;
-    if (only != lane_count) return std::nullopt;  // several: the general path orders them
-    only = i;
-  }
-  if (only == lane_count) return std::nullopt;
-  // The lanes looked at before it, again (see lanes_in_order).
-  for (std::uint32_t i = 0; i < only; ++i) {
-    if (s.has_messages(i)) return std::nullopt;
-  }
+// The common get made lean: one message, from lane `only` (the oldest first message's),
+// when no other consumer reads that lane and the message lies whole in its block. It is
+// the take lane_take makes (handed over in place, committed through the journal once the
+// sink is done with it), with fewer calls and checks, which every get would pay. Empty,
+// having taken nothing, when any of that does not hold: the general path then decides,
+// and reports what it finds wrong.
+static std::optional<std::size_t> take_lean(channel::state& s, const void* self, message_sink sink,
+                                            std::uint32_t only) {
   lane& l = s.h->lanes[only];
   if (l.reader.try_lock() != lock_result::locked) return std::nullopt;
   const position start = unpack(l.head.load(std::memory_order_relaxed));
@@ -281,8 +270,8 @@ namespace {
 // The lanes that hold messages, oldest first message first.
 // Which lanes hold messages is looked at twice: a lane seen empty the first time may have
 // been published to before a message seen in another (a put made after that one
-// returned), and is visible the second time. Only when several hold messages are their
-// first tickets read (each under its lane's lock), and the lowest taken first.
+// returned), and is visible the second time. Each lane's first ticket comes with its first
+// word (first_word: loads only), and the lowest is taken first.
 struct lanes_in_order {
   std::uint32_t order[lane_count];
   std::uint64_t tickets[lane_count];
@@ -290,21 +279,20 @@ struct lanes_in_order {
 
   explicit lanes_in_order(channel::state& s) {
     const std::uint32_t used = s.lanes_used();
-    bool holds[lane_count];
-    for (std::uint32_t i = 0; i < used; ++i) holds[i] = s.has_messages(i);
+    std::uint64_t words[lane_count];
+    for (std::uint32_t i = 0; i < used; ++i) words[i] = s.first_word(i);
     for (std::uint32_t i = 0; i < used; ++i) {
-      if (!holds[i]) holds[i] = s.has_messages(i);
+      if (words[i] == 0) words[i] = s.first_word(i);
     }
     for (std::uint32_t i = 0; i < used; ++i) {
-      if (holds[i]) order[count++] = i;
+      if (words[i] == 0) continue;
+      tickets[i] = words[i] & tag_mask;
+      order[count++] = i;
     }
-    if (count == 1) {
-      tickets[order[0]] = no_ticket;
-      return;
+    if (count > 1) {
+      std::sort(order, order + count,
+                [&](std::uint32_t a, std::uint32_t b) { return ticket_before(tickets[a], tickets[b]); });
     }
-    for (std::uint32_t k = 0; k < count; ++k) tickets[order[k]] = s.head_ticket(order[k]);
-    std::sort(order, order + count,
-              [&](std::uint32_t a, std::uint32_t b) { return ticket_before(tickets[a], tickets[b]); });
   }
   // The ticket below which a take from the k-th lane may go on: the next lane's first.
   std::uint64_t limit_of(std::uint32_t k) const { return k + 1 < count ? tickets[order[k + 1]] : no_ticket; }
@@ -346,9 +334,6 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
   state& s = *state_;
   header& h = *s.h;
   const auto stop = [&] { return options.stop_waiting && options.stop_waiting(); };
-  if (max_messages == 1) {
-    if (const auto taken = take_lean(s, state_.get(), sink)) return *taken;
-  }
   for (;;) {
     const lanes_in_order lanes(s);
     if (lanes.count == 0) {
@@ -357,6 +342,9 @@ std::size_t channel::get(message_sink sink, std::size_t max_messages, deadline u
         return 0;
       if (stop() && !s.any_messages()) return 0;  // stop() is false at once without stop_waiting
       continue;
+    }
+    if (max_messages == 1) {
+      if (const auto taken = take_lean(s, state_.get(), sink, lanes.order[0])) return *taken;
     }
     std::uint32_t busy = lane_count;
     std::uint64_t busy_limit = no_ticket;

@@ -174,13 +174,9 @@ struct channel::state {
     const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
     return {published(l.tail.load(std::memory_order_acquire), taken), taken};
   }
-  // The word at lane i's head: its first record's head word once published, else 0 (see
-  // channel_stream.hpp, Publication). It lies on the line a consumer reads next anyway.
-  // Without the lane's reader lock, a consumer moving the head meanwhile may make it a
-  // stale answer, either way: takes look again under the lock. A lane with no block yet,
-  // or memory that cannot be trusted, reads as 0.
-  std::uint64_t first_word(std::uint32_t i) noexcept {
-    const position at = unpack(h->lanes[i].head.load(std::memory_order_acquire));
+  // The word at lane l's head now, 0 if none can be read there (see first_word).
+  std::uint64_t word_at_head(const lane& l) noexcept {
+    const position at = unpack(l.head.load(std::memory_order_acquire));
     const std::uint32_t count = block_count();
     if (!valid_position<state>(at, count)) return 0;
     try {
@@ -190,18 +186,23 @@ struct channel::state {
       return 0;  // the file is shorter than its block count says
     }
   }
-  bool has_messages(std::uint32_t i) noexcept { return first_word(i) != 0; }
-
-  // The ticket of lane i's first message, read under the lane's reader lock if it is free:
-  // no_ticket when the lane holds none, or another consumer is reading it (which then takes
-  // that message itself). Anything inconsistent in the memory reads as no_ticket too.
-  std::uint64_t head_ticket(std::uint32_t i) noexcept {
-    lane& l = h->lanes[i];
-    if (l.reader.try_lock() != lock_result::locked) return no_ticket;
-    const std::uint64_t word = first_word(i);
-    l.reader.unlock();
-    return word == 0 ? no_ticket : word & tag_mask;
+  // The word at lane i's head: its first record's head word once published, else 0 (see
+  // channel_stream.hpp, Publication). It lies on the line a consumer reads next anyway.
+  // Read between two reads of the lane's taken count that agree, so no take committed in
+  // between: the word is the lane's first at one instant, and the block it lies in was not
+  // freed and reused under the read (a take stores its count before it frees a block, and
+  // a producer's later write there would order that store before the second read). Loads
+  // only, no lock: a consumer compares every lane's first ticket on each get. A lane with
+  // no block yet, or memory that cannot be trusted, reads as 0.
+  std::uint64_t first_word(std::uint32_t i) noexcept {
+    const lane& l = h->lanes[i];
+    for (;;) {
+      const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
+      const std::uint64_t word = word_at_head(l);
+      if (l.get_seq.load(std::memory_order_relaxed) == taken) return word;
+    }
   }
+  bool has_messages(std::uint32_t i) noexcept { return first_word(i) != 0; }
 
   bool any_messages() noexcept {
     const std::uint32_t used = lanes_used();
