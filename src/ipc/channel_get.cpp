@@ -310,9 +310,7 @@ static busy_lane lock_busy_lane(channel::state& s, std::uint32_t i, deadline unt
   lane& l = s.h->lanes[i];
   for (unsigned spin = 0; spin < 64; ++spin) {
     if (spin < 48) {
-#if defined(__x86_64__) || defined(__i386__)
-      for (int k = 0; k < 8; ++k) __builtin_ia32_pause();
-#endif
+      for (int k = 0; k < 8; ++k) cpu_relax();
     } else {
       yield_cpu();
     }

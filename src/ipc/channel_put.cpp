@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "ipc/channel_state.hpp"
+#include "wait/cpu_relax.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -67,10 +68,16 @@ static std::size_t put_messages(channel::state& s, const Messages& messages, dea
   while (done < n) {
     std::size_t k = std::min<std::size_t>(n - done, publish_room / 2);
     if (maxsize != 0) {
-      if (!wait_for_condition(
-              h.not_full, [&] { return s.fill_hint(maxsize) < maxsize; }, until, full_queue_sleep)) {
-        break;
-      }
+      // A full queue's consumers' counts are read again only after a pause: each read takes
+      // their line away from them, and a consumer then stalls on its next commit until it
+      // has the line back. By the next read, a consumer that keeps going has freed a run of
+      // slots, which this producer fills without reading their counts.
+      const auto has_room = [&] {
+        if (s.fill_hint(maxsize) < maxsize) return true;
+        for (int pause = 0; pause < full_queue_poll_pauses; ++pause) cpu_relax();
+        return false;
+      };
+      if (!wait_for_condition(h.not_full, has_room, until, full_queue_sleep)) break;
       const std::uint64_t fill = s.fill_hint(maxsize);
       k = std::min<std::size_t>(k, fill < maxsize ? maxsize - fill : 0);
       if (k == 0) continue;  // another producer filled it first

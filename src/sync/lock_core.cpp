@@ -22,6 +22,7 @@
 #include "os/thread_identity.hpp"
 #include "shm/shared_memory.hpp"
 #include "sync/sync_memory.hpp"
+#include "wait/cpu_relax.hpp"
 #include "wait/robust_mutex.hpp"
 
 namespace mproc::detail {
@@ -48,14 +49,6 @@ namespace {
 // the throughput of two contending processes in bench/lock_bench.cpp; with work between
 // them, spinning doubled it.
 constexpr int spin_limit = 16;
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 // 0, EOWNERDEAD or ETIMEDOUT, after the first trylock said EBUSY. `type` and `call` name
 // the public call, for errors.

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "mproc/detail/wait/deadline.hpp"
+#include "wait/cpu_relax.hpp"
 
 namespace mproc::detail {
 
@@ -109,9 +110,7 @@ bool wait_for_condition(wakeup& w, Ready ready, deadline until,
   const auto spin_until = start + spin_budget;
   for (unsigned i = 1;; ++i) {
     if (i < 256) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+      cpu_relax();
     } else {
       yield_cpu();
     }
