@@ -1,6 +1,7 @@
 // Putting: waiting for room, writing to this process's lane (or the shared one), and
 // waking a consumer that sleeps.
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "ipc/channel_state.hpp"
@@ -136,6 +137,19 @@ bool channel::put_one(std::span<const std::byte> message, deadline until) {
 }
 
 std::size_t channel::put_pieces(message_pieces pieces, deadline until) {
+  // A small message (a short string or vector: its header and a few bytes) is gathered
+  // here, so that it takes the lean path too.
+  const std::size_t length = pieced_message{pieces}.length(0);
+  if (length <= channel::state::small_message_bytes) {
+    std::byte gathered[channel::state::small_message_bytes];
+    std::size_t at = 0;
+    for (const auto& piece : pieces) {
+      if (piece.empty()) continue;  // an empty piece's data may be null
+      std::memcpy(gathered + at, piece.data(), piece.size());
+      at += piece.size();
+    }
+    if (put_small(*state_, {gathered, length})) return 1;
+  }
   return put_messages(*state_, pieced_message{pieces}, until);
 }
 

@@ -108,8 +108,8 @@ std::string patterned(std::size_t n, std::size_t seed) {
   return s;
 }
 
-// A lone small put and a get of one message each have a lean path (write_small,
-// take_lean) beside the general one, which takes over at a block's end, for messages above
+// A lone small put (put_one, or put_pieces gathered) and a get of one message each have a
+// lean path (write_small, take_lean) beside the general one, which takes over at a block's end, for messages above
 // small_message_bytes, and for batches. Messages of every length from 0 to 300, put one
 // at a time and taken one at a time or three at a time, both with the consumer far behind
 // and keeping up, so that records end at every offset near the blocks' ends.
@@ -124,8 +124,15 @@ TEST(Channel, LonePutsAndGetsKeepBoundariesAcrossBlocksOnEitherPath) {
       const auto batch = take(ch, got.size() % 5 == 4 ? 3 : 1);
       got.insert(got.end(), batch.begin(), batch.end());
     };
-    for (const auto& m : sent) {
-      ASSERT_TRUE(ch.put_one(as_bytes(m), deadline::never()));
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+      const std::span<const std::byte> m = as_bytes(sent[i]);
+      if (i % 2 == 0) {
+        ASSERT_TRUE(ch.put_one(m, deadline::never()));
+      } else {  // as a header and a body, with an empty piece between: gathered for the lean path
+        const std::size_t cut = std::min(m.size(), i % 11);
+        const std::span<const std::byte> pieces[] = {m.first(cut), {}, m.subspan(cut)};
+        ASSERT_EQ(ch.put_pieces(pieces, deadline::never()), 1U);
+      }
       if (keep_up) take_one_or_three();
     }
     while (got.size() < sent.size()) take_one_or_three();
