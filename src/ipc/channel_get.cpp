@@ -240,20 +240,26 @@ static std::optional<std::size_t> take_lean(channel::state& s, const void* self,
   lane& l = s.h->lanes[only];
   if (l.reader.try_lock() != lock_result::locked) return std::nullopt;
   const position start = unpack(l.head.load(std::memory_order_relaxed));
-  const std::uint64_t word =
-      start.offset < channel::state::block_bytes && valid_position<channel::state>(start, s.block_count())
-          ? load_word(s.block(start.block) + start.offset)
-          : 0;
+  const std::byte* record = nullptr;
+  std::uint64_t word = 0;
+  if (start.offset < channel::state::block_bytes && valid_position<channel::state>(start, s.block_count())) {
+    try {
+      record = s.block(start.block) + start.offset;
+      word = load_word(record);
+    } catch (...) {
+      // Mapping the block failed: the general path reports it, with the lock given back.
+    }
+  }
   const std::uint64_t length = word >> tag_bits;
   if (word == 0 || length > channel::state::block_bytes - 8 - start.offset) {
-    l.reader.unlock();  // taken meanwhile, in the next block, or spanning blocks
+    l.reader.unlock();  // taken meanwhile, in the next block, spanning blocks, or unmapped
     return std::nullopt;
   }
   const std::uint64_t seq = l.get_seq.load(std::memory_order_relaxed);
   std::exception_ptr failure;
   current_handing = {self, only, seq};
   try {
-    sink({s.block(start.block) + start.offset + 8, static_cast<std::size_t>(length)});
+    sink({record + 8, static_cast<std::size_t>(length)});
   } catch (...) {
     failure = std::current_exception();  // the message is taken all the same
   }
