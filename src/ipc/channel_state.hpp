@@ -238,7 +238,7 @@ struct channel::state {
     for (std::uint32_t i = 0; i < used; ++i) {
       std::uint64_t taken = taken_seen[i].load(std::memory_order_relaxed);
       const std::uint64_t end = h->lanes[i].tail.load(std::memory_order_acquire);
-      if (fresh || ((unpack_end(end).seq - taken) & end_seq_mask) >= publish_room) {
+      if (fresh || !below_publish_room(unpack_end(end).seq, taken)) {
         taken = h->lanes[i].get_seq.load(std::memory_order_acquire);
         taken_seen[i].store(taken, std::memory_order_relaxed);
       }
@@ -380,20 +380,19 @@ struct channel::state {
     return *w;
   }
 
-  // Appends messages [first, first + k) to lane `i` and publishes them; false, writing
-  // nothing, when the lane would then hold publish_room messages. The caller owns the lane
-  // (its writer's mutex, or put_lock for the shared lane).
-  // Writes messages [first, first + k) of `messages` (see contiguous_messages) to lane i
-  // and publishes them; false when the lane holds publish_room messages not taken.
+  // Appends messages [first, first + k) of `messages` (see contiguous_messages) to lane `i`
+  // and publishes them; false, writing nothing, when the lane would then hold publish_room
+  // messages not taken. The caller owns the lane (its writer's mutex, or put_lock for the
+  // shared lane).
   template <class Messages>
   bool write_messages(std::uint32_t i, bool put_locked, const Messages& messages, std::size_t first, std::size_t k) {
     lane_store store{*this, put_locked};
     lane& l = h->lanes[i];
     const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
-    if (((end.seq + k - taken_seen[i].load(std::memory_order_relaxed)) & end_seq_mask) >= publish_room) {
+    if (!below_publish_room(end.seq + k, taken_seen[i].load(std::memory_order_relaxed))) {
       const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
       taken_seen[i].store(taken, std::memory_order_relaxed);
-      if (((end.seq + k - taken) & end_seq_mask) >= publish_room) return false;
+      if (!below_publish_room(end.seq + k, taken)) return false;
     }
     stream_writer w(store, end.pos);
     std::uint64_t ticket = next_ticket();
@@ -421,7 +420,7 @@ struct channel::state {
     const lane_end end = unpack_end(l.tail.load(std::memory_order_relaxed));
     const std::size_t next_head = end.pos.offset + 8 + round8(message.size());
     if (message.size() > small_message_bytes || next_head >= block_bytes) return false;
-    if (((end.seq + 1 - taken_seen[i].load(std::memory_order_relaxed)) & end_seq_mask) >= publish_room) return false;
+    if (!below_publish_room(end.seq + 1, taken_seen[i].load(std::memory_order_relaxed))) return false;
     if (!valid_position<state>(end.pos, block_count())) return false;  // write_messages reports it
     std::byte* const at = block(end.pos.block) + end.pos.offset;
     const std::uint64_t ticket = nonzero_tag(next_ticket());
@@ -433,6 +432,11 @@ struct channel::state {
   }
   static constexpr std::size_t small_message_bytes = 256;
 
+  // Whether a lane whose count would be `put` after a write, `taken` of them taken (as far
+  // as this process knows), holds fewer than publish_room messages.
+  static bool below_publish_room(std::uint64_t put, std::uint64_t taken) noexcept {
+    return ((put - taken) & end_seq_mask) < publish_room;
+  }
   // Each record is tagged with its message's ticket, whose low tag_bits are never 0 (a
   // head word of 0 means "not published").
   static std::uint64_t nonzero_tag(std::uint64_t ticket) noexcept {
