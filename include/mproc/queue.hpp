@@ -223,7 +223,9 @@ class queue {
     }
   }
   static T read_spanning(detail::message_reader& message) {
-    return detail::read_flat<T>(message.size(), [&](std::byte* into, std::size_t n) { message.read(into, n); });
+    return detail::read_flat<T>(
+        message.size(), [&](std::byte* into, std::size_t n) { message.read(into, n); },
+        [&](std::size_t max) { return message.read_in_place(max); });
   }
 
   std::shared_ptr<detail::channel> channel_;

@@ -34,6 +34,18 @@ class lane_message_reader final : public message_reader {
     }
     left_ -= n;
   }
+  std::span<const std::byte> read_in_place(std::size_t max) override {
+    if (left_ == 0 || max == 0) throw error("mproc::queue::get: a read past the end of a message");
+    std::span<const std::byte> piece;
+    try {
+      piece = r_.read_in_place(std::min(max, left_));
+    } catch (...) {
+      corrupted_ = true;  // the stream's checks failed: not the sink's error
+      throw;
+    }
+    left_ -= piece.size();
+    return piece;
+  }
   bool corrupted() const noexcept { return corrupted_; }
   // What the sink left unread.
   void skip_rest() {

@@ -25,11 +25,13 @@ using namespace channel_stream;
 // channel_stream.hpp): a message may span any number of blocks, so any size works; blocks
 // that consumers have passed go to a free list that every lane's producer reuses.
 constexpr std::uint32_t channel_magic = 0x6d70'7163;  // "mpqc"
-constexpr std::uint32_t layout_version = 9;
+constexpr std::uint32_t layout_version = 10;
 constexpr std::size_t header_bytes = 16384;
 // Free blocks beyond this many, and beyond the blocks in use, give their memory back (a
-// queue that once held a 100 MiB message does not keep 100 MiB).
+// queue that once held a 100 MiB message does not keep 100 MiB), unless memory given back
+// was wanted again within the last released_reuse_span: see state::free_block.
 constexpr std::uint32_t keep_free_blocks = 64;
+constexpr std::chrono::nanoseconds released_reuse_span{1'000'000'000};
 
 // Lane 0 is shared by the producers that found no lane of their own (under put_lock);
 // lanes 1.. are each one producer's.
@@ -118,6 +120,9 @@ struct header {
   // ones gave it back (their index is reused, their memory allocated again).
   alignas(64) block_stack free;
   block_stack released;
+  // When a producer last took a released block (CLOCK_MONOTONIC): memory given back that
+  // was soon wanted again (state::free_block). Written under put_lock, read without it.
+  std::atomic<std::int64_t> released_block_reused_ns;
 
   alignas(64) std::atomic<std::uint64_t> done;  // task_done() calls
   wakeup all_done;

@@ -320,6 +320,15 @@ struct stream_reader {
     enter_next_block_if_full();
     return available_here() >= n;
   }
+  // The next bytes in place, no copy: as many of the next n (n > 0) as this block holds
+  // (moving into the next block first if this one is full).
+  std::span<const std::byte> read_in_place(std::size_t n) {
+    enter_next_block_if_full();
+    const std::size_t k = std::min(n, available_here());
+    const std::byte* p = s.block(pos.block) + pos.offset;
+    pos.offset += static_cast<std::uint32_t>(k);
+    return {p, k};
+  }
   // The next n bytes when they lie in one block (read in place, no copy); else null.
   const std::byte* contiguous(std::size_t n) {
     if (!fits_here(n)) return nullptr;

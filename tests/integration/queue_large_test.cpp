@@ -3,10 +3,12 @@
 // whole across processes, and a consumer killed while it reads one leaves it queued.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -32,6 +34,19 @@ std::size_t resident_bytes(pid_t pid) {
   std::size_t resident = 0;
   if (!(statm >> size >> resident)) return 0;
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// The memory allocated to this process's queues: their memfds' allocated sizes.
+std::size_t queue_file_bytes() {
+  std::size_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(entry.path(), ec);
+    if (ec || target.string().rfind("/memfd:mproc-queue", 0) != 0) continue;
+    struct stat st {};
+    if (::stat(entry.path().c_str(), &st) == 0) total += static_cast<std::size_t>(st.st_blocks) * 512;
+  }
+  return total;
 }
 
 TEST(QueueLarge, FlatValuesCrossProcessesWhole) {
@@ -67,6 +82,61 @@ TEST(QueueLarge, FlatValuesCrossProcessesWhole) {
   EXPECT_EQ(got[1], patterned_bytes(7, 4));
   producer.join();
   EXPECT_EQ(producer.exitcode(), 0);
+}
+
+// Elements wider than a byte lie at any alignment in the blocks, and one may straddle two:
+// an odd count of 2- and 8-byte elements, and of chars, comes out whole.
+TEST(QueueLarge, WideElementsStraddlingBlocksComeOutWhole) {
+  mproc::queue<std::vector<std::int16_t>> shorts;
+  mproc::queue<std::vector<std::uint64_t>> words;
+  mproc::queue<std::string> text;
+  std::vector<std::int16_t> s((std::size_t{1} << 19) + 7);
+  for (std::size_t i = 0; i < s.size(); ++i) s[i] = static_cast<std::int16_t>(i * 37);
+  std::vector<std::uint64_t> w((std::size_t{1} << 17) + 3);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = i * 0x9e3779b97f4a7c15ULL;
+  std::string t((std::size_t{1} << 20) + 1, 'q');
+  for (std::size_t i = 0; i < t.size(); i += 4099) t[i] = static_cast<char>('a' + i % 26);
+  mproc::process producer([shorts, words, text, s, w, t]() mutable {
+    shorts.put({1, 2, 3});  // shifts the next message against the blocks' boundaries
+    shorts.put(s);
+    words.put(w);
+    text.put(t);
+  });
+  producer.start();
+  EXPECT_EQ(shorts.get(30s), (std::vector<std::int16_t>{1, 2, 3}));
+  EXPECT_TRUE(shorts.get(30s) == s);
+  EXPECT_TRUE(words.get(30s) == w);
+  EXPECT_TRUE(text.get(30s) == t);
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
+// A drained queue gives back the memory beyond what it had in use; but when memory given
+// back is soon wanted again (the next burst), it keeps the rest for a while, so that a
+// queue whose fill swings does not give back and fault in its blocks on every swing. Once
+// that is a while ago, the blocks freed as the queue is used give their memory back.
+TEST(QueueLarge, ADrainedQueueKeepsWhatItsBurstsWantThenGivesTheSurplusBack) {
+  mproc::queue<std::vector<std::uint8_t>> q;
+  const auto big = patterned_bytes(std::size_t{1} << 20, 5);
+  const auto burst = [&] {
+    for (int i = 0; i < 64; ++i) q.put(big);
+    const std::size_t held = queue_file_bytes();
+    for (int i = 0; i < 64; ++i) EXPECT_EQ(q.get(30s).size(), big.size());
+    return held;
+  };
+  const std::size_t peak = burst();
+  ASSERT_GE(peak, std::size_t{64} << 20);
+  const std::size_t after_first = queue_file_bytes();
+  EXPECT_LE(after_first, std::size_t{40} << 20) << "the first drain gave back nothing beyond half the peak";
+  burst();  // takes back the memory given back
+  EXPECT_GE(queue_file_bytes(), peak - (std::size_t{4} << 20)) << "memory wanted again was given back again";
+  const auto small = patterned_bytes(std::size_t{60} << 10, 6);  // about a block per message
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (queue_file_bytes() > (std::size_t{16} << 20) && std::chrono::steady_clock::now() < until) {
+    q.put(small);
+    ASSERT_EQ(q.get(30s), small);
+  }
+  EXPECT_LE(queue_file_bytes(), std::size_t{16} << 20) << "the surplus was never given back";
 }
 
 // The window: a consumer reading a big message straight out of the blocks holds the lane's

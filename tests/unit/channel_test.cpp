@@ -204,6 +204,40 @@ TEST(Channel, WhatASpanningSinkLeavesUnreadIsSkipped) {
   EXPECT_EQ(ch.size(), 0U);
 }
 
+// read_in_place hands a spanning message over as pieces where they lie: none longer than
+// asked or than its block, together the message, mixed with copying reads; past the end,
+// mproc::error.
+TEST(Channel, ASpanningSinkReadsPiecesInPlaceUpToItsEnd) {
+  channel ch(0);
+  const std::string big = patterned((std::size_t{1} << 20) + 12345, 6);
+  ASSERT_EQ(give(ch, {big, "next"}), 2U);
+  std::string read;
+  std::size_t pieces = 0;
+  const auto by_pieces = [&](mproc::detail::message_reader& message) {
+    std::string head(10, '\0');
+    message.read(reinterpret_cast<std::byte*>(head.data()), head.size());
+    read += head;
+    while (message.remaining() > 0) {
+      const std::size_t asked = pieces % 2 == 0 ? message.remaining() : 1000;
+      const std::span<const std::byte> piece = message.read_in_place(asked);
+      ASSERT_GT(piece.size(), 0U);
+      ASSERT_LE(piece.size(), asked);
+      ASSERT_LE(piece.size(), std::size_t{64} << 10);
+      read.append(reinterpret_cast<const char*>(piece.data()), piece.size());
+      ++pieces;
+    }
+    EXPECT_THROW((void)message.read_in_place(1), mproc::error);
+  };
+  std::vector<std::string> small;
+  const auto sink = [&](std::span<const std::byte> m) {
+    small.emplace_back(reinterpret_cast<const char*>(m.data()), m.size());
+  };
+  EXPECT_EQ(ch.get(sink, 2, deadline::never(), {.on_spanning = by_pieces}), 2U);
+  EXPECT_TRUE(read == big);
+  EXPECT_GT(pieces, 16U);  // 1 MiB in blocks of 64 KiB, half the pieces cut to 1000 bytes
+  EXPECT_EQ(small, std::vector<std::string>{"next"});
+}
+
 // A spanning sink out of memory before reading leaves the message queued.
 TEST(Channel, ASpanningSinkOutOfMemoryLeavesTheMessageQueued) {
   channel ch(0);

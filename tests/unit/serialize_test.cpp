@@ -796,6 +796,37 @@ TEST(Serialize, BigContainersRoundTripThroughTheHugePagePath) {
   EXPECT_EQ(mproc::from_bytes<std::vector<double>>(mproc::to_bytes(doubles)), doubles);
 }
 
+// A message handed to read_flat as a queue hands it over: copying reads, and pieces in
+// place of at most `piece_bytes` (as a block's end cuts them).
+struct flat_source {
+  const std::vector<std::byte>& bytes;
+  std::size_t piece_bytes = 5;
+  std::size_t at = 0;
+  auto read() {
+    return [this](std::byte* into, std::size_t n) {
+      if (at + n > bytes.size()) throw std::logic_error("read past the message");
+      std::memcpy(into, bytes.data() + at, n);
+      at += n;
+    };
+  }
+  auto read_piece() {
+    return [this](std::size_t max) {
+      if (at >= bytes.size() || max == 0) throw std::logic_error("read past the message");
+      const std::size_t k = std::min({max, piece_bytes, bytes.size() - at});
+      const std::span<const std::byte> piece(bytes.data() + at, k);
+      at += k;
+      return piece;
+    };
+  }
+};
+
+template <class T>
+T read_flat_from(const std::vector<std::byte>& bytes, flat_source* source = nullptr) {
+  flat_source own{bytes};
+  flat_source& s = source ? *source : own;
+  return mproc::detail::read_flat<T>(bytes.size(), s.read(), s.read_piece());
+}
+
 // Flat values (detail::is_flat_v) travel as flat_header + flat_elements, which must be
 // exactly what to_bytes writes, and read_flat must decode exactly what from_bytes does.
 template <class T>
@@ -806,14 +837,9 @@ void expect_flat_matches_to_bytes(const T& value) {
   std::vector<std::byte> pieces(header.begin(), header.end());
   pieces.insert(pieces.end(), elements.begin(), elements.end());
   EXPECT_EQ(pieces, mproc::to_bytes(value));
-  std::size_t at = 0;
-  const T back = mproc::detail::read_flat<T>(pieces.size(), [&](std::byte* into, std::size_t n) {
-    ASSERT_LE(at + n, pieces.size());
-    std::memcpy(into, pieces.data() + at, n);
-    at += n;
-  });
-  EXPECT_EQ(back, value);
-  EXPECT_EQ(at, pieces.size());
+  flat_source source{pieces};
+  EXPECT_EQ(read_flat_from<T>(pieces, &source), value);
+  EXPECT_EQ(source.at, pieces.size());
 }
 
 TEST(Serialize, FlatValuesArePutAsTheirHeaderThenTheirElements) {
@@ -824,33 +850,31 @@ TEST(Serialize, FlatValuesArePutAsTheirHeaderThenTheirElements) {
   expect_flat_matches_to_bytes(std::vector<std::uint8_t>{1, 2, 3});
   expect_flat_matches_to_bytes(std::vector<double>{1.5, -2.25});
   expect_flat_matches_to_bytes(std::vector<std::int64_t>(1000, -7));
+  std::vector<std::int16_t> more_than_a_buffer(20'000);  // read_flat reads wide elements 8 KiB at a time
+  for (std::size_t i = 0; i < more_than_a_buffer.size(); ++i) more_than_a_buffer[i] = static_cast<std::int16_t>(i * 7);
+  expect_flat_matches_to_bytes(more_than_a_buffer);
+  std::vector<std::uint8_t> bytes(10'000);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 13);
+  expect_flat_matches_to_bytes(bytes);
   expect_flat_matches_to_bytes(std::string("hello"));
   expect_flat_matches_to_bytes(std::string());
   expect_flat_matches_to_bytes(std::u16string(u"wide"));
 }
 
 TEST(Serialize, ReadFlatRejectsWhatFromBytesRejects) {
-  const auto reader = [](const std::vector<std::byte>& bytes) {
-    return [&bytes, at = std::size_t{0}](std::byte* into, std::size_t n) mutable {
-      if (at + n > bytes.size()) throw std::logic_error("read past the message");
-      std::memcpy(into, bytes.data() + at, n);
-      at += n;
-    };
-  };
   auto good = mproc::to_bytes(std::vector<std::int32_t>{1, 2, 3});
   auto wrong_version = good;
   wrong_version[0] = std::byte{9};
-  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(wrong_version.size(), reader(wrong_version)),
-               mproc::serialization_error);
+  EXPECT_THROW(read_flat_from<std::vector<std::int32_t>>(wrong_version), mproc::serialization_error);
   auto wrong_count = good;
   wrong_count[1] = std::byte{2};
-  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(wrong_count.size(), reader(wrong_count)),
-               mproc::serialization_error);
+  EXPECT_THROW(read_flat_from<std::vector<std::int32_t>>(wrong_count), mproc::serialization_error);
+  auto wrong_text_count = mproc::to_bytes(std::string("abc"));  // read by pieces
+  wrong_text_count[1] = std::byte{7};
+  EXPECT_THROW(read_flat_from<std::string>(wrong_text_count), mproc::serialization_error);
   auto ragged = good;
   ragged.push_back(std::byte{0});
-  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(ragged.size(), reader(ragged)),
-               mproc::serialization_error);
+  EXPECT_THROW(read_flat_from<std::vector<std::int32_t>>(ragged), mproc::serialization_error);
   const std::vector<std::byte> short_message(5, std::byte{1});
-  EXPECT_THROW(mproc::detail::read_flat<std::vector<std::int32_t>>(short_message.size(), reader(short_message)),
-               mproc::serialization_error);
+  EXPECT_THROW(read_flat_from<std::vector<std::int32_t>>(short_message), mproc::serialization_error);
 }

@@ -58,6 +58,9 @@ class message_reader {
   std::size_t remaining() const noexcept { return left_; }  // bytes not read yet
   // The next n bytes; mproc::error past the message's end.
   virtual void read(std::byte* into, std::size_t n) = 0;
+  // The next bytes where they lie, without a copy: between 1 and `max` of them (as many as
+  // its block holds), valid until the next read. mproc::error past the message's end.
+  virtual std::span<const std::byte> read_in_place(std::size_t max) = 0;
 
  protected:
   explicit message_reader(std::size_t size) noexcept : size_(size), left_(size) {}

@@ -20,17 +20,21 @@ inline constexpr std::size_t huge_page_advice_bytes = std::size_t{4} << 20;
 // pages. Memory outside that range is untouched; failure (no THP support) is ignored.
 void advise_huge_pages(void* data, std::size_t bytes) noexcept;
 
-// c.resize(n) for a contiguous container (a vector, a string), with the advice above when
-// the n elements take huge_page_advice_bytes or more and need a new allocation: reserve,
-// advise, then construct the elements.
+// c.reserve(n) for a contiguous container (a vector, a string), with the advice above when
+// the n elements take huge_page_advice_bytes or more and need a new allocation.
+template <class C>
+void reserve_big(C& c, std::size_t n) {
+  if (c.capacity() >= n) return;
+  const std::size_t bytes = n * sizeof(typename C::value_type);
+  if (bytes >= huge_page_advice_bytes) c.clear();  // nothing to move into the new buffer
+  c.reserve(n);
+  if (bytes >= huge_page_advice_bytes) advise_huge_pages(c.data(), bytes);
+}
+
+// c.resize(n), through reserve_big: reserve, advise, then construct the elements.
 template <class C>
 void resize_big(C& c, std::size_t n) {
-  const std::size_t bytes = n * sizeof(typename C::value_type);
-  if (bytes >= huge_page_advice_bytes && c.capacity() < n) {
-    c.clear();
-    c.reserve(n);
-    advise_huge_pages(c.data(), bytes);
-  }
+  if (n * sizeof(typename C::value_type) >= huge_page_advice_bytes) reserve_big(c, n);
   c.resize(n);
 }
 
