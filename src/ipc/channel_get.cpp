@@ -302,14 +302,26 @@ struct lanes_in_order {
     for (std::uint32_t i = 0; i < used; ++i) {
       if (words[i] == 0) words[i] = s.first_word(i);
     }
+    std::uint32_t unmappable = lane_count;
     for (std::uint32_t i = 0; i < used; ++i) {
       if (words[i] == 0) continue;
+      if (words[i] == unmappable_word) {
+        unmappable = i;
+        continue;
+      }
       tickets[i] = words[i] & tag_mask;
       order[count++] = i;
     }
     if (count > 1) {
       std::sort(order, order + count,
                 [&](std::uint32_t a, std::uint32_t b) { return ticket_before(tickets[a], tickets[b]); });
+    }
+    // First: taking from it meets the mapping's error, which the get throws.
+    if (unmappable != lane_count) {
+      std::copy_backward(order, order + count, order + count + 1);
+      order[0] = unmappable;
+      tickets[unmappable] = 0;
+      ++count;
     }
   }
   // The ticket below which a take from the k-th lane may go on: the next lane's first.

@@ -184,7 +184,8 @@ struct channel::state {
     const std::uint64_t taken = l.get_seq.load(std::memory_order_acquire);
     return {published(l.tail.load(std::memory_order_acquire), taken), taken};
   }
-  // The word at lane l's head now, 0 if none can be read there (see first_word).
+  // The word at lane l's head now: 0 if no record can be read there, unmappable_word if
+  // this process cannot map the block it lies in (see first_word).
   std::uint64_t word_at_head(const lane& l) noexcept {
     const position at = unpack(l.head.load(std::memory_order_acquire));
     const std::uint32_t count = block_count();
@@ -193,7 +194,8 @@ struct channel::state {
       const position place = head_place(*this, at);
       return place.block < count ? load_word(block(place.block) + place.offset) : 0;
     } catch (...) {
-      return 0;  // the file is shorter than its block count says
+      // The file is shorter than its block count says, or the address space is exhausted.
+      return unmappable_word;
     }
   }
   // The word at lane i's head: its first record's head word once published, else 0 (see
@@ -203,7 +205,7 @@ struct channel::state {
   // freed and reused under the read (a take stores its count before it frees a block, and
   // a producer's later write there would order that store before the second read). Loads
   // only, no lock: a consumer compares every lane's first ticket on each get. A lane with
-  // no block yet, or memory that cannot be trusted, reads as 0.
+  // no block yet reads as 0; one whose head this process cannot map, as unmappable_word.
   std::uint64_t first_word(std::uint32_t i) noexcept {
     const lane& l = h->lanes[i];
     for (;;) {

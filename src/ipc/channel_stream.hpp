@@ -120,6 +120,10 @@ struct record_head {
   std::uint64_t length;
   std::uint64_t tag;  // below 2^40, never 0
 };
+// A head word no record has (its tag is 0): what a consumer reads for a lane whose head
+// lies in memory it cannot map (channel::state::first_word), so that its get goes to that
+// lane and reports why, instead of taking the lane for empty and waiting.
+inline constexpr std::uint64_t unmappable_word = long_length << tag_bits;
 inline std::uint64_t head_word(std::uint64_t length, std::uint64_t tag) noexcept {
   return std::min(length, long_length) << tag_bits | (tag & tag_mask);
 }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "ipc/channel_layout.hpp"
 #include "mproc/error.hpp"
 
 namespace {
@@ -410,6 +412,17 @@ TEST(Channel, ThreadsProduceAndConsumeEachMessageOnce) {
   }
   EXPECT_EQ(all.size(), static_cast<std::size_t>(producers * per_producer));
   EXPECT_EQ(ch.size(), 0U);
+}
+
+// A consumer that cannot map the block at a lane's head (here the file is cut short under
+// it, as damaged memory would be) gets the mapping's error, not an empty queue to wait on.
+TEST(Channel, AConsumerThatCannotMapALanesHeadThrowsInsteadOfWaiting) {
+  channel producer(0);
+  channel consumer(producer.token());  // maps the file as it is now: no block yet
+  ASSERT_EQ(give(producer, {"beyond the consumer's mapping"}), 1U);
+  ASSERT_EQ(::ftruncate(producer.token().fd, mproc::detail::channel_layout::header_bytes), 0);
+  const auto sink = [](std::span<const std::byte>) { ADD_FAILURE() << "a message from memory cut away"; };
+  EXPECT_THROW(consumer.get(sink, 1, deadline::in(std::chrono::seconds(2))), mproc::error);
 }
 
 TEST(Channel, ForgedTokenIsAClearError) {
