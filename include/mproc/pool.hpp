@@ -215,12 +215,11 @@ class pool {
     detail::check_task_function<F>();
     using R = std::invoke_result_t<F&, std::decay_t<A>...>;
     auto state = make_state<R>();
-    const std::uint32_t id = core_->function_id(&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f));
     auto& buffer = detail::task_encode_buffer();
     buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
-    to_bytes(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
-    core_->submit(id, buffer, state);
-    return async_result<R>(state);
+    detail::encode_message(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
+    core_->submit({&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f)}, buffer, state);
+    return async_result<R>(std::move(state));
   }
 
   // f over items, results in input order. chunksize 0: Python's rule,

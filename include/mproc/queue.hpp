@@ -159,7 +159,7 @@ class queue {
 
   bool put_until(const T& value, detail::deadline until) {
     check_open();
-    if constexpr (raw) {
+    if constexpr (detail::is_memcpy_serializable_v<T>) {
       return channel_->put_one(detail::raw_bytes(value), until);
     } else if constexpr (detail::is_flat_v<T>) {  // the header, then the elements where they lie
       const auto header = detail::flat_header(value);
@@ -168,7 +168,7 @@ class queue {
     } else {
       auto& buffer = detail::encode_buffer();
       buffer.clear();
-      to_bytes(value, buffer);
+      encode(value, buffer);
       return channel_->put_one(buffer, until);
     }
   }
@@ -193,23 +193,8 @@ class queue {
     return values;
   }
 
-  static constexpr bool raw = detail::is_memcpy_serializable_v<T>;
-
-  static void encode(const T& value, std::vector<std::byte>& out) {
-    if constexpr (raw) {
-      const auto bytes = detail::raw_bytes(value);
-      out.insert(out.end(), bytes.begin(), bytes.end());
-    } else {
-      to_bytes(value, out);
-    }
-  }
-  static T decode(std::span<const std::byte> bytes) {
-    if constexpr (raw) {
-      return detail::from_raw_bytes<T>(bytes, "mproc::queue::get");
-    } else {
-      return from_bytes<T>(bytes);
-    }
-  }
+  static void encode(const T& value, std::vector<std::byte>& out) { detail::encode_message(value, out); }
+  static T decode(std::span<const std::byte> bytes) { return detail::decode_message<T>(bytes, "mproc::queue::get"); }
 
   // For a flat T: a message spanning blocks is decoded straight from them into the new
   // value, without a gathered copy (`take` is generic, so it is never instantiated for

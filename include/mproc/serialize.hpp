@@ -419,6 +419,54 @@ template <class T>
     return value;
   }
 
+// Tuples of memcpy-serializable values (a task's arguments, say): encoded as their values'
+// own bytes one after another, without a version byte or cereal's archive.
+template <class T>
+struct is_raw_tuple : std::false_type {};
+template <class... T>
+struct is_raw_tuple<std::tuple<T...>> : std::bool_constant<(is_memcpy_serializable_v<T> && ...)> {
+  static constexpr std::size_t size = (std::size_t{0} + ... + sizeof(T));
+};
+
+// A value as mproc sends it between its own processes (queue messages, task arguments and
+// results): a memcpy-serializable value, or a tuple of them, as its own bytes; anything
+// else as to_bytes writes it. Both ends run the same binary, so nothing tells the two
+// apart: decode_message<T> reads what encode_message<T> wrote.
+template <class T>
+void encode_message(const T& value, std::vector<std::byte>& out) {
+  if constexpr (is_memcpy_serializable_v<T>) {
+    const auto bytes = raw_bytes(value);
+    out.insert(out.end(), bytes.begin(), bytes.end());
+  } else if constexpr (is_raw_tuple<T>::value) {
+    std::apply([&](const auto&... v) { (encode_message(v, out), ...); }, value);
+  } else {
+    to_bytes(value, out);
+  }
+}
+// The value encode_message<T> wrote as `bytes`; serialization_error, naming `who`, for
+// bytes that are not one.
+template <class T>
+T decode_message(std::span<const std::byte> bytes, const char* who) {
+  if constexpr (is_memcpy_serializable_v<T>) {
+    return from_raw_bytes<T>(bytes, who);
+  } else if constexpr (is_raw_tuple<T>::value) {
+    constexpr std::size_t size = is_raw_tuple<T>::size;
+    if (bytes.size() != size) {
+      throw serialization_error(std::string(who) + ": a message of " + std::to_string(bytes.size()) +
+                                " bytes cannot hold a " + std::string(type_name<T>()) + ", which is " +
+                                std::to_string(size) + " bytes; was it encoded as another type?");
+    }
+    T value;
+    std::size_t at = 0;
+    std::apply(
+        [&](auto&... v) { ((std::memcpy(std::addressof(v), bytes.data() + at, sizeof v), at += sizeof v), ...); },
+        value);
+    return value;
+  } else {
+    return from_bytes<T>(bytes);
+  }
+}
+
 // What to_bytes writes before a flat value's elements.
 template <class T>
 std::array<std::byte, flat_header_bytes> flat_header(const T& value) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <utility>
+#include <variant>
 
 #include "mproc/error.hpp"
 #include "mproc/process.hpp"
@@ -113,18 +114,23 @@ unsigned pool_core::size() const noexcept { return impl_->processes; }
 std::uint32_t pool_core::function_id(task_invoker invoker, generic_function function) {
   impl& p = *impl_;
   p.check_owner("apply");
-  const std::pair key{reinterpret_cast<std::uintptr_t>(invoker), reinterpret_cast<std::uintptr_t>(function)};
   std::lock_guard lock(p.mutex);
-  if (auto it = p.function_ids.find(key); it != p.function_ids.end()) return it->second;
-  const std::uint32_t id = p.control->function_count.load(std::memory_order_relaxed);
+  return p.function_id_locked({invoker, function});
+}
+
+std::uint32_t pool_core::impl::function_id_locked(task_function_ref function) {
+  const std::pair key{reinterpret_cast<std::uintptr_t>(function.invoker),
+                      reinterpret_cast<std::uintptr_t>(function.function)};
+  if (auto it = function_ids.find(key); it != function_ids.end()) return it->second;
+  const std::uint32_t id = control->function_count.load(std::memory_order_relaxed);
   if (id >= max_functions)
     throw error(
         "mproc::pool::apply: the pool already knows 4096 distinct task functions, its limit; reuse functions, or make "
         "another pool");
-  p.control->functions[id].invoker.store(key.first, std::memory_order_relaxed);
-  p.control->functions[id].function.store(key.second, std::memory_order_relaxed);
-  p.control->function_count.store(id + 1, std::memory_order_release);
-  p.function_ids.emplace(key, id);
+  control->functions[id].invoker.store(key.first, std::memory_order_relaxed);
+  control->functions[id].function.store(key.second, std::memory_order_relaxed);
+  control->function_count.store(id + 1, std::memory_order_release);
+  function_ids.emplace(key, id);
   return id;
 }
 
@@ -136,25 +142,37 @@ static void throw_not_running(pool_core::impl::phase state) {
 
 void pool_core::submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
                        bool fed) {
-  impl& p = *impl_;
-  p.check_owner("apply");
+  impl_->submit(function_id, message, std::move(state), fed);
+}
+
+void pool_core::submit(task_function_ref function, std::span<std::byte> message, std::shared_ptr<task_state> state) {
+  impl_->submit(function, message, std::move(state), false);
+}
+
+// One lock for the admission, the function's id (unless known) and the pending entry.
+void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> function, std::span<std::byte> message,
+                             std::shared_ptr<task_state> task, bool fed) {
+  check_owner("apply");
   assert(message.size() >= sizeof(task_header) && "the typed layer leaves room for the header");
   std::uint64_t id;
+  std::uint32_t function_id;
   {
-    std::lock_guard lock(p.mutex);
-    const bool admitted = p.state == impl::phase::running || (fed && p.state == impl::phase::closed && p.feeds != 0);
-    if (!admitted) throw_not_running(p.state);
-    id = p.next_task++;
-    p.pending.add(id, std::move(state));
-    ++p.in_flight;
+    std::lock_guard lock(mutex);
+    const bool admitted = state == phase::running || (fed && state == phase::closed && feeds != 0);
+    if (!admitted) throw_not_running(state);
+    const auto* known = std::get_if<std::uint32_t>(&function);
+    function_id = known ? *known : function_id_locked(std::get<task_function_ref>(function));
+    id = next_task++;
+    pending.add(id, std::move(task));
+    ++in_flight;
   }
   const task_header h{id, function_id, 0};
   std::memcpy(message.data(), &h, sizeof h);
   try {
-    p.tasks->put_one(message, deadline::never());
+    tasks->put_one(message, deadline::never());
   } catch (...) {
-    std::lock_guard lock(p.mutex);
-    if (p.pending.take(id)) --p.in_flight;
+    std::lock_guard lock(mutex);
+    if (pending.take(id)) --in_flight;
     throw;
   }
 }
@@ -190,7 +208,7 @@ void pool_core::post(std::function<void()> work) {
   impl_->post_work(std::move(work));
 }
 
-void pool_core::pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
+void pool_core::pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget) {
   impl_->check_owner("get");
   impl_->pump_results(done, budget);
 }

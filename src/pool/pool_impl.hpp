@@ -26,6 +26,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "mproc/detail/ipc/channel.hpp"
@@ -96,6 +97,11 @@ struct pool_core::impl final : fork_local {
 
   // mproc::error unless the calling process made the pool.
   void check_owner(const char* call) const;
+  // The table index of `function`, registering it on first use; under `mutex`.
+  std::uint32_t function_id_locked(task_function_ref function);
+  // pool_core::submit, with the function's id or the function to look it up for.
+  void submit(std::variant<std::uint32_t, task_function_ref> function, std::span<std::byte> message,
+              std::shared_ptr<task_state> task, bool fed);
   void forget_in_fork_child() noexcept override;
 
   // --- result_thread.cpp ---
@@ -107,7 +113,7 @@ struct pool_core::impl final : fork_local {
   bool read_results(deadline until);
   bool result_thread_called_away() const noexcept;
   void result_loop();
-  void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
+  void pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget);
   void post_work(std::function<void()> work);
   void fail_all(std::vector<std::shared_ptr<task_state>> failed, const std::string& why);
   void fail_all(std::vector<std::shared_ptr<task_state>> failed, std::exception_ptr error);

@@ -164,14 +164,14 @@ void pool_core::impl::result_loop() {
 
 // A caller blocked on one of this pool's results reads the results channel itself until
 // `done` or `budget` passes, instead of waiting for the result thread to hand them over.
-void pool_core::impl::pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget) {
+void pool_core::impl::pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget) {
   // A callback blocking on a result waits, as documented; after shut-down nothing comes.
   if (on_result_thread() || result_thread_gone.load(std::memory_order_acquire)) return;
   if (budget <= std::chrono::nanoseconds::zero()) return;  // a poll: no wake to send
   const deadline until = deadline::in(budget);
   helpers.fetch_add(1, std::memory_order_acq_rel);
   bool kicked = false;
-  while (!done.load(std::memory_order_acquire)) {
+  while (!done()) {
     std::unique_lock read_lock(reader, std::try_to_lock);
     if (read_lock) {
       if (!read_results(until) && until.passed()) break;
@@ -184,7 +184,7 @@ void pool_core::impl::pump_results(const std::atomic<bool>& done, std::chrono::n
     if (until.passed()) break;
     std::this_thread::yield();
   }
-  if (helpers.fetch_sub(1, std::memory_order_acq_rel) == 1 && !done.load(std::memory_order_acquire)) {
+  if (helpers.fetch_sub(1, std::memory_order_acq_rel) == 1 && !done()) {
     result_thread_cv.notify_one();  // a long task: hand reading back at once
   }
 }

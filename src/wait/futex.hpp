@@ -7,14 +7,11 @@
 #include <cstdint>
 
 #include "mproc/detail/wait/deadline.hpp"
+#include "mproc/detail/wait/futex_word.hpp"
 #include "wait/cpu_relax.hpp"
 
 namespace mproc::detail {
 
-// Sleeps while *word == expected, until woken or `until` passes. Returns false only when the deadline passed; spurious
-// returns are allowed.
-bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, deadline until) noexcept;
-void futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept;
 void yield_cpu() noexcept;
 
 // How long a sleeper trusts that a wakeup will come. A wakeup can be lost to a death: the

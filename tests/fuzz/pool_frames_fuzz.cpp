@@ -13,7 +13,7 @@
 // Input, first byte odd: a result payload, [1][what][argument][payload...], decoded as the
 // parent decodes a task's result: decode_exception for a failed task; async_state<R>
 // for apply; map_gather<R> for a map chunk (total items and the chunk's offset from
-// `argument`); imap_state<R> for an imap chunk. Promised: a value equal to from_bytes of
+// `argument`); imap_state<R> for an imap chunk. Promised: a value equal to decode_message of
 // the payload, or the task fails with serialization_error (an exception payload: some
 // exception, never a throw from decode_exception); a map chunk whose result count is not
 // the chunk's item count fails the map and writes nothing.
@@ -273,7 +273,7 @@ void task(std::uint32_t index, std::span<const std::byte> arguments) {
 template <class R>
 std::optional<R> decode(std::span<const std::byte> payload) {
   try {
-    return mproc::from_bytes<R>(payload);
+    return d::decode_message<R>(payload, "pool_frames_fuzz");
   } catch (const mproc::serialization_error&) {
     return std::nullopt;
   }
@@ -414,21 +414,28 @@ std::vector<std::byte> exception_bytes(std::exception_ptr error) { return encode
 std::vector<std::vector<std::uint8_t>> mproc_fuzz::seeds() {
   using namespace pool_frames_fuzz;
   using mproc::to_bytes;
+  const auto encode_message = [](const auto& value) {
+    std::vector<std::byte> out;
+    d::encode_message(value, out);
+    return out;
+  };
   using weigh_args =
       std::tuple<std::variant<std::int64_t, std::string, std::vector<double>>, std::optional<std::uint64_t>>;
   return {
-      task_seed(0, to_bytes(std::tuple<int, int>{2, 3})),
-      task_seed(0, to_bytes(std::tuple<int, int>{std::numeric_limits<int>::max(), 1})),  // throws overflow_error
+      task_seed(0, encode_message(std::tuple<int, int>{2, 3})),
+      task_seed(0, encode_message(std::tuple<int, int>{std::numeric_limits<int>::max(), 1})),  // throws overflow_error
+      task_seed(0, to_bytes(std::tuple<int, int>{2, 3})),  // not what apply sends: serialization_error
       task_seed(1, to_bytes(std::tuple<std::vector<std::string>, std::string>{{"a", "b", "c"}, ", "})),
       task_seed(2, to_bytes(weigh_args{std::string("four"), 3})),
       task_seed(2, to_bytes(weigh_args{std::vector<double>{1, 2}, std::nullopt})),  // throws invalid_argument
       task_seed(3, to_bytes(std::vector<int>{1, -2, 3})),
       task_seed(4, to_bytes(std::vector<std::tuple<std::string, int>>{{"x", 1}, {"", 2}})),  // throws mproc::error
-      task_seed(5, to_bytes(std::tuple<int, int>{2, 3})),                                    // one past the table
-      task_seed(4096, to_bytes(std::tuple<int, int>{2, 3})),                                 // past any table
+      task_seed(5, encode_message(std::tuple<int, int>{2, 3})),                              // one past the table
+      task_seed(4096, encode_message(std::tuple<int, int>{2, 3})),                           // past any table
       result_seed(0, 0, exception_bytes(std::make_exception_ptr(std::out_of_range("index 7")))),
       result_seed(0, 0, exception_bytes(std::make_exception_ptr(mproc::remote_error("boom", "my::error")))),
-      result_seed(1, 0, to_bytes(42)),
+      result_seed(1, 0, encode_message(42)),
+      result_seed(1, 0, to_bytes(42)),  // not what a worker sends: serialization_error
       result_seed(2, 0, to_bytes(std::string("done"))),
       result_seed(3, 0, to_bytes(std::vector<std::string>{"a", "bc"})),
       result_seed(4, 0, to_bytes(std::tuple<std::uint64_t, std::optional<std::string>>{7, "x"})),

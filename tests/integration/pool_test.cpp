@@ -453,6 +453,24 @@ TEST(Pool, AThrowingCallbackIsReportedAndTheResultThreadGoesOn) {
   EXPECT_EQ(later, 9);
 }
 
+// then() racing the result's arrival (a task that returns at once): each callback runs
+// exactly once, with the value, and every get() returns, whichever side wins each race.
+TEST(Pool, ACallbackAddedAsItsResultArrivesRunsExactlyOnce) {
+  mproc::pool p(2);
+  constexpr int tasks = 3000;
+  std::vector<std::atomic<int>> runs(tasks);
+  std::vector<mproc::async_result<int>> results;
+  results.reserve(tasks);
+  for (int i = 0; i < tasks; ++i) {
+    results.push_back(p.apply_async(square, i));
+    results.back().then([&runs, i](const int& v) { runs[static_cast<std::size_t>(i)] += v == i * i ? 1 : 1000; });
+  }
+  for (int i = 0; i < tasks; ++i) ASSERT_EQ(results[static_cast<std::size_t>(i)].get(10s), i * i);
+  p.close();
+  p.join();  // the result thread has run every callback
+  for (int i = 0; i < tasks; ++i) ASSERT_EQ(runs[static_cast<std::size_t>(i)].load(), 1) << "task " << i;
+}
+
 TEST(Pool, ThenOnAFinishedResultStillRuns) {
   mproc::pool p(1);
   auto r = p.apply_async(square, 5);

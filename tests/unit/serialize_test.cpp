@@ -18,6 +18,7 @@ std::vector<std::byte> encode_not_serializable() { return mproc::to_bytes(not_se
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -840,6 +841,35 @@ void expect_flat_matches_to_bytes(const T& value) {
   flat_source source{pieces};
   EXPECT_EQ(read_flat_from<T>(pieces, &source), value);
   EXPECT_EQ(source.at, pieces.size());
+}
+
+// What queues, task arguments and results travel as: a memcpy-serializable value, or a
+// tuple of them, as its values' own bytes; anything else as to_bytes writes it.
+TEST(Serialize, MessagesOfRawValuesAndTuplesAreTheirOwnBytes) {
+  namespace d = mproc::detail;
+  std::vector<std::byte> out;
+  d::encode_message(std::tuple<int, double, std::array<std::int16_t, 3>>{7, 2.5, {1, 2, 3}}, out);
+  EXPECT_EQ(out.size(), sizeof(int) + sizeof(double) + 3 * sizeof(std::int16_t));
+  using three = std::tuple<int, double, std::array<std::int16_t, 3>>;
+  EXPECT_EQ(d::decode_message<three>(out, "test"), (three{7, 2.5, {1, 2, 3}}));
+  out.clear();
+  d::encode_message(std::tuple<>{}, out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(d::decode_message<std::tuple<>>(out, "test"), std::tuple<>{});
+  out.push_back(std::byte{1});
+  EXPECT_THROW((void)d::decode_message<std::tuple<>>(out, "test"), mproc::serialization_error);
+  out.clear();
+  d::encode_message(std::tuple<int, int>{1, 2}, out);
+  out.pop_back();
+  using two_ints = std::tuple<int, int>;
+  EXPECT_THROW((void)d::decode_message<two_ints>(out, "test"), mproc::serialization_error);
+  // Not raw: as to_bytes writes it.
+  const std::tuple<int, std::string> mixed{3, "x"};
+  out.clear();
+  d::encode_message(mixed, out);
+  EXPECT_EQ(out, mproc::to_bytes(mixed));
+  using int_and_text = std::tuple<int, std::string>;
+  EXPECT_EQ(d::decode_message<int_and_text>(out, "test"), mixed);
 }
 
 TEST(Serialize, FlatValuesArePutAsTheirHeaderThenTheirElements) {

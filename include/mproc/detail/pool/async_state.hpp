@@ -2,7 +2,9 @@
 // result thread, and the callbacks that run there.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -17,6 +19,7 @@
 #include "mproc/detail/os/type_name.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/wait/deadline.hpp"
+#include "mproc/detail/wait/futex_word.hpp"
 #include "mproc/serialize.hpp"
 
 namespace mproc::detail {
@@ -50,7 +53,10 @@ struct value_box {
 template <>
 struct value_box<void> {};
 
-// What an async_result waits on: filled once, on the result thread.
+// What an async_result waits on: filled once, on the result thread. Its state is one
+// futex word: a task costs no condition variable to make, destroy or broadcast, and a
+// result that is in is read with one load. The mutex is taken only by then() and by a
+// finish that has callbacks to run.
 template <class R>
 class async_state : public task_state, public std::enable_shared_from_this<async_state<R>> {
  public:
@@ -64,7 +70,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
       if constexpr (std::is_void_v<R>) {
         set_value();
       } else {
-        set_value(from_bytes<R>(bytes));
+        set_value(decode_message<R>(bytes, "mproc::async_result::get"));
       }
     } catch (...) {
       set_error(std::current_exception());
@@ -88,32 +94,26 @@ class async_state : public task_state, public std::enable_shared_from_this<async
 
   // A blocking apply() usually gets its answer within microseconds: read the results for a
   // short while on this thread before sleeping, since a hand-off through the result thread
-  // and a condition-variable wake cost more than the whole round trip. In a forked child,
-  // which the result can never reach, this throws mproc::error (the pool is its parent's).
+  // and a wake cost more than the whole round trip. In a forked child, which the result
+  // can never reach, this throws mproc::error (the pool is its parent's).
   void pump(std::chrono::nanoseconds budget) {
-    if (!published_.load(std::memory_order_acquire)) {
-      if (auto core = core_.lock()) core->pump_results(published_, budget);
+    if (!ready()) {
+      if (auto core = core_.lock()) core->pump_results([this] { return ready(); }, budget);
     }
   }
-  // Each of wait, wait_until and ready looks at published_ first: a result already in,
-  // the common case when a burst's results are read back, costs no lock.
+  // Each of wait, wait_until and ready looks at the word first: a result already in, the
+  // common case when a burst's results are read back, costs one load.
   void wait() {
-    if (published_.load(std::memory_order_acquire)) return;
+    if (ready()) return;
     pump(std::chrono::microseconds(50));
-    std::unique_lock lock(mutex_);
-    ready_cv_.wait(lock, [&] { return ready_; });
+    sleep_until_published(deadline::never());
   }
   bool wait_until(deadline until) {
-    if (published_.load(std::memory_order_acquire)) return true;
+    if (ready()) return true;
     pump(std::min<std::chrono::nanoseconds>(until.left(), std::chrono::microseconds(50)));
-    std::unique_lock lock(mutex_);
-    if (until.is_never()) {
-      ready_cv_.wait(lock, [&] { return ready_; });
-      return true;
-    }
-    return ready_cv_.wait_until(lock, until.when(), [&] { return ready_; });
+    return sleep_until_published(until);
   }
-  bool ready() const { return published_.load(std::memory_order_acquire); }
+  bool ready() const noexcept { return (word_.load(std::memory_order_acquire) & published) != 0; }
   // Valid once ready.
   std::exception_ptr error() const { return error_; }
   // Moves the value out, for a caller that is the state's only user.
@@ -126,10 +126,15 @@ class async_state : public task_state, public std::enable_shared_from_this<async
 
   void add_callbacks(callback on_value, error_callback on_error) {
     {
-      std::lock_guard lock(mutex_);
-      if (!ready_ && !finished_) {
-        callbacks_.emplace_back(std::move(on_value), std::move(on_error));
-        return;
+      std::lock_guard lock(callbacks_mutex_);
+      // Marked under the mutex and only while unpublished, so that finish either sees the
+      // mark (and takes the mutex, after the callback is in) or has published already.
+      std::uint32_t w = word_.load(std::memory_order_acquire);
+      while ((w & published) == 0) {
+        if (word_.compare_exchange_weak(w, w | has_callbacks, std::memory_order_acq_rel)) {
+          callbacks_.emplace_back(std::move(on_value), std::move(on_error));
+          return;
+        }
       }
     }
     // Already finished: run it on the result thread if the pool still runs, else now.
@@ -148,6 +153,22 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   }
 
  private:
+  static constexpr std::uint32_t published = 1;      // value or error set, callbacks run
+  static constexpr std::uint32_t has_callbacks = 2;  // callbacks_ holds some (set under the mutex)
+  static constexpr std::uint32_t sleepers = 4;       // a thread sleeps on the word
+
+  bool sleep_until_published(deadline until) {
+    for (;;) {
+      std::uint32_t w = word_.load(std::memory_order_acquire);
+      if ((w & published) != 0) return true;
+      if ((w & sleepers) == 0) {
+        if (!word_.compare_exchange_weak(w, w | sleepers, std::memory_order_acq_rel)) continue;
+        w |= sleepers;
+      }
+      if (!futex_wait(word_, w, until)) return ready();
+    }
+  }
+
   void run_one(const callback& on_value, const error_callback& on_error) const noexcept {
     try {
       if (error_) {
@@ -164,25 +185,22 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     }
   }
 
-  // Runs the callbacks (those added meanwhile too), then wakes the waiters. Callbacks run
-  // on the result thread: a thread that dispatched this result while pumping hands them
-  // over, with the rest of finishing.
+  // Runs the callbacks (those added meanwhile too), then publishes and wakes the sleepers.
+  // Callbacks run on the result thread: a thread that dispatched this result while pumping
+  // hands them over, with the rest of finishing.
   void finish() noexcept {
     for (;;) {
+      std::uint32_t w = word_.load(std::memory_order_acquire);
+      if ((w & has_callbacks) == 0) {
+        if (!word_.compare_exchange_weak(w, w | published, std::memory_order_acq_rel)) continue;
+        if ((w & sleepers) != 0) futex_wake(word_, INT_MAX);
+        return;
+      }
       std::vector<std::pair<callback, error_callback>> now;
       {
-        std::lock_guard lock(mutex_);
-        if (callbacks_.empty()) {
-          finished_ = true;
-          ready_ = true;
-          published_.store(true, std::memory_order_release);
-        } else {
-          now.swap(callbacks_);
-        }
-      }
-      if (now.empty()) {
-        ready_cv_.notify_all();  // after unlocking: a woken waiter must not block on mutex_
-        return;
+        std::lock_guard lock(callbacks_mutex_);
+        now.swap(callbacks_);
+        word_.fetch_and(~has_callbacks, std::memory_order_acq_rel);
       }
       if (!pool_core::on_result_thread() && hand_to_result_thread(now)) return;
       for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
@@ -213,11 +231,8 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   }
 
   std::weak_ptr<pool_core> core_;
-  mutable std::mutex mutex_;
-  std::condition_variable ready_cv_;
-  bool ready_ = false;
-  std::atomic<bool> published_{false};  // ready_, readable without the mutex
-  bool finished_ = false;
+  std::atomic<std::uint32_t> word_{0};
+  std::mutex callbacks_mutex_;
   std::exception_ptr error_;
   value_box<R> box_;
   std::vector<std::pair<callback, error_callback>> callbacks_;

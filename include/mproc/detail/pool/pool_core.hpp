@@ -36,6 +36,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "mproc/detail/os/function_ref.hpp"
 #include "mproc/detail/os/type_name.hpp"
 
 namespace mproc::detail {
@@ -55,6 +56,12 @@ class task_state {
   virtual ~task_state() = default;
   virtual void complete(std::span<const std::byte> result) noexcept = 0;
   virtual void fail(std::exception_ptr error) noexcept = 0;
+};
+
+// A task's function as the table holds it: what function_id() registers.
+struct task_function_ref {
+  task_invoker invoker = nullptr;
+  generic_function function = nullptr;
 };
 
 struct pool_config {
@@ -84,6 +91,9 @@ class pool_core {
   // except for a `fed` task after close(): see begin_feed.
   void submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
               bool fed = false);
+  // The same for a task of `function`, registered on first use as function_id() does it,
+  // under the one lock a submit takes anyway (apply_async's path).
+  void submit(task_function_ref function, std::span<std::byte> message, std::shared_ptr<task_state> state);
 
   // A feed submits the tasks of one call (a map's chunks) a window at a time, as earlier
   // ones finish, so the channels hold a few chunks whatever the input's size. Admitted
@@ -103,7 +113,7 @@ class pool_core {
   // once on the result thread, or for a zero budget. Results it dispatches complete on the
   // calling thread; callbacks still run on the result thread (task_state implementations
   // post them). Throws mproc::error in a process other than the pool's (a forked child).
-  void pump_results(const std::atomic<bool>& done, std::chrono::nanoseconds budget);
+  void pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget);
 
   // Whether the calling thread is a pool's result thread.
   static bool on_result_thread() noexcept;

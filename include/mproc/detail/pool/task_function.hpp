@@ -57,14 +57,14 @@ F from_generic(generic_function g) {
 // The worker side of apply: decode the arguments, call, encode the result.
 template <class F, class... A>
 void invoke_apply(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
-  auto args = from_bytes<std::tuple<A...>>(in);
+  auto args = decode_message<std::tuple<A...>>(in, "mproc::pool: a task's arguments");
   F f = from_generic<F>(g);
   using R = std::invoke_result_t<F&, A...>;
   if constexpr (std::is_void_v<R>) {
     std::apply([&](A&... a) { std::invoke(f, std::move(a)...); }, args);
   } else {
     R result = std::apply([&](A&... a) -> R { return std::invoke(f, std::move(a)...); }, args);
-    to_bytes(result, out);
+    encode_message(result, out);
   }
 }
 
