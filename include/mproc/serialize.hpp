@@ -405,15 +405,21 @@ template <class T>
 noexcept {
   return std::span<const std::byte, sizeof(T)>(reinterpret_cast<const std::byte*>(std::addressof(value)), sizeof(T));
 }
+// serialization_error, naming `who`, unless `bytes` are `size` bytes: what a T travelling
+// as its own bytes takes.
+template <class T>
+void require_raw_size(std::span<const std::byte> bytes, std::size_t size, const char* who) {
+  if (bytes.size() != size) {
+    throw serialization_error(std::string(who) + ": a message of " + std::to_string(bytes.size()) +
+                              " bytes cannot hold a " + std::string(type_name<T>()) + ", which is " +
+                              std::to_string(size) + " bytes; was the value put as another type?");
+  }
+}
 // The value whose own bytes `bytes` are; serialization_error, naming `who`, for any other
 // size.
 template <class T>
   requires is_memcpy_serializable_v<T> T from_raw_bytes(std::span<const std::byte> bytes, const char* who) {
-    if (bytes.size() != sizeof(T)) {
-      throw serialization_error(std::string(who) + ": a message of " + std::to_string(bytes.size()) +
-                                " bytes cannot hold a " + std::string(type_name<T>()) + ", which is " +
-                                std::to_string(sizeof(T)) + " bytes; was the value put as another type?");
-    }
+    require_raw_size<T>(bytes, sizeof(T), who);
     T value;
     std::memcpy(std::addressof(value), bytes.data(), sizeof(T));
     return value;
@@ -450,12 +456,7 @@ T decode_message(std::span<const std::byte> bytes, const char* who) {
   if constexpr (is_memcpy_serializable_v<T>) {
     return from_raw_bytes<T>(bytes, who);
   } else if constexpr (is_raw_tuple<T>::value) {
-    constexpr std::size_t size = is_raw_tuple<T>::size;
-    if (bytes.size() != size) {
-      throw serialization_error(std::string(who) + ": a message of " + std::to_string(bytes.size()) +
-                                " bytes cannot hold a " + std::string(type_name<T>()) + ", which is " +
-                                std::to_string(size) + " bytes; was it encoded as another type?");
-    }
+    require_raw_size<T>(bytes, is_raw_tuple<T>::size, who);
     T value;
     std::size_t at = 0;
     std::apply(

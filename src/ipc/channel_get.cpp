@@ -4,6 +4,7 @@
 #include <exception>
 #include <new>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "ipc/channel_state.hpp"
@@ -26,23 +27,12 @@ class lane_message_reader final : public message_reader {
   lane_message_reader(stream_reader<channel::state>& r, std::size_t size) : message_reader(size), r_(r) {}
   void read(std::byte* into, std::size_t n) override {
     if (n > left_) throw error("mproc::queue::get: a read past the end of a message");
-    try {
-      r_.read(into, n);
-    } catch (...) {
-      corrupted_ = true;  // the stream's checks failed: not the sink's error
-      throw;
-    }
+    from_stream([&] { r_.read(into, n); });
     left_ -= n;
   }
   std::span<const std::byte> read_in_place(std::size_t max) override {
     if (left_ == 0 || max == 0) throw error("mproc::queue::get: a read past the end of a message");
-    std::span<const std::byte> piece;
-    try {
-      piece = r_.read_in_place(std::min(max, left_));
-    } catch (...) {
-      corrupted_ = true;  // the stream's checks failed: not the sink's error
-      throw;
-    }
+    const auto piece = from_stream([&] { return r_.read_in_place(std::min(max, left_)); });
     left_ -= piece.size();
     return piece;
   }
@@ -54,6 +44,18 @@ class lane_message_reader final : public message_reader {
   }
 
  private:
+  // A read of the stream, whose failed checks mark the message corrupted: not the sink's
+  // error.
+  template <class Read>
+  std::invoke_result_t<Read&> from_stream(Read read) {
+    try {
+      return read();
+    } catch (...) {
+      corrupted_ = true;
+      throw;
+    }
+  }
+
   stream_reader<channel::state>& r_;
   bool corrupted_ = false;
 };

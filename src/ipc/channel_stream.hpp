@@ -309,12 +309,10 @@ struct stream_reader {
     }
     auto to = static_cast<std::byte*>(target);
     while (n > 0) {
-      enter_next_block_if_full();
-      const std::size_t k = std::min(n, available_here());
-      std::memcpy(to, s.block(pos.block) + pos.offset, k);
-      pos.offset += static_cast<std::uint32_t>(k);
-      to += k;
-      n -= k;
+      const std::span<const std::byte> piece = read_in_place(n);
+      std::memcpy(to, piece.data(), piece.size());
+      to += piece.size();
+      n -= piece.size();
     }
   }
   // Whether the next n bytes lie in one block (moving into the next block first if this
