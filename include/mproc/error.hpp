@@ -46,6 +46,13 @@ class closed_error : public error {
   using error::error;
 };
 
+// A pool task cancelled before a worker started it (`async_result::cancel`,
+// `pool::cancel_pending`): it never ran.
+class cancelled_error : public error {
+ public:
+  using error::error;
+};
+
 // The worker running a task died. `exitcode()` tells how: n for `_exit(n)`, -N for signal N.
 class worker_lost : public error {
  public:

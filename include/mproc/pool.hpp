@@ -1,9 +1,12 @@
 // mproc::pool — Python's multiprocessing.Pool, crash-proof.
 //
 // Contract:
-// - Tasks: `F` is a function pointer or a stateless callable (a lambda without captures);
-//   anything else fails to compile, saying so. Workers run the function by name (an index
-//   into the pool's table of functions), never by an address taken from a message.
+// - Tasks: `F` is a function pointer, a stateless callable (a lambda without captures), or
+//   a serialisable function object (operator() and cereal's serialize; `partial` makes
+//   one), whose state travels with the task: once per task, once per chunk in map, imap
+//   and starmap. Anything else fails to compile, naming these remedies. Workers run the
+//   function by name (an index into the pool's table of functions), never by an address
+//   taken from a message; a state is data only.
 //   Arguments and results cross by value through <mproc/serialize.hpp>; a queue, pipe end
 //   or lock passed as an argument works inside the task.
 // - Exceptions: a task's std exception (runtime_error, logic_error, invalid_argument,
@@ -53,6 +56,7 @@
 
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/async_state.hpp"
+#include "mproc/detail/pool/completion.hpp"
 #include "mproc/detail/pool/imap_state.hpp"
 #include "mproc/detail/pool/map_feed.hpp"
 #include "mproc/detail/pool/map_input.hpp"
@@ -82,7 +86,33 @@ void register_exception() {
                                      [](const std::string& what) { return std::make_exception_ptr(E(what)); });
 }
 
+// f with its first arguments bound, as functools.partial: partial(scale, config)(x) is
+// scale(config, x). A task like any other: the function travels by name, the bound values
+// (each serialisable) travel with the task, once per task or map chunk. Partials nest.
+template <class F, class... B>
+auto partial(F f, B... bound) {
+  detail::check_task_function<F>();
+  static_assert((serializable<B> && ...),
+                "mproc::partial: every bound value must be serializable (see <mproc/serialize.hpp>): it travels "
+                "to the worker with the task");
+  return detail::partial_function<F, B...>(f, std::move(bound)...);
+}
+
 class pool;
+template <class R>
+class async_result;
+
+namespace detail {
+struct result_access {
+  template <class R>
+  static std::vector<std::shared_ptr<async_state<R>>> states(std::span<async_result<R>> results) {
+    std::vector<std::shared_ptr<async_state<R>>> states;
+    states.reserve(results.size());
+    for (auto& r : results) states.push_back(r.state_);
+    return states;
+  }
+};
+}  // namespace detail
 
 template <class R>
 class async_result {
@@ -114,6 +144,17 @@ class async_result {
       throw error("mproc::async_result::successful: the task has not finished; call it once ready() is true");
     return !state_->error();
   }
+  // Cancels the task if no worker has started it: true, and it never runs; get() throws
+  // cancelled_error and the error callback gets it. False once it started or ended, for a
+  // map_async result (pool::cancel_pending fails a whole map), and for a task submitted
+  // while 16,384 earlier tasks of its pool were unfinished, which only cancel_pending
+  // can cancel. A cancel racing a worker's start has one outcome: ran, or cancelled.
+  bool cancel() { return state_->cancel(); }
+  // Whether it was cancelled (by cancel() or pool::cancel_pending()).
+  bool cancelled() const { return state_->cancelled(); }
+  // Whether a worker runs it now.
+  bool running() const { return state_->running(); }
+
   // Runs `callback` with the result, or `error_callback` with the exception, on the pool's
   // result thread once the task is done (at once if the pool has ended).
   async_result& then(typename detail::async_state<R>::callback callback,
@@ -124,6 +165,7 @@ class async_result {
 
  private:
   friend class pool;
+  friend struct detail::result_access;
 
   R take() {
     if (auto e = state_->error()) std::rethrow_exception(e);
@@ -217,6 +259,7 @@ class pool {
     auto state = make_state<R>();
     auto& buffer = detail::task_encode_buffer();
     buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
+    detail::encode_task_state(f, buffer);
     detail::encode_message(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
     core_->submit({&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f)}, buffer, state);
     return async_result<R>(std::move(state));
@@ -256,6 +299,10 @@ class pool {
     return imap_impl(f, std::forward<Range>(items), chunksize, false);
   }
 
+  // Every task no worker has started fails with cancelled_error (a map or imap that had
+  // one fails as a whole) before this returns; tasks that run finish. The pool goes on.
+  void cancel_pending() { core_->cancel_pending(); }
+
   // No new tasks; the workers end when the queued ones are done.
   void close() {
     if (core_) core_->close();
@@ -284,6 +331,14 @@ class pool {
     return state;
   }
 
+  // A stateful function's state, encoded once for all the chunks of a map.
+  template <class F>
+  static std::vector<std::byte> encoded_state(const F& f) {
+    std::vector<std::byte> state;
+    detail::encode_task_state(f, state);
+    return state;
+  }
+
   // How many chunks of one map are in flight at once.
   std::size_t map_window() const { return std::size_t{4} * size(); }
 
@@ -292,10 +347,11 @@ class pool {
   template <bool star, class F, class T, class MakeState>
   void submit_chunks(F f, std::span<const T> all, std::size_t chunksize, MakeState make_chunk_state) {
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
+    const std::vector<std::byte> function_state = encoded_state(f);
     auto& buffer = detail::task_encode_buffer();
     for (std::size_t offset = 0, index = 0; offset < all.size(); offset += chunksize, ++index) {
       const auto chunk = all.subspan(offset, std::min(chunksize, all.size() - offset));
-      const std::size_t size = detail::encode_vector_after_header(chunk, buffer);
+      const std::size_t size = detail::encode_chunk_after_header(std::span<const std::byte>(function_state), chunk, buffer);
       core_->submit(id, std::span(buffer.data(), size), make_chunk_state(index, offset, chunk.size()));
     }
   }
@@ -319,7 +375,8 @@ class pool {
     }
     if (chunksize == 0) chunksize = detail::auto_chunksize<T>(all.size(), size());
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
-    auto feed = std::make_shared<feed_type>(state, core_, id, std::move(view.copy), all, chunksize, map_window());
+    auto feed = std::make_shared<feed_type>(state, core_, id, encoded_state(f), std::move(view.copy), all, chunksize,
+                                            map_window());
     feed->start();
     return std::pair(async_result<std::vector<R>>(state), std::move(feed));
   }
@@ -357,5 +414,78 @@ class pool {
   std::shared_ptr<detail::pool_core> core_;
   std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
 };
+
+// concurrent.futures' wait and as_completed, over results of any pools. Indices are
+// places in the span; a cancelled result counts as done.
+enum class return_when { first_completed, first_exception, all_completed };
+struct wait_outcome {
+  std::vector<std::size_t> done;      // in completion order (those done already first)
+  std::vector<std::size_t> not_done;  // in span order
+};
+
+namespace detail {
+template <class R>
+wait_outcome wait_for_results(std::span<async_result<R>> results, return_when when, deadline until) {
+  completion_watch<R> watch(result_access::states(results));
+  const auto satisfied = [&] {
+    switch (when) {
+      case return_when::first_completed:
+        return watch.finished() > 0 || watch.size() == 0;
+      case return_when::first_exception:
+        return watch.any_failed() || watch.finished() == watch.size();
+      case return_when::all_completed:
+        break;
+    }
+    return watch.finished() == watch.size();
+  };
+  while (!satisfied() && watch.await_next(until)) {
+  }
+  wait_outcome outcome;
+  for (std::size_t i = 0; i < watch.finished(); ++i) outcome.done.push_back(watch.finished_at(i));
+  for (std::size_t i = 0; i < watch.size(); ++i) {
+    if (!watch.is_finished(i)) outcome.not_done.push_back(i);
+  }
+  return outcome;
+}
+}  // namespace detail
+
+// Waits until `when` holds: every result done, the first done, or the first failed (or
+// all done). With a timeout, returns when it passes, whatever is done by then.
+template <class R>
+wait_outcome wait(std::span<async_result<R>> results, return_when when = return_when::all_completed) {
+  return detail::wait_for_results(results, when, detail::deadline::never());
+}
+template <class R, detail::duration D>
+wait_outcome wait(std::span<async_result<R>> results, return_when when, D timeout) {
+  return detail::wait_for_results(results, when, detail::deadline::in(timeout));
+}
+template <class R>
+wait_outcome wait(std::vector<async_result<R>>& results, return_when when = return_when::all_completed) {
+  return wait(std::span<async_result<R>>(results), when);
+}
+template <class R, detail::duration D>
+wait_outcome wait(std::vector<async_result<R>>& results, return_when when, D timeout) {
+  return wait(std::span<async_result<R>>(results), when, timeout);
+}
+
+// The indices of `results` as each finishes (those finished already first): an input
+// range for a range-for. With a timeout (counted from this call), advancing past it with
+// results unfinished throws timeout_error.
+template <class R>
+detail::as_completed_range<R> as_completed(std::span<async_result<R>> results) {
+  return detail::as_completed_range<R>(detail::result_access::states(results), detail::deadline::never());
+}
+template <class R, detail::duration D>
+detail::as_completed_range<R> as_completed(std::span<async_result<R>> results, D timeout) {
+  return detail::as_completed_range<R>(detail::result_access::states(results), detail::deadline::in(timeout));
+}
+template <class R>
+detail::as_completed_range<R> as_completed(std::vector<async_result<R>>& results) {
+  return as_completed(std::span<async_result<R>>(results));
+}
+template <class R, detail::duration D>
+detail::as_completed_range<R> as_completed(std::vector<async_result<R>>& results, D timeout) {
+  return as_completed(std::span<async_result<R>>(results), timeout);
+}
 
 }  // namespace mproc

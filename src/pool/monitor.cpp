@@ -141,36 +141,38 @@ void pool_core::impl::on_spawn_failed(std::uint32_t slot, int err) {
   if (respawn) request(command_kind::spawn, slot);
 }
 
-// Takes every task still queued out of the task channel and fails it with `error`
+// Takes every task still queued out of the task channel: their states, no longer pending
 // (close()'s sentinels go back in).
-void pool_core::impl::fail_queued_tasks(std::exception_ptr error) {
+std::vector<std::shared_ptr<task_state>> pool_core::impl::take_queued_tasks() {
   std::vector<std::uint64_t> ids;
   unsigned sentinels = 0;
   const auto take = [&](std::span<const std::byte> bytes) {
     claims->void_abandoned();  // a dead worker's claim on this task is void
     const auto h = read_header<task_header>(bytes);
     if (!h) return;
-    if (h->sentinel != 0) {
+    if (h->is_sentinel()) {
       ++sentinels;
     } else {
       ids.push_back(h->task);
+      if ((h->flags & task_header::on_board) != 0) board->forget(h->task);
     }
   };
   while (tasks->get(take, 64, deadline::no_wait()) != 0) {
   }
   for (unsigned k = 0; k < sentinels; ++k) put_sentinel();
-  std::vector<std::shared_ptr<task_state>> failed;
-  {
-    std::lock_guard lock(mutex);
-    for (const std::uint64_t id : ids) {
-      if (auto task = pending.take(id)) failed.push_back(std::move(task));
-    }
+  std::vector<std::shared_ptr<task_state>> taken;
+  std::lock_guard lock(mutex);
+  for (const std::uint64_t id : ids) {
+    if (auto task = pending.take(id)) taken.push_back(std::move(task));
   }
-  fail_all(std::move(failed), std::move(error));
+  return taken;
 }
 
+// Fails every task still queued with `error`, on the result thread.
+void pool_core::impl::fail_queued_tasks(std::exception_ptr error) { fail_all(take_queued_tasks(), std::move(error)); }
+
 void pool_core::impl::put_sentinel() {
-  const task_header h{0, 0, 1};
+  const task_header h{0, 0, task_header::sentinel};
   tasks->put_one(std::as_bytes(std::span(&h, 1)), deadline::never());
 }
 

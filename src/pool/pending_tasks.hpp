@@ -29,6 +29,12 @@ class pending_tasks {
     evict_stragglers();
   }
 
+  // Whether task `id` is pending.
+  bool contains(std::uint64_t id) const {
+    if (id >= first_ && id - first_ < ring_.size()) return ring_[static_cast<std::size_t>(id - first_)] != nullptr;
+    return stragglers_.contains(id);
+  }
+
   // Removes task `id` and returns its state: null when it is not pending (settled already).
   std::shared_ptr<task_state> take(std::uint64_t id) {
     std::shared_ptr<task_state> state;

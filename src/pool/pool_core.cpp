@@ -9,6 +9,7 @@
 
 #include <cassert>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <utility>
 #include <variant>
@@ -53,6 +54,7 @@ pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   p.tasks = std::make_unique<channel>(0, "mproc::pool");
   p.results = std::make_unique<channel>(0, "mproc::pool");
   p.claims.emplace(slots, p.processes, *p.tasks);
+  p.board.emplace(new (p.control_memory->base() + table_bytes + claims_bytes(p.processes)) task_board::memory{});
   p.monitor_wake.reset(::eventfd(0, EFD_CLOEXEC));
   if (!p.monitor_wake) throw_system_error(last_error(), "mproc::pool::pool: eventfd");
 
@@ -156,6 +158,7 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
   assert(message.size() >= sizeof(task_header) && "the typed layer leaves room for the header");
   std::uint64_t id;
   std::uint32_t function_id;
+  std::uint32_t flags = 0;
   {
     std::lock_guard lock(mutex);
     const bool admitted = state == phase::running || (fed && state == phase::closed && feeds != 0);
@@ -163,18 +166,61 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
     const auto* known = std::get_if<std::uint32_t>(&function);
     function_id = known ? *known : function_id_locked(std::get<task_function_ref>(function));
     id = next_task++;
+    task->set_task_id(id);
+    if (board->enter(id, [&](std::uint64_t old) { return pending.contains(old); })) flags |= task_header::on_board;
     pending.add(id, std::move(task));
     ++in_flight;
   }
-  const task_header h{id, function_id, 0};
+  const task_header h{id, function_id, flags};
   std::memcpy(message.data(), &h, sizeof h);
   try {
     tasks->put_one(message, deadline::never());
   } catch (...) {
     std::lock_guard lock(mutex);
+    board->forget(id);
     if (pending.take(id)) --in_flight;
     throw;
   }
+}
+
+bool pool_core::cancel(std::uint64_t task) {
+  impl& p = *impl_;
+  p.check_owner("cancel");
+  std::shared_ptr<task_state> state;
+  {
+    std::lock_guard lock(p.mutex);
+    // Pending and queued: a settled task's word may serve a newer one.
+    if (task == 0 || !p.pending.contains(task) || !p.board->cancel(task)) return false;
+    state = p.pending.take(task);
+  }
+  state->fail(std::make_exception_ptr(cancelled_error(
+      "mproc::async_result::get: the task was cancelled before a worker started it (async_result::cancel)")));
+  p.mark_done(1);
+  return true;
+}
+
+void pool_core::cancel_pending() {
+  impl& p = *impl_;
+  p.check_owner("cancel_pending");
+  const auto error = std::make_exception_ptr(cancelled_error(
+      "mproc::async_result::get: the task was cancelled before a worker started it (pool::cancel_pending)"));
+  const auto taken = p.take_queued_tasks();
+  if (taken.empty()) return;
+  for (const auto& state : taken) state->fail(error);
+  p.mark_done(taken.size());
+  // A state with callbacks publishes once they ran on the result thread: return after.
+  if (impl::on_result_thread()) return;
+  std::promise<void> published;
+  p.post_work([&published] { published.set_value(); });
+  published.get_future().wait();
+}
+
+bool pool_core::running(std::uint64_t task) const noexcept {
+  if (task == 0) return false;
+  for (unsigned k = 0; k < impl_->processes; ++k) {
+    if ((impl_->claims->task(k) & ~task_claims::condemned) == task) return true;
+  }
+  return false;
 }
 
 void pool_core::begin_feed() {

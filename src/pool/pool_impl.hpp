@@ -34,6 +34,7 @@
 #include "os/fd.hpp"
 #include "os/fork_local.hpp"
 #include "pool/pending_tasks.hpp"
+#include "pool/task_board.hpp"
 #include "pool/task_claim.hpp"
 #include "pool/wire.hpp"
 #include "process/child_handle.hpp"
@@ -52,6 +53,7 @@ struct pool_core::impl final : fork_local {
   std::unique_ptr<channel> tasks;
   std::unique_ptr<channel> results;
   std::optional<task_claims> claims;  // `processes` slots, after the control block
+  std::optional<task_board> board;    // after the claims
 
   pid_t zygote_pid = 0;
   child_handle zygote;
@@ -125,6 +127,7 @@ struct pool_core::impl final : fork_local {
   void on_worker_exit(const report& r);
   bool settle_dead_worker(std::uint32_t slot, std::int32_t exitcode);
   void on_spawn_failed(std::uint32_t slot, int err);
+  std::vector<std::shared_ptr<task_state>> take_queued_tasks();
   void fail_queued_tasks(std::exception_ptr error);
   void put_sentinel();
   int enforce_timeouts();

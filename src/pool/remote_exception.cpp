@@ -45,6 +45,7 @@ struct exception_registry {
     add<queue_full>();
     add<queue_empty>();
     add<closed_error>();
+    add<cancelled_error>();
     add<worker_lost>();
     add<broken_barrier>();
     add<serialization_error>();

@@ -12,6 +12,7 @@
 
 #include "mproc/detail/pool/pool_core.hpp"
 #include "os/page_size.hpp"
+#include "pool/task_board.hpp"
 #include "pool/task_claim.hpp"
 
 namespace mproc::detail {
@@ -28,7 +29,8 @@ struct function_entry {
 };
 
 // Shared with every worker; only the parent writes the function table. The workers'
-// claims (task_claim.hpp) follow it in the same memory.
+// claims (task_claim.hpp), then the task board (task_board.hpp), follow it in the same
+// memory.
 struct control_block {
   std::atomic<std::uint32_t> function_count;
   function_entry functions[max_functions];
@@ -38,12 +40,20 @@ struct control_block {
 constexpr std::size_t table_bytes = round_up_to_page(sizeof(control_block));
 static_assert(table_bytes % alignof(task_claim_slot) == 0);
 
-inline std::size_t control_bytes(unsigned processes) { return table_bytes + sizeof(task_claim_slot) * processes; }
+inline std::size_t claims_bytes(unsigned processes) { return sizeof(task_claim_slot) * processes; }
+inline std::size_t control_bytes(unsigned processes) {
+  return table_bytes + claims_bytes(processes) + sizeof(task_board::memory);
+}
 
 struct task_header {
+  // The flags.
+  static constexpr std::uint32_t sentinel = 1;  // no task: the worker retires (close)
+  static constexpr std::uint32_t on_board = 2;  // the task has a word on the task board
+
   std::uint64_t task;
   std::uint32_t function;
-  std::uint32_t sentinel;  // 1: no task, the worker retires (close)
+  std::uint32_t flags;
+  bool is_sentinel() const noexcept { return (flags & sentinel) != 0; }
 };
 static_assert(sizeof(task_header) == pool_core::task_header_bytes);
 

@@ -67,9 +67,11 @@ class task_taker {
 
   // Waits for the next task. Afterwards task() holds it, or too_big() names a task this
   // worker could not hold in memory (its message, or the copy of it), which it took all
-  // the same and must fail with bad_alloc: left queued, it would block every task behind.
+  // the same and must fail with bad_alloc: left queued, it would block every task behind;
+  // or cancelled() says the parent cancelled the task taken, which must not run.
   void take() {
     too_big_ = 0;
+    cancelled_ = false;
     task_.clear();
     for (;;) {
       try {
@@ -84,12 +86,21 @@ class task_taker {
   }
   std::span<const std::byte> task() const noexcept { return task_; }
   std::uint64_t too_big() const noexcept { return too_big_; }
+  bool cancelled() const noexcept { return cancelled_; }
 
  private:
+  // Under the lane's lock, before the take commits: a task the parent cancelled is taken
+  // and dropped, unclaimed; any other is started (task_board.hpp), then claimed.
+  bool start(const std::optional<task_header>& h) {
+    if (!h || h->is_sentinel() || (h->flags & task_header::on_board) == 0 || p_.board->start(h->task)) return true;
+    cancelled_ = true;
+    return false;
+  }
   void claim(const std::optional<task_header>& h) {
-    if (h) p_.claims->claim(slot_, h->sentinel != 0 ? retire_claim : h->task, monotonic_ns());
+    if (h) p_.claims->claim(slot_, h->is_sentinel() ? retire_claim : h->task, monotonic_ns());
   }
   void on_task(std::span<const std::byte> bytes) {
+    if (!start(read_header<task_header>(bytes))) return;
     try {
       task_.assign(bytes.begin(), bytes.end());
     } catch (const std::bad_alloc&) {
@@ -102,14 +113,16 @@ class task_taker {
     task_.clear();
     task_.shrink_to_fit();
     const auto h = read_header<task_header>(frame_start);
+    if (!start(h)) return;
     claim(h);
-    if (h && h->sentinel == 0) too_big_ = h->task;
+    if (h && !h->is_sentinel()) too_big_ = h->task;
   }
 
   pool_core::impl& p_;
   unsigned slot_;
   std::vector<std::byte> task_;
   std::uint64_t too_big_ = 0;
+  bool cancelled_ = false;
 };
 
 // Calls the function the task names, through the table: a forged or corrupted index is
@@ -172,13 +185,14 @@ void fail_with_bad_alloc(pool_core::impl& p, unsigned slot, std::uint64_t task, 
   unsigned done = 0;
   for (;;) {
     taker.take();
+    if (taker.cancelled()) continue;
     if (taker.too_big() != 0) {
       fail_with_bad_alloc(p, slot, taker.too_big(), result);
       continue;
     }
     const auto header = read_header<task_header>(taker.task());
     if (!header) continue;
-    if (header->sentinel != 0) {
+    if (header->is_sentinel()) {
       flush_std_streams();
       ::_exit(retire_exit_code);
     }

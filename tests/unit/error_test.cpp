@@ -27,6 +27,7 @@ TEST(Error, EveryTypeIsAnMprocErrorWithItsMessage) {
   expect_in_family<mproc::queue_full>("full");
   expect_in_family<mproc::queue_empty>("empty");
   expect_in_family<mproc::closed_error>("closed");
+  expect_in_family<mproc::cancelled_error>("cancelled");
   expect_in_family<mproc::worker_lost>("lost");
   expect_in_family<mproc::remote_error>("remote");
   expect_in_family<mproc::broken_barrier>("broken");

@@ -12,13 +12,13 @@
 namespace {
 
 using mproc::detail::decode_vector_into;
-using mproc::detail::encode_vector_after_header;
+using mproc::detail::encode_chunk_after_header;
 using mproc::detail::pool_core;
 
 template <class T>
 void expect_same_bytes_as_to_bytes(std::span<const T> items) {
   std::vector<std::byte> fast(3, std::byte{0x5a});  // a dirty, too small buffer
-  const std::size_t size = encode_vector_after_header(items, fast);
+  const std::size_t size = encode_chunk_after_header({}, items, fast);
   std::vector<std::byte> reference = mproc::to_bytes(std::vector<T>(items.begin(), items.end()));
   ASSERT_EQ(size, pool_core::task_header_bytes + reference.size());
   EXPECT_TRUE(std::equal(reference.begin(), reference.end(), fast.begin() + pool_core::task_header_bytes));
@@ -41,8 +41,8 @@ TEST(PoolFrames, ABufferReusedForASmallerChunkHoldsJustThatMessage) {
   std::vector<std::byte> buffer;
   const std::vector<std::int64_t> big(1000, 7);
   const std::vector<std::int64_t> small{1, 2};
-  encode_vector_after_header(std::span<const std::int64_t>(big), buffer);
-  const std::size_t size = encode_vector_after_header(std::span<const std::int64_t>(small), buffer);
+  encode_chunk_after_header({}, std::span<const std::int64_t>(big), buffer);
+  const std::size_t size = encode_chunk_after_header({}, std::span<const std::int64_t>(small), buffer);
   std::vector<std::int64_t> out(2);
   EXPECT_TRUE(decode_vector_into(
       std::span(buffer).subspan(pool_core::task_header_bytes, size - pool_core::task_header_bytes), std::span(out)));

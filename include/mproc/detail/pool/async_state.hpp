@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "mproc/detail/os/type_name.hpp"
+#include "mproc/detail/pool/completion_waiter.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/wait/futex_word.hpp"
+#include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
 namespace mproc::detail {
@@ -114,6 +116,33 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     return sleep_until_published(until);
   }
   bool ready() const noexcept { return (word_.load(std::memory_order_acquire) & published) != 0; }
+
+  // async_result::cancel: only a task no worker has started (pool_core::cancel). Returns
+  // once the state is published, its callbacks run (on the result thread), as Python's
+  // Future.cancel() returns with the future done.
+  bool cancel() {
+    if (ready()) return false;
+    auto core = core_.lock();
+    if (!core || !core->cancel(task_id())) return false;
+    sleep_until_published(deadline::never());
+    return true;
+  }
+  bool running() const {
+    if (ready()) return false;
+    auto core = core_.lock();
+    return core && core->running(task_id());
+  }
+  // Whether it failed with cancelled_error (a cancel, or cancel_pending for a map's chunk).
+  bool cancelled() const noexcept {
+    if (!ready() || !error_) return false;
+    try {
+      std::rethrow_exception(error_);
+    } catch (const cancelled_error&) {
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
   // Valid once ready.
   std::exception_ptr error() const { return error_; }
   // Moves the value out, for a caller that is the state's only user.
@@ -152,10 +181,39 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     run();
   }
 
+  // Tells `waiter` `index` once the state is published, on the thread that publishes it;
+  // false (and no notice) when it is published already.
+  bool add_waiter(std::shared_ptr<completion_waiter> waiter, std::size_t index) {
+    std::lock_guard lock(callbacks_mutex_);
+    std::uint32_t w = word_.load(std::memory_order_acquire);
+    while ((w & published) == 0) {
+      if (word_.compare_exchange_weak(w, w | has_waiters, std::memory_order_acq_rel)) {
+        waiters_.emplace_back(std::move(waiter), index);
+        return true;
+      }
+    }
+    return false;
+  }
+  // Forgets `waiter` (one that stops waiting before the state is published).
+  void remove_waiter(const completion_waiter* waiter) noexcept {
+    std::lock_guard lock(callbacks_mutex_);
+    std::erase_if(waiters_, [&](const auto& entry) { return entry.first.get() == waiter; });
+  }
+
  private:
   static constexpr std::uint32_t published = 1;      // value or error set, callbacks run
   static constexpr std::uint32_t has_callbacks = 2;  // callbacks_ holds some (set under the mutex)
   static constexpr std::uint32_t sleepers = 4;       // a thread sleeps on the word
+  static constexpr std::uint32_t has_waiters = 8;    // waiters_ holds some (set under the mutex)
+
+  void notify_waiters() noexcept {
+    std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> now;
+    {
+      std::lock_guard lock(callbacks_mutex_);
+      now.swap(waiters_);
+    }
+    for (const auto& [waiter, index] : now) waiter->notify(index);
+  }
 
   bool sleep_until_published(deadline until) {
     for (;;) {
@@ -194,6 +252,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
       if ((w & has_callbacks) == 0) {
         if (!word_.compare_exchange_weak(w, w | published, std::memory_order_acq_rel)) continue;
         if ((w & sleepers) != 0) futex_wake(word_, INT_MAX);
+        if ((w & has_waiters) != 0) notify_waiters();
         return;
       }
       std::vector<std::pair<callback, error_callback>> now;
@@ -236,6 +295,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   std::exception_ptr error_;
   value_box<R> box_;
   std::vector<std::pair<callback, error_callback>> callbacks_;
+  std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> waiters_;
 };
 
 }  // namespace mproc::detail

@@ -72,11 +72,14 @@ template <class T, class R>
 class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
  public:
   // `items` stays valid until the feed ends: the caller's own memory while it waits for the
-  // result (map), or `owned` (map_async).
+  // result (map), or `owned` (map_async). `function_state`: the function's
+  // encode_task_state bytes, which every chunk carries.
   map_feed(std::shared_ptr<async_state<std::vector<R>>> target, std::weak_ptr<pool_core> core, std::uint32_t function,
-           std::vector<T> owned, std::span<const T> items, std::size_t chunksize, std::size_t window)
+           std::vector<std::byte> function_state, std::vector<T> owned, std::span<const T> items,
+           std::size_t chunksize, std::size_t window)
       : core_(std::move(core)),
         function_(function),
+        function_state_(std::move(function_state)),
         owned_(std::move(owned)),
         items_(owned_.empty() ? items : std::span<const T>(owned_)),
         chunksize_(chunksize),
@@ -162,7 +165,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
     auto& buffer = encode_buffer();
     while (in_flight_ < window_ && next_ < items_.size()) {
       const auto part = items_.subspan(next_, std::min(chunksize_, items_.size() - next_));
-      const std::size_t size = encode_vector_after_header(part, buffer);
+      const std::size_t size = encode_chunk_after_header(std::span<const std::byte>(function_state_), part, buffer);
       auto state = std::make_shared<chunk>(this->shared_from_this(), next_, part.size());
       core->submit(function_, std::span(buffer.data(), size), std::move(state), true);
       next_ += part.size();
@@ -181,6 +184,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
 
   std::weak_ptr<pool_core> core_;
   std::uint32_t function_;
+  std::vector<std::byte> function_state_;
   std::vector<T> owned_;
   std::span<const T> items_;
   std::size_t chunksize_;

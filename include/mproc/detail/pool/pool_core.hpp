@@ -56,6 +56,14 @@ class task_state {
   virtual ~task_state() = default;
   virtual void complete(std::span<const std::byte> result) noexcept = 0;
   virtual void fail(std::exception_ptr error) noexcept = 0;
+
+  // The id submit() gave the task (0: never submitted as one task, as a map's own state),
+  // for cancel() and running(). Set before submit() returns.
+  std::uint64_t task_id() const noexcept { return task_id_; }
+  void set_task_id(std::uint64_t id) noexcept { task_id_ = id; }
+
+ private:
+  std::uint64_t task_id_ = 0;
 };
 
 // A task's function as the table holds it: what function_id() registers.
@@ -103,6 +111,17 @@ class pool_core {
   // end_feed, after the feed's last submit (or when it gives up).
   void begin_feed();
   void end_feed() noexcept;
+
+  // Cancels task `task` if no worker has started it: it never runs, and its state fails
+  // with cancelled_error (on the calling thread) before this returns true. False when it
+  // started, finished, was cancelled already, or is not one this pool can cancel on its
+  // own (submitted while task_board::size earlier tasks were unsettled).
+  bool cancel(std::uint64_t task);
+  // Takes every task still queued out of the task channel and fails each with
+  // cancelled_error before returning; tasks that run finish.
+  void cancel_pending();
+  // Whether a worker runs task `task` now.
+  bool running(std::uint64_t task) const noexcept;
 
   // Runs `work` on the result thread, after what it is already doing (on the calling
   // thread once the pool has shut down).

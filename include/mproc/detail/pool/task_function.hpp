@@ -1,4 +1,5 @@
-// What a pool task is (a function pointer, or a stateless callable), and the worker side
+// What a pool task is (a function pointer, a stateless callable, or a serialisable function
+// object whose state travels with the task), and the worker side
 // of running one: decoding its arguments, calling it, encoding its result; for map chunks
 // of plain numbers, straight between the message and the vector, without cereal.
 #pragma once
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "mproc/detail/os/big_vector.hpp"
+#include "mproc/detail/pool/partial.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/serialize.hpp"
 
@@ -21,44 +23,95 @@ template <class F>
 inline constexpr bool is_function_pointer_v =
     std::conjunction_v<std::is_pointer<F>, std::is_function<std::remove_pointer_t<F>>>;
 
-// What a pool can run: a function pointer, or a stateless callable (a lambda without
-// captures) that the worker makes afresh. Workers call it by name, never through state.
+// A callable with no state: a function pointer (which the pool's table holds), or a class
+// with no members (a lambda without captures) that the worker makes afresh.
 template <class F>
-concept task_function =
+concept stateless_task_function =
     is_function_pointer_v<F> || std::conjunction_v<std::is_class<F>, std::is_empty<F>, std::is_default_constructible<F>,
                                                    std::is_trivially_copyable<F>>;
 
-// Fails to compile, saying why, for anything else.
+// A callable whose state travels with the task as data: a serialisable function object (a
+// class with operator() and cereal's serialize), partial's among them.
+template <class F>
+concept stateful_task_function = std::is_class_v<F> && !std::is_empty_v<F> && serializable<F>;
+
+// What a pool can run. Workers call it by name (the pool's table), never through an
+// address taken from a message.
+template <class F>
+concept task_function = stateless_task_function<F> || stateful_task_function<F>;
+
+// Fails to compile, saying why and what to do, for anything else.
 template <class F>
 consteval void check_task_function() {
   static_assert(task_function<F>,
-                "mproc::pool runs a function pointer or a stateless callable (a lambda without captures): "
-                "workers call it by name and cannot receive its state. Pass the state as task arguments.");
+                "mproc::pool runs a function pointer, a lambda without captures, or a serialisable function object "
+                "(a class with operator() and a cereal serialize(Archive&)): workers call the function by name and "
+                "receive only state that serialises. For a capturing lambda or a std::function, bind the values "
+                "with mproc::partial(f, values...) or pass them as task arguments.");
 }
 
+// The part of a task function the pool's table holds: a function pointer, the one inside
+// a partial, or null (the worker makes the class itself).
 template <class F>
-generic_function to_generic(F f) {
+generic_function to_generic(const F& f) {
   if constexpr (is_function_pointer_v<F>) {
     return reinterpret_cast<generic_function>(f);
+  } else if constexpr (is_partial_function_v<F>) {
+    return to_generic(f.function());
   } else {
     return nullptr;
   }
 }
 
+// Puts the table's part back into `f`.
 template <class F>
-F from_generic(generic_function g) {
+void bind_generic(F& f, generic_function g) {
   if constexpr (is_function_pointer_v<F>) {
-    return reinterpret_cast<F>(g);
-  } else {
-    return F{};
+    f = reinterpret_cast<F>(g);
+  } else if constexpr (is_partial_function_v<F>) {
+    bind_generic(f.function(), g);
   }
+}
+
+// A stateful function's state, written before a task's arguments (or a chunk's items): a
+// u64 length, then what to_bytes writes for the function object. A stateless one writes
+// nothing.
+template <class F>
+void encode_task_state(const F& f, std::vector<std::byte>& out) {
+  if constexpr (stateful_task_function<F>) {
+    const std::size_t at = out.size();
+    out.resize(at + sizeof(std::uint64_t));
+    to_bytes(f, out);
+    const std::uint64_t length = out.size() - at - sizeof length;
+    std::memcpy(out.data() + at, &length, sizeof length);
+  }
+}
+
+// The worker's side: the function (its state decoded, the table's part put back) and the
+// bytes after its state. serialization_error for a state that does not decode.
+template <class F>
+std::pair<F, std::span<const std::byte>> decode_task_function(generic_function g, std::span<const std::byte> in) {
+  F f{};
+  if constexpr (stateful_task_function<F>) {
+    std::uint64_t length = 0;
+    if (in.size() < sizeof length) throw serialization_error("mproc::pool: a task's function state is truncated");
+    std::memcpy(&length, in.data(), sizeof length);
+    if (length > in.size() - sizeof length) {
+      throw serialization_error("mproc::pool: a task's function state runs past the task's end");
+    }
+    f = from_bytes<F>(in.subspan(sizeof length, length));
+    in = in.subspan(sizeof length + length);
+  }
+  bind_generic(f, g);
+  return {std::move(f), in};
 }
 
 // The worker side of apply: decode the arguments, call, encode the result.
 template <class F, class... A>
 void invoke_apply(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
-  auto args = decode_message<std::tuple<A...>>(in, "mproc::pool: a task's arguments");
-  F f = from_generic<F>(g);
+  auto function = decode_task_function<F>(g, in);  // not a structured binding: lambdas capture f
+  F& f = function.first;
+  auto args = decode_message<std::tuple<A...>>(function.second, "mproc::pool: a task's arguments");
   using R = std::invoke_result_t<F&, A...>;
   if constexpr (std::is_void_v<R>) {
     std::apply([&](A&... a) { std::invoke(f, std::move(a)...); }, args);
@@ -86,16 +139,19 @@ std::byte* raw_vector_at(std::vector<std::byte>& out, std::size_t at, std::size_
   return out.data() + at + 1 + sizeof count;
 }
 
-// Writes pool_core::task_header_bytes of room, then what to_bytes(std::vector<T>(items))
-// writes, into `out`; returns the message size.
+// Writes pool_core::task_header_bytes of room, then `state` (encode_task_state's bytes,
+// the same for every chunk of a map), then what to_bytes(std::vector<T>(items)) writes,
+// into `out`; returns the message size.
 template <class T>
-std::size_t encode_vector_after_header(std::span<const T> items, std::vector<std::byte>& out) {
+std::size_t encode_chunk_after_header(std::span<const std::byte> state, std::span<const T> items,
+                                      std::vector<std::byte>& out) {
   constexpr std::size_t header = pool_core::task_header_bytes;
+  out.resize(header);
+  out.insert(out.end(), state.begin(), state.end());
   if constexpr (is_raw_vector_element_v<T>) {
-    std::byte* elements = raw_vector_at<T>(out, header, items.size());
+    std::byte* elements = raw_vector_at<T>(out, out.size(), items.size());
     if (!items.empty()) std::memcpy(elements, items.data(), items.size_bytes());
   } else {
-    out.assign(header, std::byte{0});
     to_bytes(std::vector<T>(items.begin(), items.end()), out);
   }
   return out.size();
@@ -147,8 +203,10 @@ constexpr bool is_raw_chunk() {
 // The worker side of a map chunk: items in, results out, in order. Numbers to numbers go
 // from the message to the result message without a vector on either side.
 template <class F, class T, bool star>
-void invoke_chunk(generic_function g, std::span<const std::byte> in, std::vector<std::byte>& out) {
-  F f = from_generic<F>(g);
+void invoke_chunk(generic_function g, std::span<const std::byte> message, std::vector<std::byte>& out) {
+  auto function = decode_task_function<F>(g, message);
+  F& f = function.first;
+  const std::span<const std::byte> in = function.second;
   if constexpr (is_raw_chunk<F, T, star>()) {
     using R = std::remove_cvref_t<std::invoke_result_t<F&, T>>;
     const auto [n, data] = raw_vector_elements<T>(in);
