@@ -38,6 +38,7 @@ constexpr example examples[] = {
     // Beyond the tutorial: Python's Value, Lock and Barrier, for processes.
     {"同步: Value 与 get_lock()", "shared_counter"},
     {"同步: 用 Barrier 同步的流水线", "barrier_pipeline"},
+    {"concurrent.futures: partial, as_completed, 进度条", "futures_progress"},
 };
 
 // Runs `program` as a child and returns its exit code (-N when signal N ended it).

@@ -6,6 +6,7 @@
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
+#include "mproc/progress.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/serialize.hpp"
 #include "mproc/shared.hpp"

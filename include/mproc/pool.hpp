@@ -46,6 +46,8 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <ranges>
 #include <span>
 #include <string>
@@ -57,6 +59,7 @@
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/async_state.hpp"
 #include "mproc/detail/pool/completion.hpp"
+#include "mproc/detail/pool/imap_feed.hpp"
 #include "mproc/detail/pool/imap_state.hpp"
 #include "mproc/detail/pool/map_feed.hpp"
 #include "mproc/detail/pool/map_input.hpp"
@@ -181,50 +184,109 @@ class async_result {
   std::shared_ptr<detail::async_state<R>> state_;
 };
 
-// The lazy results of imap / imap_unordered: an input range, iterated once.
+// The lazy results of imap / imap_unordered: a view, iterated once (the range-for's
+// iterator and next() advance the same position). A failed chunk's error is thrown when
+// its item is read (operator*, next), once per chunk; iteration can go on past it.
+// Dropping the result before its end cancels the chunks no worker has started.
 template <class R>
-class imap_result {
+class imap_result : public std::ranges::view_base {
+  struct cursor {
+    explicit cursor(std::shared_ptr<detail::imap_reader<R>> r) : reader(std::move(r)) {}
+    std::shared_ptr<detail::imap_reader<R>> reader;
+    std::vector<R> values;
+    std::size_t position = 0;
+    std::exception_ptr error;
+    bool at_end = false;
+    bool need_load = true;
+
+    // Makes the cursor stand on an item, an error or the end.
+    void ensure(detail::deadline until) {
+      if (!need_load) return;
+      values.clear();
+      position = 0;
+      for (;;) {
+        auto chunk = reader->next(until);
+        if (!chunk) {
+          at_end = true;
+          break;
+        }
+        if (chunk->error) {
+          error = std::move(chunk->error);
+          break;
+        }
+        if (!chunk->values.empty()) {
+          values = std::move(chunk->values);
+          break;
+        }
+      }
+      need_load = false;
+    }
+    void advance() {
+      if (error) {
+        error = nullptr;
+        need_load = true;
+      } else if (++position == values.size()) {
+        need_load = true;
+      }
+    }
+    const R& current() const {
+      if (error) std::rethrow_exception(error);
+      return values[position];
+    }
+  };
+
  public:
   class iterator {
    public:
     using value_type = R;
     using difference_type = std::ptrdiff_t;
     iterator() = default;
-    explicit iterator(std::shared_ptr<detail::imap_state<R>> state) : state_(std::move(state)) { load(); }
-    const R& operator*() const { return current_[position_]; }
-    const R* operator->() const { return &current_[position_]; }
+    explicit iterator(std::shared_ptr<cursor> c) : cursor_(std::move(c)) { cursor_->ensure(detail::deadline::never()); }
+    // Throws the item's error if its chunk failed.
+    const R& operator*() const { return cursor_->current(); }
+    const R* operator->() const { return &cursor_->current(); }
     iterator& operator++() {
-      if (++position_ == current_.size()) load();
+      cursor_->advance();
+      cursor_->ensure(detail::deadline::never());
       return *this;
     }
     void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.done_; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.cursor_->at_end; }
 
    private:
-    void load() {
-      position_ = 0;
-      for (;;) {
-        auto chunk = state_->next();  // rethrows a failed task's exception here
-        if (!chunk) {
-          done_ = true;
-          return;
-        }
-        current_ = std::move(*chunk);
-        if (!current_.empty()) return;
-      }
-    }
-    std::shared_ptr<detail::imap_state<R>> state_;
-    std::vector<R> current_;
-    std::size_t position_ = 0;
-    bool done_ = false;
+    std::shared_ptr<cursor> cursor_;
   };
 
-  explicit imap_result(std::shared_ptr<detail::imap_state<R>> state) : state_(std::move(state)) {}
-  iterator begin() { return iterator(state_); }
+  imap_result() = default;
+  explicit imap_result(std::shared_ptr<detail::imap_reader<R>> reader)
+      : cursor_(std::make_shared<cursor>(std::move(reader))) {}
+  iterator begin() { return iterator(cursor_); }
   std::default_sentinel_t end() const { return {}; }
 
+  // Python's IMapIterator.next(timeout): the next result, or nullopt at the end; rethrows
+  // a failed chunk's error; timeout_error when nothing came in time.
+  std::optional<R> next() { return next_until(detail::deadline::never()); }
+  template <detail::duration D>
+  std::optional<R> next(D timeout) {
+    return next_until(detail::deadline::in(timeout));
+  }
+
  private:
-  std::shared_ptr<detail::imap_state<R>> state_;
+  std::optional<R> next_until(detail::deadline until) {
+    cursor& c = *cursor_;
+    c.ensure(until);
+    if (c.at_end) return std::nullopt;
+    if (c.error) {
+      auto error = c.error;
+      c.advance();
+      std::rethrow_exception(error);
+    }
+    std::optional<R> value(std::move(c.values[c.position]));
+    c.advance();
+    return value;
+  }
+
+  std::shared_ptr<cursor> cursor_;
 };
 
 class pool {
@@ -255,14 +317,19 @@ class pool {
   template <class F, class... A>
   auto apply_async(F f, A&&... args) {
     detail::check_task_function<F>();
-    using R = std::invoke_result_t<F&, std::decay_t<A>...>;
-    auto state = make_state<R>();
-    auto& buffer = detail::task_encode_buffer();
-    buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
-    detail::encode_task_state(f, buffer);
-    detail::encode_message(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
-    core_->submit({&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f)}, buffer, state);
-    return async_result<R>(std::move(state));
+    if constexpr (!detail::task_function<F> || !detail::task_arguments_ok_v<F, A...>) {
+      detail::check_task_arguments<F, A...>();
+      return async_result<int>(nullptr);  // never reached: it did not compile
+    } else {
+      using R = std::invoke_result_t<F&, std::decay_t<A>...>;
+      auto state = make_state<R>();
+      auto& buffer = detail::task_encode_buffer();
+      buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
+      detail::encode_task_state(f, buffer);
+      detail::encode_message(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
+      core_->submit({&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f)}, buffer, state);
+      return async_result<R>(std::move(state));
+    }
   }
 
   // f over items, results in input order. chunksize 0: Python's rule,
@@ -288,8 +355,10 @@ class pool {
     return map_impl<true, false>(f, std::forward<Range>(tuples), chunksize).first;
   }
 
-  // Lazy results in input order / in completion order; a task's exception is rethrown
-  // when iteration reaches it.
+  // Lazy results in input order / in completion order. The input is read lazily, on the
+  // iterating thread, about two chunks per worker ahead of the loop (an unbounded input
+  // works; an lvalue input must outlive the result). A chunk's error is thrown when its
+  // item is read. Dropping the result early cancels the chunks no worker started.
   template <class F, std::ranges::input_range Range>
   auto imap(F f, Range&& items, std::size_t chunksize = 1) {
     return imap_impl(f, std::forward<Range>(items), chunksize, true);
@@ -303,9 +372,13 @@ class pool {
   // one fails as a whole) before this returns; tasks that run finish. The pool goes on.
   void cancel_pending() { core_->cancel_pending(); }
 
-  // No new tasks; the workers end when the queued ones are done.
+  // No new tasks; the workers end when the queued ones are done. The rest of a live imap's
+  // input is read and queued first (so an imap over an unbounded input must be read to
+  // its end or dropped before close()).
   void close() {
-    if (core_) core_->close();
+    if (!core_) return;
+    drain_imaps();
+    core_->close();
   }
   // Kills the workers now; pending results fail with closed_error.
   void terminate() {
@@ -342,20 +415,6 @@ class pool {
   // How many chunks of one map are in flight at once.
   std::size_t map_window() const { return std::size_t{4} * size(); }
 
-  // Submits items in chunks; `make_chunk_state(index, offset, count)` gives each chunk's
-  // state.
-  template <bool star, class F, class T, class MakeState>
-  void submit_chunks(F f, std::span<const T> all, std::size_t chunksize, MakeState make_chunk_state) {
-    const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
-    const std::vector<std::byte> function_state = encoded_state(f);
-    auto& buffer = detail::task_encode_buffer();
-    for (std::size_t offset = 0, index = 0; offset < all.size(); offset += chunksize, ++index) {
-      const auto chunk = all.subspan(offset, std::min(chunksize, all.size() - offset));
-      const std::size_t size = detail::encode_chunk_after_header(std::span<const std::byte>(function_state), chunk, buffer);
-      core_->submit(id, std::span(buffer.data(), size), make_chunk_state(index, offset, chunk.size()));
-    }
-  }
-
   // `borrow`: the caller waits for the result (map, starmap), so a contiguous input is read
   // in place while chunks are fed; map_async copies it, as its caller may let it go.
   template <bool star, bool borrow, class F, class Range>
@@ -365,8 +424,6 @@ class pool {
     const auto all = view.items;
     using T = typename decltype(all)::value_type;
     using R = detail::chunk_result_t<F, T, star>;
-    static_assert(!std::is_void_v<R>,
-                  "pool::map needs a function that returns a value; use apply_async for void tasks");
     using feed_type = detail::map_feed<T, R>;
     auto state = make_state<std::vector<R>>();
     if (all.empty()) {
@@ -391,28 +448,57 @@ class pool {
         if (feed) feed->forget_items();
       }
     } guard{started.second};
-    return started.first.move_out();
+    if constexpr (std::is_same_v<typename decltype(started.first.move_out())::value_type, detail::no_result>) {
+      started.first.move_out();  // a void function: returns once every call ran
+    } else {
+      return started.first.move_out();
+    }
   }
 
+  // The input is kept as a view (an lvalue range by reference, an rvalue one moved in) and
+  // read lazily; the first window is submitted before returning.
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
     detail::check_task_function<F>();
-    const auto view = detail::view_items<true>(std::forward<Range>(items));  // submitted before returning
-    const auto all = view.items;
-    using T = typename decltype(all)::value_type;
+    using View = std::views::all_t<Range>;
+    using T = std::remove_cvref_t<std::ranges::range_value_t<View>>;
     using R = detail::chunk_result_t<F, T, false>;
-    static_assert(!std::is_void_v<R>, "pool::imap needs a function that returns a value");
+    static_assert(!std::is_same_v<R, detail::no_result>,
+                  "pool::imap needs a function that returns a value; use map (which returns once every call "
+                  "ran) or apply_async for a void function");
     if (chunksize == 0) chunksize = 1;
-    const std::size_t chunks = (all.size() + chunksize - 1) / chunksize;
-    auto state = std::make_shared<detail::imap_state<R>>(chunks, ordered);
-    submit_chunks<false>(f, all, chunksize, [&](std::size_t index, std::size_t, std::size_t) {
-      return std::make_shared<detail::imap_chunk_state<R>>(state, index);
-    });
-    return imap_result<R>(state);
+    const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, false>, detail::to_generic(f));
+    auto feed = std::make_shared<detail::imap_feed<R, View>>(
+        core_, id, encoded_state(f), std::views::all(std::forward<Range>(items)), chunksize, imap_window(), ordered);
+    feed->start();
+    {
+      std::lock_guard lock(drains_mutex_);
+      std::erase_if(drains_, [](const auto& d) { return d.expired(); });
+      drains_.push_back(feed);
+    }
+    return imap_result<R>(std::move(feed));
+  }
+
+  // How many chunks of an imap are submitted and not yet read: about two per worker.
+  std::size_t imap_window() const { return std::size_t{2} * size(); }
+
+  // Queues the rest of every live imap's input (close()).
+  void drain_imaps() {
+    std::vector<std::shared_ptr<detail::input_drain>> live;
+    {
+      std::lock_guard lock(drains_mutex_);
+      for (const auto& d : drains_) {
+        if (auto feed = d.lock()) live.push_back(std::move(feed));
+      }
+      drains_.clear();
+    }
+    for (const auto& feed : live) feed->submit_rest();
   }
 
   std::shared_ptr<detail::pool_core> core_;
   std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
+  std::mutex drains_mutex_;
+  std::vector<std::weak_ptr<detail::input_drain>> drains_;  // live imaps, for close()
 };
 
 // concurrent.futures' wait and as_completed, over results of any pools. Indices are

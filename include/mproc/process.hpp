@@ -88,11 +88,10 @@ class process {
   process();
 
   // A process that calls target(args...) in the child.
+  // A mistake in the target or its arguments fails to compile with one line naming the fix.
   template <class F, class... A>
     requires(!std::is_base_of_v<process, std::remove_cvref_t<F>>)
-  &&std::invocable<std::decay_t<F>, std::decay_t<A>...> explicit process(F&& target, A&&... args)
-      : process(std::make_unique<detail::target<std::decay_t<F>, std::decay_t<A>...>>(std::forward<F>(target),
-                                                                                      std::forward<A>(args)...)) {}
+  explicit process(F&& target, A&&... args) : process(make_target(std::forward<F>(target), std::forward<A>(args)...)) {}
 
   // Moving transfers the child; a moved-from object may only be destroyed or assigned to.
   // Assigning over a started object hands its child to the runtime, as destruction does.
@@ -149,6 +148,27 @@ class process {
   int sentinel() const;
 
  private:
+  template <class F, class... A>
+  static std::unique_ptr<detail::target_base> make_target(F&& target, A&&... args) {
+    constexpr bool copyable = (std::is_constructible_v<std::decay_t<A>, A&&> && ...);
+    constexpr bool callable = std::invocable<std::decay_t<F>, std::decay_t<A>...>;
+    static_assert(copyable,
+                  "mproc::process: an argument is a move-only handle (a connection): pass it with std::move(...), "
+                  "which hands it to the child");
+    static_assert(!copyable || callable || !std::invocable<std::decay_t<F>&, std::decay_t<A>&...>,
+                  "mproc::process: the target takes an argument by non-const reference, but the child gets its own "
+                  "copy of each argument: take it by value (a handle still names the same queue, pipe or lock) or "
+                  "by const&");
+    static_assert(!copyable || callable || std::invocable<std::decay_t<F>&, std::decay_t<A>&...>,
+                  "mproc::process: the target cannot be called with these arguments");
+    if constexpr (copyable && callable) {
+      return std::make_unique<detail::target<std::decay_t<F>, std::decay_t<A>...>>(std::forward<F>(target),
+                                                                                   std::forward<A>(args)...);
+    } else {
+      return nullptr;
+    }
+  }
+
   explicit process(std::unique_ptr<detail::target_base> target);
   bool join_for(std::chrono::nanoseconds timeout);
   [[noreturn]] void run_in_child(const process_info& parent) noexcept;

@@ -22,14 +22,17 @@
 //   end, std::out_of_range; a received handle of another type, mproc::error.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
@@ -128,6 +131,11 @@ class shared_array {
     data_ = static_cast<T*>(block_->data());
     for (std::size_t i = 0; i < n; ++i) ::new (data_ + i) T(init);
   }
+  // The values of a range, as Python's Array('i', range(10)).
+  template <std::ranges::input_range R>
+    requires(!std::is_same_v<std::remove_cvref_t<R>, shared_array> &&
+             std::convertible_to<std::ranges::range_reference_t<R>, T>)
+  explicit shared_array(R&& values) : shared_array(collected{}, collect(std::forward<R>(values))) {}
 
   // Element i, unlocked and unchecked: hold get_lock() to read-modify-write it.
   T& operator[](std::size_t i) noexcept { return data_[i]; }
@@ -171,6 +179,18 @@ class shared_array {
   }
 
  private:
+  template <class R>
+  static std::vector<T> collect(R&& values) {
+    std::vector<T> all;
+    if constexpr (std::ranges::sized_range<R>) all.reserve(std::ranges::size(values));
+    for (auto&& v : values) all.push_back(static_cast<T>(v));
+    return all;
+  }
+  struct collected {};
+  shared_array(collected, const std::vector<T>& values) : shared_array(values.size()) {
+    std::copy(values.begin(), values.end(), data_);
+  }
+
   void check(std::size_t i) const {
     if (i >= size_) {
       throw std::out_of_range("mproc::shared_array::at: index " + std::to_string(i) + " is out of range (size " +

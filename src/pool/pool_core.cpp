@@ -46,6 +46,7 @@ void pool_core::impl::forget_in_fork_child() noexcept {
 pool_core::pool_core(pool_config config) : impl_(std::make_unique<impl>()) {
   impl& p = *impl_;
   p.processes = config.processes != 0 ? config.processes : cpu_count();
+  p.owner_info = current_process();
   p.config = std::move(config);
   p.workers.resize(p.processes);
   p.control_memory = shared_memory::create("mproc-pool", control_bytes(p.processes), 0, "mproc::pool");

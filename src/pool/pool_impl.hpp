@@ -47,6 +47,7 @@ struct pool_core::impl final : fork_local {
   pool_config config;
   unsigned processes = 0;
   pid_t owner = current_pid();
+  process_info owner_info;  // what parent_process() says in a worker
 
   std::unique_ptr<shared_memory> control_memory;
   control_block* control = nullptr;

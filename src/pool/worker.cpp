@@ -179,6 +179,15 @@ void fail_with_bad_alloc(pool_core::impl& p, unsigned slot, std::uint64_t task, 
 }  // namespace
 
 [[noreturn]] void worker_main(pool_core::impl& p, unsigned slot, pid_t zygote) noexcept {
+  // current_process() names the worker, as Python's ForkPoolWorker-N, and parent_process()
+  // is the pool's owner (not the zygote, which is the pool's own business).
+  std::string name;
+  try {
+    name = "pool-worker-" + std::to_string(slot + 1);
+  } catch (...) {
+    ::_exit(1);
+  }
+  runtime::instance().become_child(name, true, p.owner_info);
   start_worker(p, zygote);
   task_taker taker(p, slot);
   std::vector<std::byte> result;

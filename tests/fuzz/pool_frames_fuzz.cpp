@@ -355,17 +355,19 @@ void map_result(std::uint8_t argument, std::span<const std::byte> payload) {
 template <class R>
 void imap_result(std::span<const std::byte> payload) {
   const std::optional<std::vector<R>> part = decode<std::vector<R>>(payload);
-  auto state = std::make_shared<d::imap_state<R>>(1, true);
+  auto state = std::make_shared<d::imap_state<R>>(true);
+  state->add_chunk();
   d::imap_chunk_state<R> chunk(state, 0);
   chunk.complete(payload);
-  try {
-    const std::optional<std::vector<R>> got = state->next();
-    require(part.has_value(), "an imap chunk that does not decode was delivered");
-    require(got == *part, "an imap chunk decoded to other values");
-  } catch (const mproc::serialization_error&) {
+  auto got = state->next(d::deadline::no_wait());
+  require(got.has_value(), "a delivered imap chunk was not ready");
+  if (got->error) {
     require(!part, "an imap chunk that decodes failed");
+    require_serialization_error(got->error, "a bad imap chunk must fail with serialization_error");
+  } else {
+    require(part.has_value(), "an imap chunk that does not decode was delivered");
+    require(got->values == *part, "an imap chunk decoded to other values");
   }
-  require(!state->next(), "an imap of one chunk gave two");
 }
 
 void result(std::uint8_t what, std::uint8_t argument, std::span<const std::byte> payload) {

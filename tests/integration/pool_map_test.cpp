@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -15,9 +16,11 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "mproc/pool.hpp"
+#include "mproc/shared.hpp"
 
 namespace {
 
@@ -162,6 +165,28 @@ TEST(PoolMap, TerminateFromAnotherThreadFailsARunningMap) {
                mproc::error);
   terminator.join();
   p.join();
+}
+
+}  // namespace
+
+namespace {
+
+void mark(mproc::shared_array<int> marks, int i) {
+  std::atomic_ref<int>(marks[static_cast<std::size_t>(i)]).fetch_add(1);
+}
+
+// Python's map of a function returning None: mproc's map of a void function returns once
+// every call ran.
+TEST(PoolMap, AMapOfAVoidFunctionReturnsOnceEveryCallRan) {
+  mproc::pool p(2);
+  mproc::shared_array<int> marks(5000);
+  static_assert(std::is_void_v<decltype(p.map(mproc::partial(mark, marks), iota_vector(5000)))>);
+  p.map(mproc::partial(mark, marks), iota_vector(5000), 7);
+  for (std::size_t i = 0; i < 5000; ++i) ASSERT_EQ(marks[i], 1) << i;
+  std::vector<std::tuple<mproc::shared_array<int>, int>> pairs;
+  for (int i = 0; i < 100; ++i) pairs.emplace_back(marks, i);
+  p.starmap(mark, pairs);
+  for (std::size_t i = 0; i < 100; ++i) ASSERT_EQ(marks[i], 2) << i;
 }
 
 }  // namespace

@@ -83,8 +83,8 @@ TEST(PoolStateful, PartialsNestAndBindLambdas) {
   mproc::pool p(2);
   const auto twice = mproc::partial(mproc::partial(add3, 4), 5);
   EXPECT_EQ(p.apply(twice, 6), 456);
-  const auto lambda = mproc::partial([](const std::string& prefix, int x) { return prefix + std::to_string(x); },
-                                      std::string("n"));
+  const auto lambda =
+      mproc::partial([](const std::string& prefix, int x) { return prefix + std::to_string(x); }, std::string("n"));
   EXPECT_EQ(p.apply(lambda, 9), "n9");
   EXPECT_EQ(p.apply(mproc::partial(affine{2, 1}), 10), 21);
 }

@@ -678,3 +678,27 @@ TEST(Pool, NoZombiesAfterAPoolEnds) {
 }
 
 }  // namespace
+
+namespace {
+
+// What a worker says of itself and its parent.
+std::tuple<std::string, bool, int, std::string> worker_identity(int) {
+  const auto self = mproc::current_process();
+  const auto parent = mproc::parent_process();
+  return {self.name, self.daemon, parent ? static_cast<int>(parent->pid) : -1, parent ? parent->name : ""};
+}
+
+TEST(Pool, AWorkerNamesItselfAndItsParentIsThePoolsOwner) {
+  mproc::pool p(2);
+  std::set<std::string> names;
+  for (const auto& [name, daemon, parent_pid, parent_name] : p.map(worker_identity, std::vector<int>(64), 1)) {
+    names.insert(name);
+    EXPECT_TRUE(daemon);
+    EXPECT_EQ(parent_pid, static_cast<int>(::getpid()));
+    EXPECT_EQ(parent_name, mproc::current_process().name);
+  }
+  for (const auto& name : names) EXPECT_TRUE(name == "pool-worker-1" || name == "pool-worker-2") << name;
+  EXPECT_FALSE(names.empty());
+}
+
+}  // namespace

@@ -2,9 +2,9 @@
 // std::function with MPROC_STD_FUNCTION_TASK). Built only by the ctest tests
 // unit.Pool.CapturingLambdaFailsToCompileNamingPartial and
 // unit.Pool.StdFunctionFailsToCompileNamingPartial, which expect mproc's message.
-#include <mproc/pool.hpp>
-
 #include <functional>
+
+#include <mproc/pool.hpp>
 
 int main() {
   mproc::pool p(1);

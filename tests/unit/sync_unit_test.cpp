@@ -11,6 +11,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -746,6 +747,17 @@ TEST(SharedArray, IndexesIteratesAndChecks) {
   EXPECT_TRUE(mproc::shared_array<char>().empty());
   mproc::shared_array<std::uint64_t> big(1 << 20);
   EXPECT_EQ(big[(1 << 20) - 1], 0U);
+}
+
+TEST(SharedArray, MadeFromARangeAsPythonsArrayOfARange) {
+  const mproc::shared_array<int> a(std::views::iota(0, 10));  // Array('i', range(10))
+  ASSERT_EQ(a.size(), 10U);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(a[static_cast<std::size_t>(i)], i);
+  const std::vector<double> values{0.5, 1.5};
+  const mproc::shared_array<double> b(values);
+  EXPECT_EQ(std::vector<double>(b.begin(), b.end()), values);
+  const mproc::shared_array<int> copy(a);  // a copy of the handle, not a range
+  EXPECT_EQ(copy.data(), a.data());
 }
 
 // --- handles as values ----------------------------------------------------------------

@@ -114,8 +114,8 @@ class as_completed_range {
     completion_watch<R>& w = *watch_;
     while (i < w.size() && i >= w.finished()) {
       if (!w.await_next(until_)) {
-        throw timeout_error("mproc::as_completed: timed out with " + std::to_string(w.size() - w.finished()) +
-                            " of " + std::to_string(w.size()) + " results unfinished");
+        throw timeout_error("mproc::as_completed: timed out with " + std::to_string(w.size() - w.finished()) + " of " +
+                            std::to_string(w.size()) + " results unfinished");
       }
     }
   }

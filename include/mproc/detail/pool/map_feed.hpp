@@ -75,8 +75,8 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   // result (map), or `owned` (map_async). `function_state`: the function's
   // encode_task_state bytes, which every chunk carries.
   map_feed(std::shared_ptr<async_state<std::vector<R>>> target, std::weak_ptr<pool_core> core, std::uint32_t function,
-           std::vector<std::byte> function_state, std::vector<T> owned, std::span<const T> items,
-           std::size_t chunksize, std::size_t window)
+           std::vector<std::byte> function_state, std::vector<T> owned, std::span<const T> items, std::size_t chunksize,
+           std::size_t window)
       : core_(std::move(core)),
         function_(function),
         function_state_(std::move(function_state)),

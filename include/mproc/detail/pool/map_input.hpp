@@ -47,14 +47,21 @@ std::size_t auto_chunksize(std::size_t n, std::size_t workers) {
   return std::clamp<std::size_t>(python, 1, std::max<std::size_t>(1, max_chunk_bytes / sizeof(T)));
 }
 
-// What f gives for one item: f(item), or with `star` f(std::get<0>(item), ...).
+// What a map of a function returning void gathers for each item: nothing (an empty class
+// travels as one byte), so that map(f, items) returns once every call has run.
+struct no_result {};
+
+// What f gives for one item: f(item), or with `star` f(std::get<0>(item), ...); no_result
+// for void.
+template <class R>
+using result_or_none = std::conditional_t<std::is_void_v<R>, no_result, std::remove_cvref_t<R>>;
 template <class F, class T, bool star>
 struct chunk_result {
-  using type = std::remove_cvref_t<std::invoke_result_t<F&, T>>;
+  using type = result_or_none<std::invoke_result_t<F&, T>>;
 };
 template <class F, class T>
 struct chunk_result<F, T, true> {
-  using type = std::remove_cvref_t<decltype(std::apply(std::declval<F&>(), std::declval<T>()))>;
+  using type = result_or_none<decltype(std::apply(std::declval<F&>(), std::declval<T>()))>;
 };
 template <class F, class T, bool star>
 using chunk_result_t = typename chunk_result<F, T, star>::type;

@@ -30,9 +30,7 @@ class partial_function {
     requires std::is_invocable_v<const G&, const B&..., A...>
   decltype(auto) operator()(A&&... args) const {
     return std::apply(
-        [&](const B&... bound) -> decltype(auto) {
-          return std::invoke(function_, bound..., std::forward<A>(args)...);
-        },
+        [&](const B&... bound) -> decltype(auto) { return std::invoke(function_, bound..., std::forward<A>(args)...); },
         bound_);
   }
 

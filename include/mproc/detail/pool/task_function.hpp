@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mproc/detail/os/big_vector.hpp"
+#include "mproc/detail/pool/map_input.hpp"
 #include "mproc/detail/pool/partial.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/serialize.hpp"
@@ -48,6 +49,36 @@ consteval void check_task_function() {
                 "(a class with operator() and a cereal serialize(Archive&)): workers call the function by name and "
                 "receive only state that serialises. For a capturing lambda or a std::function, bind the values "
                 "with mproc::partial(f, values...) or pass them as task arguments.");
+}
+
+// Whether apply(f, args...) can be sent: each argument copies into the task, serialises, is
+// no address, and f takes what the worker decodes (its own copies, as rvalues).
+template <class F, class... A>
+inline constexpr bool task_arguments_ok_v = ((std::is_constructible_v<std::decay_t<A>, A&&> &&
+                                              serializable<std::decay_t<A>> &&
+                                              !is_function_pointer_v<std::decay_t<A>>)&&...) &&
+                                            std::is_invocable_v<F&, std::decay_t<A>...>;
+
+// Fails to compile, with one line naming the fix, unless task_arguments_ok_v.
+template <class F, class... A>
+consteval void check_task_arguments() {
+  constexpr bool no_address = !(is_function_pointer_v<std::decay_t<A>> || ...);
+  constexpr bool copyable = (std::is_constructible_v<std::decay_t<A>, A&&> && ...);
+  static_assert(no_address,
+                "mproc::pool: a function pointer cannot travel as a task argument (an address means nothing in a "
+                "worker): make it the task, or bind the values with mproc::partial(f, values...) instead");
+  static_assert(copyable,
+                "mproc::pool: a task argument is a move-only handle (a connection): pass it with std::move(...)");
+  static_assert(!no_address || (serializable<std::decay_t<A>> && ...),
+                "mproc::pool: every task argument must be serializable (<mproc/serialize.hpp>): give your type a "
+                "cereal serialize(Archive&)");
+  static_assert(!no_address || !copyable || std::is_invocable_v<F&, std::decay_t<A>...> ||
+                    !std::is_invocable_v<F&, std::decay_t<A>&...>,
+                "mproc::pool: the task takes an argument by non-const reference, but the worker gets its own copy: "
+                "take it by value (a handle still names the same queue, pipe or lock) or by const&");
+  static_assert(!no_address || !copyable || std::is_invocable_v<F&, std::decay_t<A>...> ||
+                    std::is_invocable_v<F&, std::decay_t<A>&...>,
+                "mproc::pool: the task cannot be called with these arguments");
 }
 
 // The part of a task function the pool's table holds: a function pointer, the one inside
@@ -219,14 +250,22 @@ void invoke_chunk(generic_function g, std::span<const std::byte> message, std::v
     }
   } else {
     auto items = from_bytes<std::vector<T>>(in);
-    auto call = [&](T& item) -> decltype(auto) {
-      if constexpr (star) {
-        return std::apply(f, std::move(item));
+    auto call = [&](T& item) -> chunk_result_t<F, T, star> {
+      const auto run = [&]() -> decltype(auto) {
+        if constexpr (star) {
+          return std::apply(f, std::move(item));
+        } else {
+          return std::invoke(f, std::move(item));
+        }
+      };
+      if constexpr (std::is_same_v<chunk_result_t<F, T, star>, no_result>) {
+        run();
+        return {};
       } else {
-        return std::invoke(f, std::move(item));
+        return run();
       }
     };
-    using R = std::remove_cvref_t<decltype(call(items.front()))>;
+    using R = chunk_result_t<F, T, star>;
     std::vector<R> results;
     results.reserve(items.size());
     for (T& item : items) results.push_back(call(item));

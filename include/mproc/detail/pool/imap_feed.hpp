@@ -1,0 +1,190 @@
+// An imap's input, read lazily: chunks go to the pool a window at a time (about two per
+// worker), and the next is read and submitted as the iterating thread takes one, so an
+// unbounded input works and memory stays flat. The input is read only on the thread that
+// iterates (or calls pool::close(), which queues the rest), under the feed's mutex.
+// Dropping the feed before its end cancels the chunks no worker has started.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/pool/imap_state.hpp"
+#include "mproc/detail/pool/map_input.hpp"
+#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_function.hpp"
+#include "mproc/detail/wait/deadline.hpp"
+#include "mproc/error.hpp"
+
+namespace mproc::detail {
+
+// What an imap result iterates, whatever its input's type.
+template <class R>
+class imap_reader {
+ public:
+  virtual ~imap_reader() = default;
+  // The next chunk taken (submitting more input first); nullopt once every chunk was
+  // taken. timeout_error when `until` passes first. The input's own exceptions propagate.
+  virtual std::optional<typename imap_state<R>::chunk> next(deadline until) = 0;
+};
+
+// What pool::close() asks of a live imap: queue the rest of its input now, so that the
+// workers' retirement goes behind it and join() does not wait for a reader.
+class input_drain {
+ public:
+  virtual ~input_drain() = default;
+  virtual void submit_rest() noexcept = 0;
+};
+
+template <class R, class View>
+class imap_feed final : public imap_reader<R>, public input_drain {
+  using T = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+  using chunk = typename imap_state<R>::chunk;
+
+ public:
+  imap_feed(std::weak_ptr<pool_core> core, std::uint32_t function, std::vector<std::byte> function_state, View input,
+            std::size_t chunksize, std::size_t window, bool ordered)
+      : core_(std::move(core)),
+        function_(function),
+        function_state_(std::move(function_state)),
+        input_(std::move(input)),
+        chunksize_(chunksize),
+        window_(window),
+        state_(std::make_shared<imap_state<R>>(ordered)) {}
+  imap_feed(const imap_feed&) = delete;
+  imap_feed& operator=(const imap_feed&) = delete;
+
+  ~imap_feed() override {
+    if (auto core = core_.lock()) {
+      for (const std::uint64_t task : state_->unconsumed_tasks()) {
+        try {
+          core->cancel(task);
+        } catch (...) {  // a forked copy: the pool is its parent's
+        }
+      }
+    }
+    end_feed();
+  }
+
+  // Admits the feed (closed_error once the pool is closed) and submits the first window.
+  void start() {
+    auto core = core_.lock();
+    if (!core) throw closed_error("mproc::pool::imap: the pool was terminated and takes no new tasks; make a new pool");
+    core->begin_feed();
+    std::lock_guard lock(mutex_);
+    feeding_ = true;
+    top_up();
+  }
+
+  std::optional<chunk> next(deadline until) override {
+    {
+      std::lock_guard lock(mutex_);
+      top_up();
+      if (outstanding_ == 0) return std::nullopt;
+    }
+    auto taken = state_->next(until);  // without the mutex: close() may need it meanwhile
+    if (!taken) {
+      throw timeout_error("mproc::imap_result::next: timed out before the next result; wait longer");
+    }
+    std::lock_guard lock(mutex_);
+    --outstanding_;
+    top_up();
+    return taken;
+  }
+
+  void submit_rest() noexcept override {
+    std::lock_guard lock(mutex_);
+    try {
+      while (!exhausted_) submit_next();
+    } catch (...) {
+      fail_input(std::current_exception());
+    }
+  }
+
+ private:
+  // Submits chunks until the window is full or the input ends; under mutex_.
+  void top_up() {
+    while (outstanding_ < window_ && !exhausted_) submit_next();
+  }
+
+  // Reads and submits the next chunk, or marks the input exhausted; under mutex_. A submit
+  // that fails (the pool terminated, no memory) becomes that chunk's error, and the end.
+  void submit_next() {
+    if (!at_) at_.emplace(std::ranges::begin(input_));
+    items_.clear();
+    while (items_.size() < chunksize_ && *at_ != std::ranges::end(input_)) {
+      items_.push_back(**at_);
+      ++*at_;
+    }
+    if (items_.empty()) {
+      exhausted_ = true;
+      end_feed_locked();
+      return;
+    }
+    const std::size_t index = state_->added();
+    state_->add_chunk();
+    ++outstanding_;
+    try {
+      auto core = core_.lock();
+      if (!core) throw closed_error("mproc::pool::imap: the pool was terminated before the input was all submitted");
+      auto& buffer = task_encode_buffer();
+      const std::size_t size =
+          encode_chunk_after_header(std::span<const std::byte>(function_state_), std::span<const T>(items_), buffer);
+      auto task = std::make_shared<imap_chunk_state<R>>(state_, index);
+      core->submit(function_, std::span(buffer.data(), size), task, true);
+      state_->set_task(index, task->task_id());
+    } catch (...) {
+      state_->chunk_failed(index, std::current_exception());
+      exhausted_ = true;
+      end_feed_locked();
+    }
+  }
+
+  // The input threw while close() read it: that is the last chunk's error.
+  void fail_input(std::exception_ptr error) noexcept {
+    try {
+      const std::size_t index = state_->added();
+      state_->add_chunk();
+      ++outstanding_;
+      state_->chunk_failed(index, std::move(error));
+    } catch (...) {
+    }
+    exhausted_ = true;
+    end_feed_locked();
+  }
+
+  void end_feed_locked() noexcept {
+    if (!feeding_) return;
+    feeding_ = false;
+    if (auto core = core_.lock()) core->end_feed();
+  }
+  void end_feed() noexcept {
+    std::lock_guard lock(mutex_);
+    end_feed_locked();
+  }
+
+  std::weak_ptr<pool_core> core_;
+  std::uint32_t function_;
+  std::vector<std::byte> function_state_;
+  View input_;
+  std::size_t chunksize_;
+  std::size_t window_;
+  std::shared_ptr<imap_state<R>> state_;
+
+  std::mutex mutex_;  // guards what follows, and the input
+  std::optional<std::ranges::iterator_t<View>> at_;
+  std::vector<T> items_;
+  std::size_t outstanding_ = 0;  // chunks submitted and not taken
+  bool exhausted_ = false;
+  bool feeding_ = false;  // between begin_feed and end_feed
+};
+
+}  // namespace mproc::detail
