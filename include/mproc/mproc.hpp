@@ -11,3 +11,4 @@
 #include "mproc/serialize.hpp"
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
+#include "mproc/thread_pool.hpp"

@@ -377,7 +377,7 @@ class pool {
   // its end or dropped before close()).
   void close() {
     if (!core_) return;
-    drain_imaps();
+    imaps_.drain_all();
     core_->close();
   }
   // Kills the workers now; pending results fail with closed_error.
@@ -460,45 +460,38 @@ class pool {
   template <class F, class Range>
   auto imap_impl(F f, Range&& items, std::size_t chunksize, bool ordered) {
     detail::check_task_function<F>();
-    using View = std::views::all_t<Range>;
-    using T = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+    using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
     using R = detail::chunk_result_t<F, T, false>;
     static_assert(!std::is_same_v<R, detail::no_result>,
                   "pool::imap needs a function that returns a value; use map (which returns once every call "
                   "ran) or apply_async for a void function");
     if (chunksize == 0) chunksize = 1;
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, false>, detail::to_generic(f));
-    auto feed = std::make_shared<detail::imap_feed<R, View>>(
-        core_, id, encoded_state(f), std::views::all(std::forward<Range>(items)), chunksize, imap_window(), ordered);
+    auto send = [core = std::weak_ptr<detail::pool_core>(core_), id, state_bytes = encoded_state(f)](
+                    std::size_t index, std::span<const T> chunk,
+                    const std::shared_ptr<detail::imap_state<R>>& state) -> std::uint64_t {
+      auto c = core.lock();
+      if (!c) throw closed_error("mproc::pool::imap: the pool was terminated before the input was all submitted");
+      auto& buffer = detail::task_encode_buffer();
+      const std::size_t size =
+          detail::encode_chunk_after_header(std::span<const std::byte>(state_bytes), chunk, buffer);
+      auto task = std::make_shared<detail::imap_chunk_state<R>>(state, index);
+      c->submit(id, std::span(buffer.data(), size), task, true);
+      return task->task_id();
+    };
+    auto feed = std::make_shared<detail::imap_feed<R, Range>>(core_, std::move(send), std::forward<Range>(items),
+                                                              chunksize, imap_window(), ordered);
     feed->start();
-    {
-      std::lock_guard lock(drains_mutex_);
-      std::erase_if(drains_, [](const auto& d) { return d.expired(); });
-      drains_.push_back(feed);
-    }
+    imaps_.add(feed);
     return imap_result<R>(std::move(feed));
   }
 
   // How many chunks of an imap are submitted and not yet read: about two per worker.
   std::size_t imap_window() const { return std::size_t{2} * size(); }
 
-  // Queues the rest of every live imap's input (close()).
-  void drain_imaps() {
-    std::vector<std::shared_ptr<detail::input_drain>> live;
-    {
-      std::lock_guard lock(drains_mutex_);
-      for (const auto& d : drains_) {
-        if (auto feed = d.lock()) live.push_back(std::move(feed));
-      }
-      drains_.clear();
-    }
-    for (const auto& feed : live) feed->submit_rest();
-  }
-
   std::shared_ptr<detail::pool_core> core_;
   std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
-  std::mutex drains_mutex_;
-  std::vector<std::weak_ptr<detail::input_drain>> drains_;  // live imaps, for close()
+  detail::live_feeds imaps_;  // for close()
 };
 
 // concurrent.futures' wait and as_completed, over results of any pools. Indices are
@@ -575,3 +568,6 @@ detail::as_completed_range<R> as_completed(std::vector<async_result<R>>& results
 }
 
 }  // namespace mproc
+
+// thread_pool: the same API on threads (Python's ThreadPool), after all that it uses.
+#include "mproc/thread_pool.hpp"

@@ -27,17 +27,19 @@
 #include <string>
 #include <utility>
 
+#include "mproc/detail/os/held_range.hpp"
 #include "mproc/detail/progress/progress_meter.hpp"
 
 namespace mproc {
 
-template <std::ranges::input_range V>
-  requires std::ranges::view<V>
-class progress_view : public std::ranges::view_interface<progress_view<V>> {
+// `Range`: the range's type as progress() received it (see held_range).
+template <class Range>
+class progress_view : public std::ranges::view_base {
+  using V = std::remove_reference_t<Range>;
+
  public:
-  progress_view() = default;
-  progress_view(V base, std::optional<std::uint64_t> total, std::string label)
-      : base_(std::move(base)),
+  progress_view(Range&& base, std::optional<std::uint64_t> total, std::string label)
+      : base_(std::forward<Range>(base)),
         meter_(std::make_shared<detail::progress_meter>(std::move(label), total,
                                                         detail::progress_style::for_fd(STDERR_FILENO))) {}
 
@@ -76,24 +78,24 @@ class progress_view : public std::ranges::view_interface<progress_view<V>> {
     std::ranges::sentinel_t<V> end_;
   };
 
-  iterator begin() { return iterator(std::ranges::begin(base_), meter_.get()); }
-  sentinel end() { return sentinel(std::ranges::end(base_)); }
+  iterator begin() { return iterator(std::ranges::begin(base_.get()), meter_.get()); }
+  sentinel end() { return sentinel(std::ranges::end(base_.get())); }
 
  private:
-  V base_;
+  detail::held_range<Range> base_;
   std::shared_ptr<detail::progress_meter> meter_;  // drawn a last time when the view goes
 };
 
 template <std::ranges::input_range R>
-progress_view<std::views::all_t<R>> progress(R&& range, std::string label = {}) {
+progress_view<R> progress(R&& range, std::string label = {}) {
   std::optional<std::uint64_t> total;
   if constexpr (std::ranges::sized_range<R>) total = static_cast<std::uint64_t>(std::ranges::size(range));
-  return progress_view<std::views::all_t<R>>(std::views::all(std::forward<R>(range)), total, std::move(label));
+  return progress_view<R>(std::forward<R>(range), total, std::move(label));
 }
 
 template <std::ranges::input_range R>
-progress_view<std::views::all_t<R>> progress(R&& range, std::size_t total, std::string label = {}) {
-  return progress_view<std::views::all_t<R>>(std::views::all(std::forward<R>(range)), total, std::move(label));
+progress_view<R> progress(R&& range, std::size_t total, std::string label = {}) {
+  return progress_view<R>(std::forward<R>(range), total, std::move(label));
 }
 
 }  // namespace mproc

@@ -71,10 +71,7 @@ void pool_core::impl::run_posted() {
 }
 
 // The result thread: the only thread that runs posted work and callbacks.
-bool& pool_core::impl::on_result_thread() {
-  thread_local bool is = false;
-  return is;
-}
+bool& pool_core::impl::on_result_thread() { return on_callback_thread(); }
 
 bool pool_core::impl::result_thread_called_away() const noexcept {
   return work_posted.load(std::memory_order_relaxed) || helpers.load(std::memory_order_relaxed) != 0 ||

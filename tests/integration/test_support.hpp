@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <new>
 #include <optional>
 #include <set>
@@ -18,9 +19,51 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
+// Clang 14 cannot compile libstdc++ 12's range adaptors (std::views::iota, transform,
+// take); tests of them are built by GCC (and newer Clang) only, and the others read
+// mproc_test::generated instead.
+#if !defined(__clang__) || __clang_major__ >= 15
+#define MPROC_TEST_RANGE_ADAPTORS 1
+#endif
+
 namespace mproc_test {
+
+// fn(0), fn(1), ..., fn(n - 1), each made as it is read (n < 0: without end): an input
+// range built of nothing from <ranges>.
+template <class Fn>
+class generated {
+ public:
+  generated(long long n, Fn fn) : n_(n), fn_(std::move(fn)) {}
+  class iterator {
+   public:
+    using value_type = decltype(std::declval<Fn&>()(0LL));
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    iterator(generated* g, long long i) : g_(g), i_(i) {}
+    value_type operator*() const { return g_->make(i_); }
+    iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    void operator++(int) { ++i_; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.i_ == it.g_->size_or_endless(); }
+
+   private:
+    generated* g_ = nullptr;
+    long long i_ = 0;
+  };
+  iterator begin() { return iterator(this, 0); }
+  std::default_sentinel_t end() const { return {}; }
+  long long size_or_endless() const { return n_; }
+  auto make(long long i) { return fn_(i); }
+
+ private:
+  long long n_;
+  Fn fn_;
+};
 
 // A pipe owned by the test; both ends O_CLOEXEC so exec'd programs do not keep them.
 class test_pipe {

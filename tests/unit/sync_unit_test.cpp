@@ -11,7 +11,6 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
-#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -750,7 +749,7 @@ TEST(SharedArray, IndexesIteratesAndChecks) {
 }
 
 TEST(SharedArray, MadeFromARangeAsPythonsArrayOfARange) {
-  const mproc::shared_array<int> a(std::views::iota(0, 10));  // Array('i', range(10))
+  const mproc::shared_array<int> a(mproc_test::generated(10, [](long long i) { return static_cast<int>(i); }));
   ASSERT_EQ(a.size(), 10U);
   for (int i = 0; i < 10; ++i) EXPECT_EQ(a[static_cast<std::size_t>(i)], i);
   const std::vector<double> values{0.5, 1.5};

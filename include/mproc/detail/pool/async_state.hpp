@@ -18,7 +18,7 @@
 
 #include "mproc/detail/os/type_name.hpp"
 #include "mproc/detail/pool/completion_waiter.hpp"
-#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_host.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/wait/futex_word.hpp"
 #include "mproc/error.hpp"
@@ -65,7 +65,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   using callback = typename callback_for<R>::type;
   using error_callback = std::function<void(std::exception_ptr)>;
 
-  explicit async_state(std::weak_ptr<pool_core> core) : core_(std::move(core)) {}
+  explicit async_state(std::weak_ptr<task_host> core) : core_(std::move(core)) {}
 
   void complete(std::span<const std::byte> bytes) noexcept override {
     try {
@@ -261,7 +261,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
         now.swap(callbacks_);
         word_.fetch_and(~has_callbacks, std::memory_order_acq_rel);
       }
-      if (!pool_core::on_result_thread() && hand_to_result_thread(now)) return;
+      if (!on_callback_thread() && hand_to_result_thread(now)) return;
       for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
     }
   }
@@ -289,7 +289,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     }
   }
 
-  std::weak_ptr<pool_core> core_;
+  std::weak_ptr<task_host> core_;
   std::atomic<std::uint32_t> word_{0};
   std::mutex callbacks_mutex_;
   std::exception_ptr error_;

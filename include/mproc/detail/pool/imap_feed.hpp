@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,10 +18,9 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/os/held_range.hpp"
 #include "mproc/detail/pool/imap_state.hpp"
-#include "mproc/detail/pool/map_input.hpp"
-#include "mproc/detail/pool/pool_core.hpp"
-#include "mproc/detail/pool/task_function.hpp"
+#include "mproc/detail/pool/task_host.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/error.hpp"
 
@@ -44,18 +44,49 @@ class input_drain {
   virtual void submit_rest() noexcept = 0;
 };
 
-template <class R, class View>
+// The imaps of one pool still alive, whose input close() queues (input_drain).
+class live_feeds {
+ public:
+  void add(std::weak_ptr<input_drain> feed) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(feeds_, [](const auto& f) { return f.expired(); });
+    feeds_.push_back(std::move(feed));
+  }
+  // Queues the rest of every live feed's input, and forgets them.
+  void drain_all() {
+    std::vector<std::shared_ptr<input_drain>> live;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& f : feeds_) {
+        if (auto feed = f.lock()) live.push_back(std::move(feed));
+      }
+      feeds_.clear();
+    }
+    for (const auto& feed : live) feed->submit_rest();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::weak_ptr<input_drain>> feeds_;
+};
+
+// `Range`: the input's type as imap received it (see held_range).
+template <class R, class Range>
 class imap_feed final : public imap_reader<R>, public input_drain {
-  using T = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+  using T = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
   using chunk = typename imap_state<R>::chunk;
 
  public:
-  imap_feed(std::weak_ptr<pool_core> core, std::uint32_t function, std::vector<std::byte> function_state, View input,
-            std::size_t chunksize, std::size_t window, bool ordered)
+  // Submits chunk `index` (its items) to the pool, to be delivered to `state`; returns the
+  // task's id. Throws when it cannot (closed_error once the pool is gone, ...).
+  using sender = std::function<std::uint64_t(std::size_t index, std::span<const T> items,
+                                             const std::shared_ptr<imap_state<R>>& state)>;
+
+  imap_feed(std::weak_ptr<task_host> core, sender send, Range&& input, std::size_t chunksize, std::size_t window,
+            bool ordered)
       : core_(std::move(core)),
-        function_(function),
-        function_state_(std::move(function_state)),
-        input_(std::move(input)),
+        send_(std::move(send)),
+        input_(std::forward<Range>(input)),
         chunksize_(chunksize),
         window_(window),
         state_(std::make_shared<imap_state<R>>(ordered)) {}
@@ -118,9 +149,10 @@ class imap_feed final : public imap_reader<R>, public input_drain {
   // Reads and submits the next chunk, or marks the input exhausted; under mutex_. A submit
   // that fails (the pool terminated, no memory) becomes that chunk's error, and the end.
   void submit_next() {
-    if (!at_) at_.emplace(std::ranges::begin(input_));
+    auto& input = input_.get();
+    if (!at_) at_.emplace(std::ranges::begin(input));
     items_.clear();
-    while (items_.size() < chunksize_ && *at_ != std::ranges::end(input_)) {
+    while (items_.size() < chunksize_ && *at_ != std::ranges::end(input)) {
       items_.push_back(**at_);
       ++*at_;
     }
@@ -133,14 +165,7 @@ class imap_feed final : public imap_reader<R>, public input_drain {
     state_->add_chunk();
     ++outstanding_;
     try {
-      auto core = core_.lock();
-      if (!core) throw closed_error("mproc::pool::imap: the pool was terminated before the input was all submitted");
-      auto& buffer = task_encode_buffer();
-      const std::size_t size =
-          encode_chunk_after_header(std::span<const std::byte>(function_state_), std::span<const T>(items_), buffer);
-      auto task = std::make_shared<imap_chunk_state<R>>(state_, index);
-      core->submit(function_, std::span(buffer.data(), size), task, true);
-      state_->set_task(index, task->task_id());
+      state_->set_task(index, send_(index, std::span<const T>(items_), state_));
     } catch (...) {
       state_->chunk_failed(index, std::current_exception());
       exhausted_ = true;
@@ -171,16 +196,15 @@ class imap_feed final : public imap_reader<R>, public input_drain {
     end_feed_locked();
   }
 
-  std::weak_ptr<pool_core> core_;
-  std::uint32_t function_;
-  std::vector<std::byte> function_state_;
-  View input_;
+  std::weak_ptr<task_host> core_;
+  sender send_;
+  held_range<Range> input_;
   std::size_t chunksize_;
   std::size_t window_;
   std::shared_ptr<imap_state<R>> state_;
 
   std::mutex mutex_;  // guards what follows, and the input
-  std::optional<std::ranges::iterator_t<View>> at_;
+  std::optional<std::ranges::iterator_t<std::remove_reference_t<Range>>> at_;
   std::vector<T> items_;
   std::size_t outstanding_ = 0;  // chunks submitted and not taken
   bool exhausted_ = false;

@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_host.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/serialize.hpp"
 
@@ -52,6 +52,8 @@ class imap_state {
     }
   }
   void chunk_failed(std::size_t index, std::exception_ptr error) noexcept { deliver(index, {}, std::move(error)); }
+  // A thread pool's chunk: its results as values.
+  void chunk_values(std::size_t index, std::vector<R> values) noexcept { deliver(index, std::move(values), nullptr); }
 
   // Blocks until the next chunk (in input or completion order) of those added is done, and
   // takes it; nullopt when `until` passed first. Call only with a chunk outstanding.

@@ -38,6 +38,7 @@
 
 #include "mproc/detail/os/function_ref.hpp"
 #include "mproc/detail/os/type_name.hpp"
+#include "mproc/detail/pool/task_host.hpp"
 
 namespace mproc::detail {
 
@@ -47,24 +48,6 @@ namespace mproc::detail {
 using generic_function = void (*)();
 using task_invoker = void (*)(generic_function function, std::span<const std::byte> arguments,
                               std::vector<std::byte>& result);
-
-// The parent's side of one submitted task (or one chunk of a map). Exactly one of the two
-// is called, once, by whichever thread dispatches results (the pool's result thread, or a
-// thread in pump_results): never two at once, always in completion order.
-class task_state {
- public:
-  virtual ~task_state() = default;
-  virtual void complete(std::span<const std::byte> result) noexcept = 0;
-  virtual void fail(std::exception_ptr error) noexcept = 0;
-
-  // The id submit() gave the task (0: never submitted as one task, as a map's own state),
-  // for cancel() and running(). Set before submit() returns.
-  std::uint64_t task_id() const noexcept { return task_id_; }
-  void set_task_id(std::uint64_t id) noexcept { task_id_ = id; }
-
- private:
-  std::uint64_t task_id_ = 0;
-};
 
 // A task's function as the table holds it: what function_id() registers.
 struct task_function_ref {
@@ -79,7 +62,7 @@ struct pool_config {
   std::chrono::milliseconds task_timeout{0};
 };
 
-class pool_core {
+class pool_core final : public task_host {
  public:
   explicit pool_core(pool_config config);
   ~pool_core();  // terminate() unless joined
@@ -109,30 +92,30 @@ class pool_core {
   // close(), which then puts the workers' retirement behind its last task: close() waits
   // for no feed, and join() waits for every feed to end. Each begin_feed needs exactly one
   // end_feed, after the feed's last submit (or when it gives up).
-  void begin_feed();
-  void end_feed() noexcept;
+  void begin_feed() override;
+  void end_feed() noexcept override;
 
   // Cancels task `task` if no worker has started it: it never runs, and its state fails
   // with cancelled_error (on the calling thread) before this returns true. False when it
   // started, finished, was cancelled already, or is not one this pool can cancel on its
   // own (submitted while task_board::size earlier tasks were unsettled).
-  bool cancel(std::uint64_t task);
+  bool cancel(std::uint64_t task) override;
   // Takes every task still queued out of the task channel and fails each with
   // cancelled_error before returning; tasks that run finish.
   void cancel_pending();
   // Whether a worker runs task `task` now.
-  bool running(std::uint64_t task) const noexcept;
+  bool running(std::uint64_t task) const noexcept override;
 
   // Runs `work` on the result thread, after what it is already doing (on the calling
   // thread once the pool has shut down).
-  void post(std::function<void()> work);
+  void post(std::function<void()> work) override;
 
   // For a thread blocked on a result: reads and dispatches results itself until `done` is
   // set or `budget` has passed, sparing the hand-off through the result thread. Returns at
   // once on the result thread, or for a zero budget. Results it dispatches complete on the
   // calling thread; callbacks still run on the result thread (task_state implementations
   // post them). Throws mproc::error in a process other than the pool's (a forked child).
-  void pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget);
+  void pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget) override;
 
   // Whether the calling thread is a pool's result thread.
   static bool on_result_thread() noexcept;
