@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""The Python peers of the pool rows (bench/pool_bench.cpp): multiprocessing.Pool with the
-fork start method and --processes workers (default: os.cpu_count(), Pool's own default),
+"""The Python peers of the pool rows (bench/pool_bench.cpp), with the fork start method and
+--processes workers (default: os.cpu_count(), the pools' own default). multiprocessing.Pool,
 contender "python_pool":
     apply  a blocking round trip, pool.apply(f, (x,)) with f(x) = 3x + 1. per_op_us.
     async  --iterations pool.apply_async(f, (x,)), then get() of every result. tasks_per_s.
            (Python runs fewer tasks than mproc, 10k by default: the rate is what compares.)
     map    pool.map(square, items, chunksize=10000) over --iterations ints (default 1M,
            fewer than mproc's 10M, for the same reason). items_per_s.
+concurrent.futures.ProcessPoolExecutor, contender "python_executor":
+    as_completed  --iterations (default 100k, as many as mproc) executor.submit(f, x), kept
+           in a dict future -> index (the idiom of the concurrent.futures docs), then
+           result() of each future as concurrent.futures.as_completed yields it, stored at
+           its index. tasks_per_s.
 
 Prints the same CSV as bench/pool_bench.cpp, one line per round after a header:
 round,contender,<metric>. The pool is made once per invocation and warmed up with one
@@ -16,6 +21,7 @@ before). Every result is compared with the value expected for its input, in orde
 folded into a checksum, as the C++ program does; a mismatch exits with 2.
 """
 
+import concurrent.futures
 import multiprocessing
 import os
 import time
@@ -23,14 +29,16 @@ import time
 from bench_common import Mismatch, checksum
 import bench_common
 
-CONTENDER = "python_pool"
-
 ROWS = {
     # row: (metric, default iterations, default warmup, default slices)
     "apply": ("per_op_us", 2_000, 200, 4),
     "async": ("tasks_per_s", 10_000, 1_000, 1),
     "map": ("items_per_s", 1_000_000, 100_000, 1),
+    "as_completed": ("tasks_per_s", 100_000, 1_000, 1),
 }
+
+# The rows that run on a ProcessPoolExecutor; the others run on a multiprocessing.Pool.
+EXECUTOR_ROWS = {"as_completed"}
 
 
 def f(x):
@@ -79,7 +87,18 @@ def map_(pool, n, base):
     return t1 - t0, n
 
 
-SESSIONS = {"apply": apply, "async": apply_async, "map": map_}
+def as_completed(executor, n, base):
+    t0 = time.perf_counter()
+    futures = {executor.submit(f, base + i): i for i in range(n)}
+    results = [None] * n
+    for future in concurrent.futures.as_completed(futures):
+        results[futures[future]] = future.result()
+    t1 = time.perf_counter()
+    verify("as_completed", results, base, f)  # a None left by an index never yielded fails too
+    return t1 - t0, n
+
+
+SESSIONS = {"apply": apply, "async": apply_async, "map": map_, "as_completed": as_completed}
 
 
 def base_of(r, s):
@@ -104,7 +123,15 @@ def main():
     session = SESSIONS[args.row]
 
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(args.processes) as pool:
+    if args.row in EXECUTOR_ROWS:
+        # ProcessPoolExecutor starts its workers as tasks come (Python 3.9+): the warm-up
+        # session starts them all before the clock.
+        contender = "python_executor"
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=args.processes, mp_context=ctx)
+    else:
+        contender = "python_pool"
+        pool = ctx.Pool(args.processes)
+    with pool:
         if args.warmup > 0:
             session(pool, args.warmup, 1)
         print(f"round,contender,{metric}", flush=True)
@@ -114,7 +141,7 @@ def main():
                 t, u = session(pool, bench_common.slice_size(args.iterations, args.slices, s), base_of(r, s))
                 seconds += t
                 units += u
-            print(f"{r},{CONTENDER},{bench_common.figure(metric, seconds, units):.6g}", flush=True)
+            print(f"{r},{contender},{bench_common.figure(metric, seconds, units):.6g}", flush=True)
 
 
 if __name__ == "__main__":

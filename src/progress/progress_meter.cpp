@@ -96,7 +96,11 @@ progress_reading progress_meter::reading(clock::time_point now) const {
 std::string progress_meter::render(const std::string& label, const progress_reading& r, bool terminal,
                                    std::size_t width) {
   const std::string prefix = label.empty() ? "" : label + ": ";
-  const std::string times = clock_time(r.elapsed) + (r.left ? "<" + clock_time(*r.left) : "");
+  std::string times = clock_time(r.elapsed);  // appended, not "<" + s: GCC 12 warns (-Wrestrict) on that
+  if (r.left) {
+    times += '<';
+    times += clock_time(*r.left);
+  }
   if (!r.total) {
     return prefix + std::to_string(r.count) + " [" + times + ", " + rate_text(r.rate) + "]";
   }
@@ -118,7 +122,12 @@ void progress_meter::draw(clock::time_point now, bool last) noexcept {
   try {
     const std::string text = render(label_, reading(now), style_.terminal, style_.width);
     // A terminal's line is redrawn in place (\r, then erase to its end); a log gets lines.
-    write_all(style_.fd, style_.terminal ? "\r" + text + "\x1b[K" + (last ? "\n" : "") : text + "\n");
+    std::string line;
+    if (style_.terminal) line += '\r';
+    line += text;
+    if (style_.terminal) line += "\x1b[K";
+    if (!style_.terminal || last) line += '\n';
+    write_all(style_.fd, line);
   } catch (...) {  // no memory for the text: skip this drawing
   }
 }

@@ -4,9 +4,7 @@
 #pragma once
 
 #include <cstddef>
-#include <deque>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,22 +40,21 @@ class completion_watch {
   std::size_t finished_at(std::size_t i) const noexcept { return order_[i]; }
   bool is_finished(std::size_t index) const noexcept { return seen_[index] != 0; }
 
-  // Waits for one more state to finish; false when `until` passed first.
+  // Waits for one more state to finish (taking all that finished meanwhile); false when
+  // `until` passed first.
   bool await_next(deadline until) {
     const std::size_t before = order_.size();
     while (order_.size() == before) {
       bool rescan = false;
-      const auto index = waiter_->take(until, rescan);
+      taken_.clear();
+      const bool got = waiter_->take(until, taken_, rescan);
       if (rescan) {
         for (std::size_t i = 0; i < states_.size(); ++i) {
           if (seen_[i] == 0 && states_[i]->ready()) note(i);
         }
       }
-      if (index) {
-        note(*index);
-      } else if (!rescan) {
-        return false;
-      }
+      for (const std::size_t index : taken_) note(index);
+      if (!got) return order_.size() != before;
     }
     return true;
   }
@@ -74,6 +71,7 @@ class completion_watch {
   std::vector<std::shared_ptr<async_state<R>>> states_;
   std::vector<char> seen_;
   std::vector<std::size_t> order_;
+  std::vector<std::size_t> taken_;  // scratch for await_next
   bool failed_ = false;
 };
 

@@ -5,9 +5,8 @@
 
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <mutex>
-#include <optional>
+#include <vector>
 
 #include "mproc/detail/wait/deadline.hpp"
 
@@ -17,6 +16,7 @@ class completion_waiter {
  public:
   // A state finished: `index` is its place in the waiter's span.
   void notify(std::size_t index) noexcept {
+    bool wake;
     {
       std::lock_guard lock(mutex_);
       try {
@@ -24,32 +24,37 @@ class completion_waiter {
       } catch (...) {
         lost_ = true;  // the waiter rescans (see take)
       }
+      wake = waiting_;
     }
-    cv_.notify_all();
+    if (wake) cv_.notify_all();  // a burst of completions wakes a sleeping waiter once
   }
-  // The next index that finished, in completion order; nullopt if `until` passed first.
-  // `rescan` is set when a notification could not be recorded (no memory): the caller
-  // then looks at every state itself.
-  std::optional<std::size_t> take(deadline until, bool& rescan) {
+  // Moves the indices that finished, in completion order, to the end of `into`: at least
+  // one, unless `until` passed first (then false). `rescan` is set when a notification
+  // could not be recorded (no memory): the caller then looks at every state itself.
+  bool take(deadline until, std::vector<std::size_t>& into, bool& rescan) {
     std::unique_lock lock(mutex_);
     const auto ready = [&] { return !finished_.empty() || lost_; };
+    waiting_ = true;
+    bool got = true;
     if (until.is_never()) {
       cv_.wait(lock, ready);
-    } else if (!cv_.wait_until(lock, until.when(), ready)) {
-      return std::nullopt;
+    } else {
+      got = cv_.wait_until(lock, until.when(), ready);
     }
+    waiting_ = false;
+    if (!got) return false;
     rescan = lost_;
     lost_ = false;
-    if (finished_.empty()) return std::nullopt;
-    const std::size_t index = finished_.front();
-    finished_.pop_front();
-    return index;
+    into.insert(into.end(), finished_.begin(), finished_.end());
+    finished_.clear();
+    return true;
   }
 
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::size_t> finished_;
+  std::vector<std::size_t> finished_;
+  bool waiting_ = false;  // a thread sleeps (or is about to) in take
   bool lost_ = false;
 };
 
