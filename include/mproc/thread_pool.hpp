@@ -94,19 +94,7 @@ class values_chunk final : public task_state {
 template <class F, class T, bool star>
 chunk_result_t<F, T, star> call_on_copy(F& f, const T& item) {
   T copy = item;
-  const auto run = [&]() -> decltype(auto) {
-    if constexpr (star) {
-      return std::apply(f, std::move(copy));
-    } else {
-      return std::invoke(f, std::move(copy));
-    }
-  };
-  if constexpr (std::is_same_v<chunk_result_t<F, T, star>, no_result>) {
-    run();
-    return {};
-  } else {
-    return run();
-  }
+  return call_item<F, T, star>(f, std::move(copy));
 }
 
 }  // namespace detail

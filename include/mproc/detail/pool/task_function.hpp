@@ -231,6 +231,25 @@ constexpr bool is_raw_chunk() {
   }
 }
 
+// f on one item of a map chunk (its tuple's parts with `star`), the item moved in; a void
+// f gives no_result. The process workers and thread_pool's threads both call items so.
+template <class F, class T, bool star>
+chunk_result_t<F, T, star> call_item(F& f, T&& item) {
+  const auto run = [&]() -> decltype(auto) {
+    if constexpr (star) {
+      return std::apply(f, std::move(item));
+    } else {
+      return std::invoke(f, std::move(item));
+    }
+  };
+  if constexpr (std::is_same_v<chunk_result_t<F, T, star>, no_result>) {
+    run();
+    return {};
+  } else {
+    return run();
+  }
+}
+
 // The worker side of a map chunk: items in, results out, in order. Numbers to numbers go
 // from the message to the result message without a vector on either side.
 template <class F, class T, bool star>
@@ -250,25 +269,10 @@ void invoke_chunk(generic_function g, std::span<const std::byte> message, std::v
     }
   } else {
     auto items = from_bytes<std::vector<T>>(in);
-    auto call = [&](T& item) -> chunk_result_t<F, T, star> {
-      const auto run = [&]() -> decltype(auto) {
-        if constexpr (star) {
-          return std::apply(f, std::move(item));
-        } else {
-          return std::invoke(f, std::move(item));
-        }
-      };
-      if constexpr (std::is_same_v<chunk_result_t<F, T, star>, no_result>) {
-        run();
-        return {};
-      } else {
-        return run();
-      }
-    };
     using R = chunk_result_t<F, T, star>;
     std::vector<R> results;
     results.reserve(items.size());
-    for (T& item : items) results.push_back(call(item));
+    for (T& item : items) results.push_back(call_item<F, T, star>(f, std::move(item)));
     to_bytes(results, out);
   }
 }
