@@ -108,6 +108,13 @@ TEST(PoolImap, MemoryStaysFlatOverTenMillionItems) {
   EXPECT_EQ(count, n);
   EXPECT_EQ(sum, expected_sum);
   // 10M results held at once would be 80 MB; a window of chunks is a few hundred KiB.
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in its quarantine (256 MB by default), so resident memory
+  // grows with what was allocated, not with what is alive: the plain build checks it.
+  (void)after_first_million;
+  (void)at_end;
+  GTEST_SKIP() << "resident memory under ASan measures its quarantine";
+#endif
   EXPECT_LT(at_end, after_first_million + 8 * 1024 * 1024)
       << "resident after 1M items: " << after_first_million << ", after 10M: " << at_end;
 }
