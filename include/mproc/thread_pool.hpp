@@ -7,7 +7,8 @@
 //   arguments are copied or moved in, results moved out. A task that crashes takes the
 //   program with it: there is no isolation, no task_timeout and no max_tasks_per_child
 //   (pool_options with either throws mproc::error); `initializer` runs once in each
-//   thread.
+//   thread, and a thread whose initializer throws reports it on stderr and serves anyway
+//   (it cannot be replaced, and queued tasks must not wait for it).
 // - async_result, callbacks (on the pool's callback thread, in completion order), wait,
 //   as_completed, cancel (exact: a queued task is taken by a thread or removed, under one
 //   mutex), cancel_pending, lazy imap and progress behave as with mproc::pool.

@@ -2,7 +2,9 @@
 #include "mproc/detail/pool/thread_pool_core.hpp"
 
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <set>
@@ -43,15 +45,26 @@ struct thread_pool_core::impl {
   std::thread callback_thread;
   bool joined = false;
 
+  // A thread cannot be replaced as a process worker is: one whose initializer threw says
+  // so and serves all the same, so that the queued tasks never wait for a thread that left.
+  static void report_initializer_error(const std::string& what) noexcept {
+    try {
+      std::fputs(("mproc::thread_pool: an initializer threw: " + what + "; the thread serves tasks anyway\n").c_str(),
+                 stderr);
+    } catch (...) {
+    }
+  }
+
   bool retiring() const { return state == phase::terminated || (state == phase::closed && feeds == 0); }
 
   void worker_loop() {
     if (initializer) {
       try {
         initializer();
-      } catch (...) {  // as a process worker that cannot start: it takes no task
-        std::lock_guard lock(mutex);
-        return;
+      } catch (const std::exception& e) {
+        report_initializer_error(e.what());
+      } catch (...) {
+        report_initializer_error("an exception not derived from std::exception");
       }
     }
     for (;;) {

@@ -186,6 +186,15 @@ TEST(ThreadPool, ImapIsLazyAndLeavingItEarlyCancelsTheRest) {
   EXPECT_LE(ran.load(), read.load());
 }
 
+TEST(ThreadPool, AThrowingInitializerLeavesNoTaskWaiting) {
+  mproc::pool_options options;
+  options.processes = 2;
+  options.initializer = [] { throw std::runtime_error("no setup"); };
+  mproc::thread_pool p(options);
+  EXPECT_EQ(p.apply(square, 6), 36);
+  EXPECT_EQ(p.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+}
+
 TEST(ThreadPool, TerminateFailsTheQueueAndLetsRunningTasksFinish) {
   mproc::thread_pool p(1);
   std::promise<void> go;
