@@ -75,6 +75,7 @@ std::pair<connection, connection> pipe(bool duplex = true);
 // One end of a pipe. Move-only; a moved-from or default-constructed end is closed.
 class connection {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   // A closed end: every call but close() throws closed_error. Assign a real end to it,
   // or receive one into it.
   connection() noexcept = default;

@@ -64,6 +64,7 @@
 #include "mproc/detail/pool/map_feed.hpp"
 #include "mproc/detail/pool/map_input.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/registry.hpp"
 #include "mproc/detail/pool/state_arena.hpp"
 #include "mproc/detail/pool/task_function.hpp"
 #include "mproc/detail/wait/deadline.hpp"
@@ -106,6 +107,11 @@ template <class R>
 class async_result;
 
 namespace detail {
+// The pool API over another kind of pool than this machine's workers (mproc::mpi's).
+struct pool_over {
+  std::shared_ptr<task_sink> sink;
+};
+
 struct result_access {
   template <class R>
   static std::vector<std::shared_ptr<async_state<R>>> states(std::span<async_result<R>> results) {
@@ -295,6 +301,7 @@ class pool {
   explicit pool(pool_options options)
       : core_(std::make_shared<detail::pool_core>(detail::pool_config{
             options.processes, std::move(options.initializer), options.max_tasks_per_child, options.task_timeout})) {}
+  explicit pool(detail::pool_over over) : core_(std::move(over.sink)) {}
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
 
@@ -322,9 +329,10 @@ class pool {
       return async_result<int>(nullptr);  // never reached: it did not compile
     } else {
       using R = std::invoke_result_t<F&, std::decay_t<A>...>;
+      detail::register_at_startup<&detail::invoke_apply<F, std::decay_t<A>...>>();
       auto state = make_state<R>();
       auto& buffer = detail::task_encode_buffer();
-      buffer.assign(detail::pool_core::task_header_bytes, std::byte{0});
+      buffer.assign(detail::task_sink::task_header_bytes, std::byte{0});
       detail::encode_task_state(f, buffer);
       detail::encode_message(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...), buffer);
       core_->submit({&detail::invoke_apply<F, std::decay_t<A>...>, detail::to_generic(f)}, buffer, state);
@@ -431,6 +439,7 @@ class pool {
       return std::pair(async_result<std::vector<R>>(state), std::shared_ptr<feed_type>());
     }
     if (chunksize == 0) chunksize = detail::auto_chunksize<T>(all.size(), size());
+    detail::register_at_startup<&detail::invoke_chunk<F, T, star>>();
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, star>, detail::to_generic(f));
     auto feed = std::make_shared<feed_type>(state, core_, id, encoded_state(f), std::move(view.copy), all, chunksize,
                                             map_window());
@@ -466,8 +475,9 @@ class pool {
                   "pool::imap needs a function that returns a value; use map (which returns once every call "
                   "ran) or apply_async for a void function");
     if (chunksize == 0) chunksize = 1;
+    detail::register_at_startup<&detail::invoke_chunk<F, T, false>>();
     const std::uint32_t id = core_->function_id(&detail::invoke_chunk<F, T, false>, detail::to_generic(f));
-    auto send = [core = std::weak_ptr<detail::pool_core>(core_), id, state_bytes = encoded_state(f)](
+    auto send = [core = std::weak_ptr<detail::task_sink>(core_), id, state_bytes = encoded_state(f)](
                     std::size_t index, std::span<const T> chunk,
                     const std::shared_ptr<detail::imap_state<R>>& state) -> std::uint64_t {
       auto c = core.lock();
@@ -489,7 +499,7 @@ class pool {
   // How many chunks of an imap are submitted and not yet read: about two per worker.
   std::size_t imap_window() const { return std::size_t{2} * size(); }
 
-  std::shared_ptr<detail::pool_core> core_;
+  std::shared_ptr<detail::task_sink> core_;
   std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
   detail::live_feeds imaps_;  // for close()
 };

@@ -84,6 +84,7 @@ namespace detail {
 // What mutex and recursive_mutex share: everything but their kind.
 class lock_handle {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   lock_handle(const lock_handle&) = default;  // no move: a moved-from handle stays usable
   lock_handle& operator=(const lock_handle&) = default;
   ~lock_handle() = default;
@@ -184,6 +185,7 @@ using rlock = recursive_mutex;
 // release() gives one back — from any thread or process.
 class semaphore {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   // Throws mproc::error if n > INT_MAX.
   explicit semaphore(unsigned n = 1) : core_(std::make_shared<detail::semaphore_core>(n, false)) {}
   semaphore(const semaphore&) = default;  // no move: a moved-from handle stays usable
@@ -247,6 +249,7 @@ class bounded_semaphore : public semaphore {
 // Python's multiprocessing.Event: a flag that wait() waits for.
 class event {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   event() : core_(std::make_shared<detail::event_core>()) {}
   event(const event&) = default;  // no move: a moved-from handle stays usable
   event& operator=(const event&) = default;
@@ -287,6 +290,7 @@ class event {
 // is itself Lockable, through that lock.
 class condition {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   // Over a recursive_mutex of its own (Python's default).
   condition() : core_(std::make_shared<detail::condition_core>(nullptr)) {}
   // Over `lock`, shared with whoever else holds a handle to it.
@@ -376,6 +380,7 @@ class condition {
 // arrival index (0 .. parties-1) in that cycle, and the barrier starts over.
 class barrier {
  public:
+  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
   // Throws mproc::error if parties is 0. (The default makes a barrier of 1: it exists for
   // decoding a handle into.)
   explicit barrier(unsigned parties = 1) : core_(std::make_shared<detail::barrier_core>(parties, nullptr)) {}

@@ -13,7 +13,7 @@
 
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/async_state.hpp"
-#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_sink.hpp"
 #include "mproc/detail/pool/task_function.hpp"
 #include "mproc/serialize.hpp"
 
@@ -63,7 +63,7 @@ class map_gather {
   std::atomic<bool> decided_{false};
 };
 
-// One map's chunks, submitted a window at a time as a pool feed (pool_core::begin_feed):
+// One map's chunks, submitted a window at a time as a pool feed (task_host::begin_feed):
 // each chunk that finishes, on the thread dispatching results, submits the next. The
 // window keeps the task and result channels at a few chunks whatever the input's size, so
 // their memory stays mapped and warm; submitting a 10M-item map at once put 40 MB through
@@ -74,7 +74,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
   // `items` stays valid until the feed ends: the caller's own memory while it waits for the
   // result (map), or `owned` (map_async). `function_state`: the function's
   // encode_task_state bytes, which every chunk carries.
-  map_feed(std::shared_ptr<async_state<std::vector<R>>> target, std::weak_ptr<pool_core> core, std::uint32_t function,
+  map_feed(std::shared_ptr<async_state<std::vector<R>>> target, std::weak_ptr<task_sink> core, std::uint32_t function,
            std::vector<std::byte> function_state, std::vector<T> owned, std::span<const T> items, std::size_t chunksize,
            std::size_t window)
       : core_(std::move(core)),
@@ -182,7 +182,7 @@ class map_feed : public std::enable_shared_from_this<map_feed<T, R>> {
     if (auto core = core_.lock()) core->end_feed();
   }
 
-  std::weak_ptr<pool_core> core_;
+  std::weak_ptr<task_sink> core_;
   std::uint32_t function_;
   std::vector<std::byte> function_state_;
   std::vector<T> owned_;

@@ -38,22 +38,9 @@
 
 #include "mproc/detail/os/function_ref.hpp"
 #include "mproc/detail/os/type_name.hpp"
-#include "mproc/detail/pool/task_host.hpp"
+#include "mproc/detail/pool/task_sink.hpp"
 
 namespace mproc::detail {
-
-// Runs a task in a worker: decodes `arguments`, calls the function, appends the encoded
-// result to `result`. `function` is the table's function pointer, or null for a stateless
-// callable type that the invoker constructs itself.
-using generic_function = void (*)();
-using task_invoker = void (*)(generic_function function, std::span<const std::byte> arguments,
-                              std::vector<std::byte>& result);
-
-// A task's function as the table holds it: what function_id() registers.
-struct task_function_ref {
-  task_invoker invoker = nullptr;
-  generic_function function = nullptr;
-};
 
 struct pool_config {
   unsigned processes = 0;
@@ -62,29 +49,26 @@ struct pool_config {
   std::chrono::milliseconds task_timeout{0};
 };
 
-class pool_core final : public task_host {
+class pool_core final : public task_sink {
  public:
   explicit pool_core(pool_config config);
   ~pool_core();  // terminate() unless joined
   pool_core(const pool_core&) = delete;
   pool_core& operator=(const pool_core&) = delete;
 
-  unsigned size() const noexcept;
+  unsigned size() const noexcept override;
 
   // The table index for (invoker, function), registering it on first use.
-  std::uint32_t function_id(task_invoker invoker, generic_function function);
-
-  // The first bytes of every task message, which submit() fills in.
-  static constexpr std::size_t task_header_bytes = 16;
+  std::uint32_t function_id(task_invoker invoker, generic_function function) override;
 
   // Queues a task: `message` is task_header_bytes of room, then the encoded arguments (so
   // they are copied once, into the channel). closed_error after close() or terminate(),
   // except for a `fed` task after close(): see begin_feed.
   void submit(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
-              bool fed = false);
+              bool fed = false) override;
   // The same for a task of `function`, registered on first use as function_id() does it,
   // under the one lock a submit takes anyway (apply_async's path).
-  void submit(task_function_ref function, std::span<std::byte> message, std::shared_ptr<task_state> state);
+  void submit(task_function_ref function, std::span<std::byte> message, std::shared_ptr<task_state> state) override;
 
   // A feed submits the tasks of one call (a map's chunks) a window at a time, as earlier
   // ones finish, so the channels hold a few chunks whatever the input's size. Admitted
@@ -102,7 +86,7 @@ class pool_core final : public task_host {
   bool cancel(std::uint64_t task) override;
   // Takes every task still queued out of the task channel and fails each with
   // cancelled_error before returning; tasks that run finish.
-  void cancel_pending();
+  void cancel_pending() override;
   // Whether a worker runs task `task` now.
   bool running(std::uint64_t task) const noexcept override;
 
@@ -120,9 +104,9 @@ class pool_core final : public task_host {
   // Whether the calling thread is a pool's result thread.
   static bool on_result_thread() noexcept;
 
-  void close();
-  void terminate();
-  void join();  // mproc::error unless closed or terminated
+  void close() override;
+  void terminate() override;
+  void join() override;  // mproc::error unless closed or terminated
 
   struct impl;  // defined in src/pool/pool_impl.hpp
 

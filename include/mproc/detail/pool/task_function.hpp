@@ -15,7 +15,7 @@
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/map_input.hpp"
 #include "mproc/detail/pool/partial.hpp"
-#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_sink.hpp"
 #include "mproc/serialize.hpp"
 
 namespace mproc::detail {
@@ -170,13 +170,13 @@ std::byte* raw_vector_at(std::vector<std::byte>& out, std::size_t at, std::size_
   return out.data() + at + 1 + sizeof count;
 }
 
-// Writes pool_core::task_header_bytes of room, then `state` (encode_task_state's bytes,
+// Writes task_sink::task_header_bytes of room, then `state` (encode_task_state's bytes,
 // the same for every chunk of a map), then what to_bytes(std::vector<T>(items)) writes,
 // into `out`; returns the message size.
 template <class T>
 std::size_t encode_chunk_after_header(std::span<const std::byte> state, std::span<const T> items,
                                       std::vector<std::byte>& out) {
-  constexpr std::size_t header = pool_core::task_header_bytes;
+  constexpr std::size_t header = task_sink::task_header_bytes;
   out.resize(header);
   out.insert(out.end(), state.begin(), state.end());
   if constexpr (is_raw_vector_element_v<T>) {
