@@ -20,3 +20,11 @@ install(FILES
   "${PROJECT_BINARY_DIR}/mprocConfig.cmake"
   "${PROJECT_BINARY_DIR}/mprocConfigVersion.cmake"
   DESTINATION ${MPROC_CMAKE_DIR})
+
+# mproc::mpi, when built: find_package(mproc COMPONENTS mpi).
+if(TARGET mproc_mpi)
+  install(TARGETS mproc_mpi EXPORT mprocMpiTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT mprocMpiTargets NAMESPACE mproc:: DESTINATION ${MPROC_CMAKE_DIR})
+endif()

@@ -44,19 +44,19 @@
 namespace mproc::mpi {
 
 struct pool_options {
-  unsigned processes_per_rank = 0;             // workers of each rank's local pool; 0: cpu_count() there
-  std::chrono::milliseconds task_timeout{0};   // 0: none
-  unsigned max_tasks_per_child = 0;            // 0: unlimited
-  unsigned window = 0;                         // tasks in flight per rank; 0: automatic
+  unsigned processes_per_rank = 0;            // workers of each rank's local pool; 0: cpu_count() there
+  std::chrono::milliseconds task_timeout{0};  // 0: none
+  unsigned max_tasks_per_child = 0;           // 0: unlimited
+  unsigned window = 0;                        // tasks in flight per rank; 0: automatic
 };
 
 class pool {
  public:
   pool(int& argc, char**& argv, pool_options options = {})
-      : session_(std::make_unique<detail::mpi_session>(
-            argc, argv,
-            detail::mpi_settings{options.processes_per_rank, options.task_timeout, options.max_tasks_per_child,
-                                 options.window})) {
+      : session_(
+            std::make_unique<detail::mpi_session>(argc, argv,
+                                                  detail::mpi_settings{options.processes_per_rank, options.task_timeout,
+                                                                       options.max_tasks_per_child, options.window})) {
     if (session_->is_root()) root_.emplace(detail::pool_over{session_->sink()});
   }
   pool(const pool&) = delete;

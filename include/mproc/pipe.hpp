@@ -75,7 +75,8 @@ std::pair<connection, connection> pipe(bool duplex = true);
 // One end of a pipe. Move-only; a moved-from or default-constructed end is closed.
 class connection {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // A closed end: every call but close() throws closed_error. Assign a real end to it,
   // or receive one into it.
   connection() noexcept = default;

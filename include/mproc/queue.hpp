@@ -50,7 +50,8 @@ namespace mproc {
 template <class T>
 class queue {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // A new, empty queue holding at most `maxsize` messages (0: no limit).
   explicit queue(std::size_t maxsize = 0) : channel_(std::make_shared<detail::channel>(maxsize)) {}
 
@@ -241,7 +242,8 @@ class joinable_queue : public queue<T> {
 template <class T>
 class simple_queue {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   simple_queue() = default;
   void put(const T& value) { queue_.put(value); }
   T get() { return queue_.get(); }

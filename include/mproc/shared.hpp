@@ -62,7 +62,8 @@ class shared_value {
   static_assert(detail::check_shared_element<T>());
 
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   explicit shared_value(T init = T{})
       : block_(std::make_shared<detail::shared_block>(sizeof(T), alignof(T), 1, "mproc::shared_value")),
         lock_(block_->lock()) {
@@ -121,7 +122,8 @@ class shared_array {
   static_assert(detail::check_shared_element<T>());
 
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // An empty array (0 elements): it exists for decoding a handle into.
   shared_array() : shared_array(0) {}
   // n elements, each a copy of `init`. Throws std::length_error when n * sizeof(T) does not

@@ -84,7 +84,8 @@ namespace detail {
 // What mutex and recursive_mutex share: everything but their kind.
 class lock_handle {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   lock_handle(const lock_handle&) = default;  // no move: a moved-from handle stays usable
   lock_handle& operator=(const lock_handle&) = default;
   ~lock_handle() = default;
@@ -185,7 +186,8 @@ using rlock = recursive_mutex;
 // release() gives one back — from any thread or process.
 class semaphore {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // Throws mproc::error if n > INT_MAX.
   explicit semaphore(unsigned n = 1) : core_(std::make_shared<detail::semaphore_core>(n, false)) {}
   semaphore(const semaphore&) = default;  // no move: a moved-from handle stays usable
@@ -249,7 +251,8 @@ class bounded_semaphore : public semaphore {
 // Python's multiprocessing.Event: a flag that wait() waits for.
 class event {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   event() : core_(std::make_shared<detail::event_core>()) {}
   event(const event&) = default;  // no move: a moved-from handle stays usable
   event& operator=(const event&) = default;
@@ -290,7 +293,8 @@ class event {
 // is itself Lockable, through that lock.
 class condition {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // Over a recursive_mutex of its own (Python's default).
   condition() : core_(std::make_shared<detail::condition_core>(nullptr)) {}
   // Over `lock`, shared with whoever else holds a handle to it.
@@ -380,7 +384,8 @@ class condition {
 // arrival index (0 .. parties-1) in that cycle, and the barrier starts over.
 class barrier {
  public:
-  using mproc_local_handle = void;  // names this machine's memory: cannot go to another (mproc::mpi)
+  // Names memory of this machine: cannot go to another (mproc::mpi).
+  using mproc_local_handle = void;
   // Throws mproc::error if parties is 0. (The default makes a barrier of 1: it exists for
   // decoding a handle into.)
   explicit barrier(unsigned parties = 1) : core_(std::make_shared<detail::barrier_core>(parties, nullptr)) {}

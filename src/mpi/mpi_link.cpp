@@ -24,8 +24,8 @@ void mpi_link::send(int rank, int tag, std::vector<std::byte> bytes) {
                 " bytes is over MPI's 2 GiB message limit; split it");
   pending_send& s = sends_.emplace_back();
   s.bytes = std::move(bytes);
-  const int rc = MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, rank, tag, MPI_COMM_WORLD,
-                           &s.request);
+  const int rc =
+      MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, rank, tag, MPI_COMM_WORLD, &s.request);
   if (rc != MPI_SUCCESS) {
     sends_.pop_back();
     check_mpi(rc, "MPI_Isend");
@@ -58,8 +58,7 @@ std::optional<mpi_link::message> mpi_link::try_receive(int source) {
   m.source = status.MPI_SOURCE;
   m.tag = status.MPI_TAG;
   m.bytes.resize(static_cast<std::size_t>(count));
-  check_mpi(MPI_Recv(m.bytes.data(), count, MPI_BYTE, m.source, m.tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-            "MPI_Recv");
+  check_mpi(MPI_Recv(m.bytes.data(), count, MPI_BYTE, m.source, m.tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "MPI_Recv");
   return m;
 }
 

@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "mproc/detail/pool/registry.hpp"
-#include "mproc/error.hpp"
 #include "mpi/mpi_link.hpp"
 #include "mpi/mpi_wire.hpp"
 #include "mpi/rank_server.hpp"
 #include "mpi/root_core.hpp"
+#include "mproc/detail/pool/registry.hpp"
+#include "mproc/error.hpp"
 
 namespace mproc::detail {
 
@@ -99,8 +99,9 @@ mpi_session::mpi_session(int& argc, char**& argv, const mpi_settings& settings) 
   if (provided < MPI_THREAD_SERIALIZED) {
     s.finalize();
     s.drop_local();
-    throw error("mproc::mpi::pool: this MPI library does not support MPI_THREAD_SERIALIZED, which the root's link "
-                "thread needs");
+    throw error(
+        "mproc::mpi::pool: this MPI library does not support MPI_THREAD_SERIALIZED, which the root's link "
+        "thread needs");
   }
 
   const auto table = registry_table();

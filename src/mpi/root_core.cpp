@@ -5,8 +5,8 @@
 #include <string>
 #include <utility>
 
-#include "mproc/error.hpp"
 #include "mpi/mpi_wire.hpp"
+#include "mproc/error.hpp"
 
 namespace mproc::detail {
 
@@ -83,20 +83,22 @@ void root_core::submit(task_function_ref function, std::span<std::byte> message,
   submit_task(function_id(function.invoker, function.function), message, std::move(state), false);
 }
 
-void root_core::submit_task(std::uint32_t function_id, std::span<std::byte> message,
-                            std::shared_ptr<task_state> state, bool fed) {
+void root_core::submit_task(std::uint32_t function_id, std::span<std::byte> message, std::shared_ptr<task_state> state,
+                            bool fed) {
   std::vector<local_submit> local;
   std::uint64_t id = 0;
   std::uint32_t local_function = 0;
   bool here = false;
   {
     std::lock_guard lock(mutex_);
-    if (function_id >= functions_.size()) throw error("mproc::mpi::pool: a task names a function id it was never given");
+    if (function_id >= functions_.size())
+      throw error("mproc::mpi::pool: a task names a function id it was never given");
     const bool admitted = state_ == phase::running || (fed && state_ == phase::closed && feeds_ != 0);
     if (!admitted)
-      throw closed_error(state_ == phase::closed
-                             ? "mproc::mpi::pool::apply: the pool is closed and takes no new tasks; submit before close()"
-                             : "mproc::mpi::pool::apply: the pool was terminated and takes no new tasks");
+      throw closed_error(
+          state_ == phase::closed
+              ? "mproc::mpi::pool::apply: the pool is closed and takes no new tasks; submit before close()"
+              : "mproc::mpi::pool::apply: the pool was terminated and takes no new tasks");
     id = next_id_++;
     state->set_task_id(id);
     entry& e = entries_[id];

@@ -26,9 +26,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mpi/mpi_link.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/pool/registry.hpp"
-#include "mpi/mpi_link.hpp"
 
 namespace mproc::detail {
 
@@ -106,7 +106,7 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
   unsigned workers_ = 0;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;   // an entry left, a feed ended, the ranks stopped
+  std::condition_variable changed_;    // an entry left, a feed ended, the ranks stopped
   std::condition_variable wake_link_;  // the outbox has work, or stopping
   phase state_ = phase::running;
   unsigned feeds_ = 0;
@@ -122,7 +122,7 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
     std::vector<std::byte> bytes;
   };
   std::vector<outgoing> outbox_;
-  bool stopping_ = false;     // join/terminate: the link stops the ranks and ends
+  bool stopping_ = false;  // join/terminate: the link stops the ranks and ends
   bool link_ended_ = false;
   bool joined_ = false;
 

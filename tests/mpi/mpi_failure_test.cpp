@@ -71,8 +71,8 @@ bool alive(pid_t pid) {
 class mpirun_job {
  public:
   explicit mpirun_job(std::vector<std::string> args) {
-    output_ = std::filesystem::temp_directory_path() / ("mproc-mpi-failure-" + std::to_string(::getpid()) + "-" +
-                                                        std::to_string(counter_++) + ".log");
+    output_ = std::filesystem::temp_directory_path() /
+              ("mproc-mpi-failure-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++) + ".log");
     pid_ = ::fork();
     if (pid_ == 0) {
       std::FILE* out = std::freopen(output_.c_str(), "w", stdout);
@@ -184,8 +184,8 @@ TEST(MpiFailure, RanksOfDifferentBuildsRefuseToStartOnEveryRank) {
   EXPECT_FALSE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
   const std::string out = job.output();
   for (int rank : {0, 1})
-    EXPECT_TRUE(std::regex_search(out, std::regex("rank " + std::to_string(rank) +
-                                                  ": mproc::mpi::pool: the ranks do not run the same build")))
+    EXPECT_TRUE(std::regex_search(
+        out, std::regex("rank " + std::to_string(rank) + ": mproc::mpi::pool: the ranks do not run the same build")))
         << out;
   EXPECT_NE(out.find("rank 1 on "), std::string::npos) << out;
   EXPECT_EQ(out.find("result"), std::string::npos) << "a task ran:\n" << out;

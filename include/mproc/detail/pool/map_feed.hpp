@@ -13,8 +13,8 @@
 
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/async_state.hpp"
-#include "mproc/detail/pool/task_sink.hpp"
 #include "mproc/detail/pool/task_function.hpp"
+#include "mproc/detail/pool/task_sink.hpp"
 #include "mproc/serialize.hpp"
 
 namespace mproc::detail {

@@ -89,7 +89,7 @@ std::shared_ptr<const function_table> registry_table();
 // Registers function f (by its name and type) for pools on other machines (mproc::mpi,
 // mproc::redis), and so that f can travel as a value. At namespace scope, once per
 // function, in any one file of the binary.
-#define MPROC_REMOTE(f)                                                                                     \
-  [[maybe_unused]] static const bool MPROC_DETAIL_CONCAT(mproc_remote_registered_, __COUNTER__) =           \
-      ::mproc::detail::register_function(#f, typeid(decltype(&f)),                                         \
+#define MPROC_REMOTE(f)                                                                           \
+  [[maybe_unused]] static const bool MPROC_DETAIL_CONCAT(mproc_remote_registered_, __COUNTER__) = \
+      ::mproc::detail::register_function(#f, typeid(decltype(&f)),                                \
                                          reinterpret_cast<::mproc::detail::generic_function>(&f))

@@ -17,7 +17,9 @@ namespace mproc::detail {
 
 // A handle type of this machine: it says so with `using mproc_local_handle = void`.
 template <class T>
-struct holds_local_handle : std::bool_constant<requires { typename T::mproc_local_handle; }> {};
+    struct holds_local_handle : std::bool_constant < requires {
+  typename T::mproc_local_handle;
+} > {};
 template <class T>
 inline constexpr bool holds_local_handle_v = holds_local_handle<std::remove_cvref_t<T>>::value;
 
