@@ -93,11 +93,14 @@ class imap_feed final : public imap_reader<R>, public input_drain {
   imap_feed(const imap_feed&) = delete;
   imap_feed& operator=(const imap_feed&) = delete;
 
+  // Cancels the newest chunk first: a worker takes chunks oldest first, so cancelling in
+  // that order would let it slip from each cancelled chunk into the next not yet cancelled.
   ~imap_feed() override {
     if (auto core = core_.lock()) {
-      for (const std::uint64_t task : state_->unconsumed_tasks()) {
+      const auto tasks = state_->unconsumed_tasks();
+      for (auto task = tasks.rbegin(); task != tasks.rend(); ++task) {
         try {
-          core->cancel(task);
+          core->cancel(*task);
         } catch (...) {  // a forked copy: the pool is its parent's
         }
       }
