@@ -146,9 +146,24 @@ std::uint32_t function_table::function_index(generic_function function) const {
   const auto it = function_index_.find(reinterpret_cast<std::uintptr_t>(function));
   if (it != function_index_.end()) return it->second;
   throw error(
-      "mproc: a task's function pointer is not registered for remote pools: add MPROC_REMOTE(f) at namespace scope "
-      "beside f's definition (or submit a lambda without captures, which registers itself); if f is registered, "
-      "another function of the same name and type in another file is too: rename one");
+      "mproc: a function pointer (a task's function for a pool on other machines, or a function passed as a value) "
+      "is not registered: add MPROC_REMOTE(f) at namespace scope beside f's definition (a lambda without captures "
+      "registers itself as a task); if f is registered, another function of the same name and type in another "
+      "file is too: rename one");
+}
+
+std::uint32_t function_table::function_named(const std::string& name) const {
+  const auto it = std::lower_bound(functions_.begin(), functions_.end(), name,
+                                   [](const entry& e, const std::string& n) { return e.name < n; });
+  if (it == functions_.end() || it->name != name)
+    throw serialization_error("mproc: no function of this binary is registered as \"" + name +
+                              "\" (MPROC_REMOTE): the sender runs another build");
+  return static_cast<std::uint32_t>(it - functions_.begin());
+}
+
+const std::string& function_table::name_at(std::uint32_t index) const {
+  if (index >= functions_.size()) throw error("mproc: no registered function at index " + std::to_string(index));
+  return functions_[index].name;
 }
 
 task_invoker function_table::invoker_at(std::uint32_t index) const {
@@ -164,6 +179,23 @@ generic_function function_table::function_at(std::uint32_t index) const {
     throw serialization_error("mproc: a task names function " + std::to_string(index) + " of " +
                               std::to_string(functions_.size()) + ": not a registered function of this binary");
   return reinterpret_cast<generic_function>(functions_[index].target);
+}
+
+std::string function_name(generic_function function) {
+  if (function == nullptr) return {};
+  const auto table = registry_table();
+  return table->name_at(table->function_index(function));
+}
+
+generic_function function_named(const std::string& name, const std::type_info& type) {
+  if (name.empty()) return nullptr;
+  const std::string suffix = std::string(" ") + type.name();
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    throw serialization_error("mproc: a function named \"" + name +
+                              "\" arrived where a function of another type "
+                              "is expected");
+  const auto table = registry_table();
+  return table->function_at(table->function_named(name));
 }
 
 }  // namespace mproc::detail

@@ -29,6 +29,12 @@ MPROC_REMOTE(square);
 
 int not_registered(int x) { return x + 1; }
 
+int mul(int a, int b) { return a * b; }
+MPROC_REMOTE(mul);
+// The tutorial's calculate(func, args): the function travels as an argument, by name.
+int calculate(int (*f)(int, int), std::tuple<int, int> args) { return f(std::get<0>(args), std::get<1>(args)); }
+MPROC_REMOTE(calculate);
+
 // The rank whose pool runs the task: mpirun tells every rank (and the workers it forked).
 int rank_of_worker(int) {
   const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
@@ -82,6 +88,16 @@ TEST(MpiPool, MapsInOrderOverEveryRank) {
   const auto ranks = the_pool->map(rank_after_a_while, std::vector<int>(400), 1);
   const std::set<int> seen(ranks.begin(), ranks.end());
   EXPECT_EQ(static_cast<int>(seen.size()), the_pool->ranks());
+}
+
+TEST(MpiPool, AFunctionTravelsAsAnArgumentToEveryRank) {
+  std::vector<std::tuple<int (*)(int, int), std::tuple<int, int>>> jobs;
+  std::vector<int> expected;
+  for (int i = 0; i < 200; ++i) {
+    jobs.emplace_back(mul, std::tuple(i, 3));
+    expected.push_back(3 * i);
+  }
+  EXPECT_EQ(the_pool->starmap(calculate, jobs, 1), expected);
 }
 
 TEST(MpiPool, StarmapImapAndImapUnordered) {

@@ -10,8 +10,6 @@ namespace {
 void read_end(mproc::connection) {}
 void read_end_by_reference(mproc::connection&) {}
 int count_items(mproc::queue<int>& q) { return static_cast<int>(q.qsize()); }
-int mul(int a, int b) { return a * b; }
-int calculate(int (*f)(int, int), int x) { return f(x, x); }
 }  // namespace
 
 int main() {
@@ -28,8 +26,6 @@ int main() {
   p.apply(count_items, q);
 #elif defined(MPROC_NUMBER_TIMEOUT)
   q.get(0.5);
-#elif defined(MPROC_FUNCTION_POINTER_ARGUMENT)
-  p.apply(calculate, mul, 3);
 #endif
   return 0;
 }

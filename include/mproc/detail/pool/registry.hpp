@@ -23,7 +23,8 @@
 #include <typeinfo>
 #include <vector>
 
-#include "mproc/detail/pool/pool_core.hpp"
+#include "mproc/detail/pool/task_sink.hpp"
+#include "mproc/serialize.hpp"  // cereal, with its specialize
 
 namespace mproc::detail {
 
@@ -59,6 +60,9 @@ class function_table {
   // out of range or a conflicting name (a forged or corrupt message, never a wrong call).
   task_invoker invoker_at(std::uint32_t index) const;
   generic_function function_at(std::uint32_t index) const;
+  // A registered function's index by its name, and the name at an index.
+  std::uint32_t function_named(const std::string& name) const;
+  const std::string& name_at(std::uint32_t index) const;
 
   std::uint64_t hash() const noexcept { return hash_; }
   std::size_t invoker_count() const noexcept { return invokers_.size(); }
@@ -81,7 +85,35 @@ class function_table {
 // The registry now (made again only when something registered since the last call).
 std::shared_ptr<const function_table> registry_table();
 
+// A function pointer as a value, as Python pickles a function: by its registered name.
+// function_name: mproc::error naming MPROC_REMOTE for one that is not registered.
+// function_named: serialization_error unless this binary registered `name` (whose spelling
+// ends with the type `type`).
+std::string function_name(generic_function function);
+generic_function function_named(const std::string& name, const std::type_info& type);
+
+template <class R, class... A>
+struct serial_ok<R (*)(A...)> : std::true_type {};
+
 }  // namespace mproc::detail
+
+namespace cereal {
+// A function pointer saves as its registered name (not as a raw pointer, which cereal
+// refuses: this pair is the one cereal uses).
+template <class Archive, class R, class... A>
+struct specialize<Archive, R (*)(A...), specialization::non_member_load_save> {};
+
+template <class Archive, class R, class... A>
+void CEREAL_SAVE_FUNCTION_NAME(Archive& archive, R (*const& function)(A...)) {
+  archive(::mproc::detail::function_name(reinterpret_cast<::mproc::detail::generic_function>(function)));
+}
+template <class Archive, class R, class... A>
+void CEREAL_LOAD_FUNCTION_NAME(Archive& archive, R (*&function)(A...)) {
+  std::string name;
+  archive(name);
+  function = reinterpret_cast<R (*)(A...)>(::mproc::detail::function_named(name, typeid(R(*)(A...))));
+}
+}  // namespace cereal
 
 #define MPROC_DETAIL_CONCAT2(a, b) a##b
 #define MPROC_DETAIL_CONCAT(a, b) MPROC_DETAIL_CONCAT2(a, b)

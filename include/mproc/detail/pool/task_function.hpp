@@ -15,6 +15,7 @@
 #include "mproc/detail/os/big_vector.hpp"
 #include "mproc/detail/pool/map_input.hpp"
 #include "mproc/detail/pool/partial.hpp"
+#include "mproc/detail/pool/registry.hpp"
 #include "mproc/detail/pool/task_sink.hpp"
 #include "mproc/serialize.hpp"
 
@@ -51,34 +52,30 @@ consteval void check_task_function() {
                 "with mproc::partial(f, values...) or pass them as task arguments.");
 }
 
-// Whether apply(f, args...) can be sent: each argument copies into the task, serialises, is
-// no address, and f takes what the worker decodes (its own copies, as rvalues).
+// Whether apply(f, args...) can be sent: each argument copies into the task and serialises
+// (a function pointer does, by its registered name: registry.hpp), and f takes what the
+// worker decodes (its own copies, as rvalues).
 template <class F, class... A>
 inline constexpr bool task_arguments_ok_v = ((std::is_constructible_v<std::decay_t<A>, A&&> &&
-                                              serializable<std::decay_t<A>> &&
-                                              !is_function_pointer_v<std::decay_t<A>>)&&...) &&
+                                              serializable<std::decay_t<A>>)&&...) &&
                                             std::is_invocable_v<F&, std::decay_t<A>...>;
 
 // Fails to compile, with one line naming the fix, unless task_arguments_ok_v.
 template <class F, class... A>
 consteval void check_task_arguments() {
-  constexpr bool no_address = !(is_function_pointer_v<std::decay_t<A>> || ...);
   constexpr bool copyable = (std::is_constructible_v<std::decay_t<A>, A&&> && ...);
-  static_assert(no_address,
-                "mproc::pool: a function pointer cannot travel as a task argument (an address means nothing in a "
-                "worker): make it the task, or bind the values with mproc::partial(f, values...) instead");
   static_assert(copyable,
                 "mproc::pool: a task argument is a move-only handle (a connection): pass it with std::move(...)");
-  static_assert(!no_address || (serializable<std::decay_t<A>> && ...),
+  static_assert((serializable<std::decay_t<A>> && ...),
                 "mproc::pool: every task argument must be serializable (<mproc/serialize.hpp>): give your type a "
                 "cereal serialize(Archive&)");
-  static_assert(!no_address || !copyable || std::is_invocable_v<F&, std::decay_t<A>...> ||
-                    !std::is_invocable_v<F&, std::decay_t<A>&...>,
-                "mproc::pool: the task takes an argument by non-const reference, but the worker gets its own copy: "
-                "take it by value (a handle still names the same queue, pipe or lock) or by const&");
-  static_assert(!no_address || !copyable || std::is_invocable_v<F&, std::decay_t<A>...> ||
-                    std::is_invocable_v<F&, std::decay_t<A>&...>,
-                "mproc::pool: the task cannot be called with these arguments");
+  static_assert(
+      !copyable || std::is_invocable_v<F&, std::decay_t<A>...> || !std::is_invocable_v<F&, std::decay_t<A>&...>,
+      "mproc::pool: the task takes an argument by non-const reference, but the worker gets its own copy: "
+      "take it by value (a handle still names the same queue, pipe or lock) or by const&");
+  static_assert(
+      !copyable || std::is_invocable_v<F&, std::decay_t<A>...> || std::is_invocable_v<F&, std::decay_t<A>&...>,
+      "mproc::pool: the task cannot be called with these arguments");
 }
 
 // The part of a task function the pool's table holds: a function pointer, the one inside
