@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import os
 import platform
@@ -234,6 +235,111 @@ def async_row(name: str, tasks: int, tasks_text: str) -> Row:
                          ("thread_pool_inplace", "thread_pool"), ("mproc_thread_pool", "thread_pool")])
 
 
+# The MPI rows: two ranks under mpirun on this machine, over one transport each. pml ob1 so
+# that the btl chosen is the one used (Open MPI could otherwise take UCX, which ignores it).
+MPI_TRANSPORTS = {"shm": ("vader,self", "shared memory (btl vader)"), "tcp": ("tcp,self", "TCP (btl tcp)")}
+
+
+def mpirun(transport: str) -> list[str]:
+    """`mpirun -np 2` over `transport` (a key of MPI_TRANSPORTS), ranks not bound to cores
+    (the README's advice: a rank's pool needs the node's cores). As root (a container),
+    Open MPI wants its two consent variables: set for mpirun's command only."""
+    consent = ["env", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"] if os.geteuid() == 0 else []
+    return [*consent, "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2", "--mca", "pml", "ob1",
+            "--mca", "btl", MPI_TRANSPORTS[transport][0]]
+
+
+def mpi_cpp(target: str, transport: str, iterations: int, row: str) -> Program:
+    """A benchmark executable of bench/CMakeLists.txt built when mproc::mpi is, under
+    mpirun(transport), with --row `row`."""
+    def argv(build: Path, python: str) -> list[str]:
+        exe = build / "bench" / target
+        if not exe.exists():
+            raise BenchError(f"{target}: not found: {exe} (built when Open MPI is found: scripts/bench.sh)")
+        return [*mpirun(transport), str(exe), "--row", row]
+    return Program(f"{target} --row {row} ({transport})", argv, iterations)
+
+
+@functools.cache
+def mpi4py_python(python: str) -> str:
+    """`python` if it imports mpi4py, else Debian's /usr/bin/python3 if that does (python3-mpi4py
+    is installed for it, while `python` may be another interpreter, e.g. pyenv's)."""
+    for candidate in dict.fromkeys([python, "/usr/bin/python3"]):
+        try:
+            probe = subprocess.run([candidate, "-c", "import mpi4py.futures"], capture_output=True, check=False)
+        except OSError:  # no such interpreter
+            continue
+        if probe.returncode == 0:
+            return candidate
+    raise BenchError(f"mpi4py: neither {python} nor /usr/bin/python3 imports mpi4py.futures "
+                     "(Debian: apt-get install python3-mpi4py; scripts/bench.sh does)")
+
+
+def mpi4py_program(transport: str, iterations: int, row: str) -> Program:
+    """bench/mpi_bench.py under mpirun(transport) as mpi4py.futures' launcher runs a script
+    (`python3 -m mpi4py.futures script.py`: rank 1 is the executor's worker)."""
+    return Program(f"mpi_bench.py --row {row} ({transport})",
+                   lambda build, python: [*mpirun(transport), mpi4py_python(python), "-m", "mpi4py.futures",
+                                          str(BENCH_DIR / "mpi_bench.py"), "--row", row],
+                   iterations)
+
+
+# How the MPI rows' mproc is set up, for their workload text.
+MPI_MPROC_SETUP = ("mproc: cpu_count() workers per rank, the root's pool among them; mpirun --bind-to none, "
+                   "as the README says (bound to one core, a rank's pool shares it)")
+
+
+def mpi_rows(transport: str) -> list[Row]:
+    """mpi-apply, mpi-async and mpi-map over `transport`, beside the raw MPI task farm
+    (bench/mpi_raw_farm.cpp, apply and async) and mpi4py.futures (bench/mpi_bench.py, one
+    worker: rank 1). Iterations keep each program's round under ~2 s: mpi4py.futures does
+    ~3k tasks/s; the raw farm over TCP ~50k."""
+    over = MPI_TRANSPORTS[transport][1]
+    return [
+        Row(f"mpi-apply-{transport}",
+            f"mpirun -np 2 over {over}: blocking round trip of int64 square(int). {MPI_MPROC_SETUP}: an idle "
+            "apply runs on the root's own worker and crosses no rank, as users get it. Raw: MPI_Send to rank 1, "
+            "MPI_Recv back. mpi4py.futures: submit().result()",
+            time_per_op("µs/call"),
+            [Contender("raw_mpi", "raw MPI_Send/MPI_Recv round trip"),
+             Contender("mproc", "mproc::mpi pool.apply"),
+             Contender("mpi4py", "mpi4py.futures submit().result()")],
+            [mpi_cpp("mproc_mpi_raw_farm", transport, 20_000, "apply"),
+             mpi_cpp("mproc_mpi_bench", transport, 5_000, "apply"),
+             mpi4py_program(transport, 1_000, "apply")],
+            baseline="raw_mpi",
+            goals=[Goal("mproc ≤ 2× the raw MPI round trip", "mproc", "raw_mpi", max_cost_ratio=2)],
+            speedups=[("mproc", "mpi4py"), ("raw_mpi", "mproc")],
+            references=[Reference("apply", "mproc", "mproc::pool.apply on one machine (apply row)")]),
+        Row(f"mpi-async-{transport}",
+            f"mpirun -np 2 over {over}: 100k apply_async of int64 square(int), then get() of every result in "
+            f"order. {MPI_MPROC_SETUP}. Raw: farm to rank 1, 16 in flight ({100_000 if transport == 'shm' else 30_000} "
+            "tasks). mpi4py.futures: 2k submit(), then result() in order",
+            throughput("tasks_per_s", "tasks/s"),
+            [Contender("raw_mpi", "raw MPI_Send/MPI_Recv farm, 16 in flight"),
+             Contender("mproc", "mproc::mpi pool.apply_async"),
+             Contender("mpi4py", "mpi4py.futures submit() → result()")],
+            [mpi_cpp("mproc_mpi_raw_farm", transport, 100_000 if transport == "shm" else 30_000, "async"),
+             mpi_cpp("mproc_mpi_bench", transport, 100_000, "async"),
+             mpi4py_program(transport, 2_000, "async")],
+            baseline="raw_mpi",
+            goals=[Goal("mproc ≥ 0.5× the raw farm", "mproc", "raw_mpi", min_speedup=0.5),
+                   Goal("mproc ≥ 50× mpi4py.futures per task", "mproc", "mpi4py", min_speedup=50)],
+            speedups=[("mproc", "mpi4py"), ("raw_mpi", "mproc")],
+            references=[Reference("async", "mproc", "mproc::pool.apply_async on one machine (async row)")]),
+        Row(f"mpi-map-{transport}",
+            f"mpirun -np 2 over {over}: map of ints through x*x, chunksize 100 for both (mproc 1M items, "
+            f"mpi4py.futures 200k). {MPI_MPROC_SETUP}",
+            throughput("items_per_s", "items/s"),
+            [Contender("mproc", "mproc::mpi pool.map chunksize=100"),
+             Contender("mpi4py", "mpi4py.futures executor.map chunksize=100")],
+            [mpi_cpp("mproc_mpi_bench", transport, 1_000_000, "map"),
+             mpi4py_program(transport, 200_000, "map")],
+            goals=[Goal("mproc ≥ 10× mpi4py.futures at equal chunksize", "mproc", "mpi4py", min_speedup=10)],
+            speedups=[("mproc", "mpi4py")]),
+    ]
+
+
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
 # sized so that a round takes about a second on a 2-core VM.
 ROWS: list[Row] = [
@@ -346,6 +452,10 @@ ROWS: list[Row] = [
              1_000_000, 200_000,
              [Goal("mproc ≤ 1.5× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.5),
               Goal("mproc ≥ 2× Python's Lock", "mproc", "python_lock", min_speedup=2)]),
+    # Issue 15: mproc::mpi::pool on two ranks of this machine, over shared memory and over
+    # TCP, beside a raw MPI task farm and mpi4py.futures. Rows of the issue, not of
+    # DESIGN.md's table. Built and run when Open MPI is installed (scripts/deps.sh).
+    *[row for pair in zip(mpi_rows("shm"), mpi_rows("tcp")) for row in pair],
 ]
 
 
@@ -438,6 +548,12 @@ def fmt(x: float) -> str:
     return f"{x:.1f}" if x >= 10 else f"{x:.3g}"
 
 
+def fmt_times(x: float) -> str:
+    """A speed-up in a goal's line: one decimal, or three significant digits below 1 (a
+    contender 40× slower than its peer reads 0.025×, not 0.0×)."""
+    return f"{x:.1f}" if x >= 1 else f"{x:.3g}"
+
+
 def report(row: Row, per_round: dict[str, list[float]], args,
            earlier: dict[str, tuple[Row, dict[str, float]]]) -> tuple[bool, dict[str, str]]:
     """Prints the row's table, references, goals and speed-ups and writes its CSV files.
@@ -515,16 +631,16 @@ def report(row: Row, per_round: dict[str, list[float]], args,
                 shown = (f"{ratio:.2f}× median per round, range {lo:.2f}–{hi:.2f}×; "
                          f"ratio of medians {of_medians:.2f}×")
             elif g.reported:
-                shown = (f"{1 / ratio:.1f}× faster median per round, range {1 / hi:.1f}–"
-                         f"{1 / lo:.1f}×; ratio of medians {1 / of_medians:.1f}×")
+                shown = (f"{fmt_times(1 / ratio)}× faster median per round, range {fmt_times(1 / hi)}–"
+                         f"{fmt_times(1 / lo)}×; ratio of medians {fmt_times(1 / of_medians)}×")
                 print(f"   goal  {g.text}: reported, no target  ({shown})")
                 add_line("goal", g.subject, g.peer, lo=lo, hi=hi, ratio=ratio, verdict="reported")
                 verdicts.append(f"{g.text}: {1 / ratio:.3g}× (reported)")
                 continue
             else:
                 met, target = 1 / ratio >= g.min_speedup, f">={g.min_speedup}x faster"
-                shown = (f"{1 / ratio:.1f}× faster median per round, range {1 / hi:.1f}–"
-                         f"{1 / lo:.1f}×; ratio of medians {1 / of_medians:.1f}×")
+                shown = (f"{fmt_times(1 / ratio)}× faster median per round, range {fmt_times(1 / hi)}–"
+                         f"{fmt_times(1 / lo)}×; ratio of medians {fmt_times(1 / of_medians)}×")
         all_met &= met
         print(f"   goal  {g.text}: {'met' if met else 'NOT met'}  ({shown})")
         add_line("goal", g.subject, g.peer, lo=lo, hi=hi, ratio=ratio, target=target,

@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/deps.sh
-mproc_install_deps gnuplot-nox  # the plots of the curves
+mproc_install_deps gnuplot-nox python3-mpi4py  # the plots of the curves; the MPI rows' mpi4py.futures peer
 
 build=build-release
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \

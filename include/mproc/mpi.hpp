@@ -8,7 +8,7 @@
 //   ends, then the constructor returns a false pool: `if (!pool) return 0;`.
 // - Each rank runs a local mproc::pool (processes_per_rank workers; its zygote is forked
 //   before MPI_Init), the root's too. Tasks go to the least loaded rank, at most `window`
-//   in flight on each (0: twice its workers, plus 2); the rest wait on the root. A map's
+//   in flight on each (0: 16 per worker of that rank, plus 16); the rest wait on the root. A map's
 //   chunks spread the same way.
 // - The API and its behaviour are mproc::pool's: apply, apply_async, map, map_async,
 //   starmap, starmap_async, imap, imap_unordered, cancel_pending, close, terminate, join,

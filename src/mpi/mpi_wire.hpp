@@ -33,6 +33,8 @@ struct rank_facts {
   std::uint64_t table_hash;
   std::uint32_t workers;
   std::int32_t pid;
+  std::uint32_t usable_cpus;  // in this rank's CPU affinity
+  std::uint32_t online_cpus;  // on its node
   char host[64];
 };
 

@@ -28,10 +28,10 @@ struct reply_box {
 };
 
 std::vector<std::byte> reply_for(std::uint64_t id, bool failed, std::span<const std::byte> body) {
-  std::vector<std::byte> out(sizeof(mpi_wire::result_header));
   const mpi_wire::result_header h{id, failed ? 1U : 0U};
+  std::vector<std::byte> out(sizeof h + body.size());
   std::memcpy(out.data(), &h, sizeof h);
-  out.insert(out.end(), body.begin(), body.end());
+  if (!body.empty()) std::memcpy(out.data() + sizeof h, body.data(), body.size());
   return out;
 }
 

@@ -38,7 +38,7 @@ root_core::root_core(std::shared_ptr<pool_core> local, std::vector<unsigned> ran
     : local_(std::move(local)) {
   for (unsigned w : rank_workers) {
     workers_ += w;
-    capacity_.push_back(window != 0 ? window : 2 * w + 2);
+    capacity_.push_back(window != 0 ? window : automatic_window(w));
   }
   // With no other rank, nothing is gained by holding tasks back on the root.
   if (capacity_.size() == 1) capacity_[0] = ~0U;

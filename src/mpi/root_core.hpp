@@ -35,7 +35,7 @@ namespace mproc::detail {
 class root_core final : public task_sink, public std::enable_shared_from_this<root_core> {
  public:
   // `rank_workers[r]`: the workers of rank r (0: the root's, that is local's). `window`:
-  // tasks in flight per rank, 0 for twice its workers plus 2.
+  // tasks in flight per rank, 0 for automatic_window.
   root_core(std::shared_ptr<pool_core> local, std::vector<unsigned> rank_workers, unsigned window);
   ~root_core() override;  // terminate() and join() unless joined
   root_core(const root_core&) = delete;
@@ -52,14 +52,22 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
   void cancel_pending() override;
   bool running(std::uint64_t task) const noexcept override;
   void post(std::function<void()> work) override { local_->post(std::move(work)); }
-  // Results complete on the local pool's result thread only: a waiting thread has nothing
-  // it could move along itself.
-  void pump_results(function_ref<bool()>, std::chrono::nanoseconds) override {}
+  // A waiting thread may read the local pool's results itself, as with mproc::pool: the
+  // local pool serialises that with its result thread, which also runs the completions of
+  // other ranks' results (posted), so every state still completes one at a time.
+  void pump_results(function_ref<bool()> done, std::chrono::nanoseconds budget) override {
+    local_->pump_results(done, budget);
+  }
   void close() override;
   void terminate() override;
   void join() override;
 
  private:
+  // Enough in flight to cover a round trip to another rank many times over for small
+  // tasks (tens of µs over TCP against ~1 µs of work), few enough that a burst's tail still
+  // waits on the root, where it goes to whichever rank frees up first.
+  static unsigned automatic_window(unsigned workers) noexcept { return 16 * workers + 16; }
+
   enum class phase { running, closed, terminated };
   static constexpr int queued = -1;  // entry::target of a task in the backlog
 

@@ -196,9 +196,11 @@ TEST(MpiPool, TaskTimeoutKillsTheTask) {
 }
 
 TEST(MpiPool, CancelsATaskThatWaitsOnTheRoot) {
-  // Fill every window with slow tasks; the last ones wait on the root and can be cancelled.
+  // Fill every window (16 per worker plus 16 on each rank) with slow tasks; the last ones
+  // wait on the root and can be cancelled.
   std::vector<mproc::async_result<int>> results;
-  for (int i = 0; i < 60; ++i) results.push_back(the_pool->apply_async(rank_after_a_while, i));
+  const int windows = the_pool->ranks() * 16 + static_cast<int>(the_pool->size()) * 16;
+  for (int i = 0; i < windows + 40; ++i) results.push_back(the_pool->apply_async(rank_after_a_while, i));
   auto& last = results.back();
   ASSERT_TRUE(last.cancel());
   EXPECT_TRUE(last.cancelled());
