@@ -2,7 +2,7 @@
 // ten tasks added with apply_async run on the workers of every rank, the root's too, and
 // close() + join() wait for them. Then a map spreads 100,000 squares over the same workers.
 //
-//   mpirun -np 2 ./pool_across_ranks          # one machine, two ranks
+//   mpirun --bind-to none -np 2 ./pool_across_ranks   # one machine, two ranks
 //   sbatch examples/mpi/slurm.sbatch          # a Slurm cluster (see that file)
 //
 // Every rank runs main; the pool's constructor serves the root's tasks on the other ranks

@@ -143,7 +143,7 @@ mpi_session::mpi_session(int& argc, char**& argv, const mpi_settings& settings) 
 
   if (s.rank == 0) {
     warn_of_narrow_bindings(all);
-    s.root = std::make_shared<root_core>(s.local, std::move(rank_workers), settings.window);
+    s.root = std::make_shared<root_core>(s.local, rank_workers, settings.window);
     return;
   }
   try {

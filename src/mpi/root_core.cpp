@@ -34,7 +34,7 @@ class root_core::relay final : public task_state {
   std::uint64_t id_;
 };
 
-root_core::root_core(std::shared_ptr<pool_core> local, std::vector<unsigned> rank_workers, unsigned window)
+root_core::root_core(std::shared_ptr<pool_core> local, const std::vector<unsigned>& rank_workers, unsigned window)
     : local_(std::move(local)) {
   for (unsigned w : rank_workers) {
     workers_ += w;

@@ -36,7 +36,7 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
  public:
   // `rank_workers[r]`: the workers of rank r (0: the root's, that is local's). `window`:
   // tasks in flight per rank, 0 for automatic_window.
-  root_core(std::shared_ptr<pool_core> local, std::vector<unsigned> rank_workers, unsigned window);
+  root_core(std::shared_ptr<pool_core> local, const std::vector<unsigned>& rank_workers, unsigned window);
   ~root_core() override;  // terminate() and join() unless joined
   root_core(const root_core&) = delete;
   root_core& operator=(const root_core&) = delete;

@@ -27,7 +27,7 @@ struct registry_store {
 };
 
 // A function-local static: registrars of other files run before main in any order.
-registry_store& store() noexcept {
+registry_store& store() {
   static registry_store* s = new registry_store;  // never destroyed: late static destructors may still look
   return *s;
 }

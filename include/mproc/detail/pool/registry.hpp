@@ -123,5 +123,5 @@ void CEREAL_LOAD_FUNCTION_NAME(Archive& archive, R (*&function)(A...)) {
 // function, in any one file of the binary.
 #define MPROC_REMOTE(f)                                                                           \
   [[maybe_unused]] static const bool MPROC_DETAIL_CONCAT(mproc_remote_registered_, __COUNTER__) = \
-      ::mproc::detail::register_function(#f, typeid(decltype(&f)),                                \
-                                         reinterpret_cast<::mproc::detail::generic_function>(&f))
+      ::mproc::detail::register_function(#f, typeid(decltype(&(f))),                              \
+                                         reinterpret_cast<::mproc::detail::generic_function>(&(f)))
