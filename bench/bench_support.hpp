@@ -164,6 +164,28 @@ bool any_selected(const Contenders& contenders, std::string_view only) {
                      [&](const auto& c) { return selected(only, c.name); });
 }
 
+// The row --row names, in a program whose rows have `name`, `iterations`, `warmup`,
+// `slices` and `contenders`: fills in what the options left to the row (iterations, warm-up,
+// sessions per round) and checks the rest; misuse or die with the reason otherwise.
+template <class Rows, class Options>
+const auto& select_row(const Rows& rows, Options& opts, const program& p, long max_iterations) {
+  const auto found = std::find_if(std::begin(rows), std::end(rows), [&](const auto& r) { return opts.row == r.name; });
+  if (found == std::end(rows)) {
+    std::string names;
+    for (const auto& r : rows) names += (names.empty() ? "" : ", ") + std::string(r.name);
+    p.misuse("--row must be one of " + names);
+  }
+  const auto& r = *found;
+  if (opts.iterations == 0) opts.iterations = r.iterations;
+  if (opts.warmup < 0) opts.warmup = r.warmup;
+  if (opts.slices == 0) opts.slices = r.slices;
+  opts.slices = static_cast<int>(std::min<long>(opts.slices, opts.iterations));
+  if (opts.iterations > max_iterations) p.die("--iterations: at most " + std::to_string(max_iterations));
+  if (!any_selected(r.contenders, opts.only))
+    p.die("row " + std::string(r.name) + " has no contender named '" + std::string(opts.only) + "'");
+  return r;
+}
+
 // How many of `total` iterations session `slice` of `slices` runs: an even split, the first
 // sessions taking one more each until the remainder is used up.
 constexpr long slice_size(long total, int slices, int slice) {

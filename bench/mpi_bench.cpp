@@ -205,15 +205,7 @@ int main(int argc, char** argv) {
                  {"--processes", &opts.processes, 0},
                  {"--window", &opts.window, 0},
                  {"--chunksize", &opts.chunksize, 1}});
-  const auto found = std::find_if(rows.begin(), rows.end(), [&](const row& r) { return opts.row == r.name; });
-  if (found == rows.end()) program.misuse("--row must be apply, async or map");
-  const row& r = *found;
-  if (opts.iterations == 0) opts.iterations = r.iterations;
-  if (opts.warmup < 0) opts.warmup = r.warmup;
-  if (opts.slices == 0) opts.slices = r.slices;
-  opts.slices = static_cast<int>(std::min<long>(opts.slices, opts.iterations));
-  if (opts.iterations > 10'000'000) program.die("--iterations: at most 10000000");
-  if (!bench::any_selected(r.contenders, opts.only)) program.die("no contender named '" + std::string(opts.only) + "'");
+  const row& r = bench::select_row(rows, opts, program, 10'000'000);
 
   mproc::mpi::pool_options pool_opts;
   pool_opts.processes_per_rank = opts.processes;

@@ -164,15 +164,7 @@ int base_of(int round, int slice) {
 int main(int argc, char** argv) {
   options opts;
   program.parse(argc, argv, opts, {{"--warmup", &opts.warmup, 0}, {"--window", &opts.window, 1}});
-  const auto found = std::find_if(rows.begin(), rows.end(), [&](const row& r) { return opts.row == r.name; });
-  if (found == rows.end()) program.misuse("--row must be apply or async");
-  const row& r = *found;
-  if (opts.iterations == 0) opts.iterations = r.iterations;
-  if (opts.warmup < 0) opts.warmup = r.warmup;
-  if (opts.slices == 0) opts.slices = r.slices;
-  opts.slices = static_cast<int>(std::min<long>(opts.slices, opts.iterations));
-  if (opts.iterations > 10'000'000) program.die("--iterations: at most 10000000");
-  if (!bench::any_selected(r.contenders, opts.only)) program.die("no contender named '" + std::string(opts.only) + "'");
+  const row& r = bench::select_row(rows, opts, program, 10'000'000);
 
   MPI_Init(&argc, &argv);
   int rank = 0;

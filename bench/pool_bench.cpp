@@ -358,17 +358,7 @@ int base_of(int round, int slice, std::size_t contender) {
 
 int main(int argc, char** argv) {
   options opts = parse(argc, argv);
-  const auto found = std::find_if(rows.begin(), rows.end(), [&](const row& r) { return opts.row == r.name; });
-  if (found == rows.end()) program.misuse("--row must be apply, async, map, as_completed or map-partial");
-  const row& r = *found;
-  if (opts.iterations == 0) opts.iterations = r.iterations;
-  if (opts.warmup < 0) opts.warmup = r.warmup;
-  if (opts.slices == 0) opts.slices = r.slices;
-  opts.slices = static_cast<int>(std::min<long>(opts.slices, opts.iterations));
-  if (opts.iterations > 100'000'000) program.die("--iterations: at most 100000000");
-  if (!bench::any_selected(r.contenders, opts.only)) {
-    program.die("row " + std::string(r.name) + " has no contender named '" + std::string(opts.only) + "'");
-  }
+  const row& r = bench::select_row(rows, opts, program, 100'000'000);
   try {
     const unsigned n = opts.processes != 0 ? opts.processes : mproc::cpu_count();
     pools p(n);  // the process pool first: its zygote is forked before any thread exists
