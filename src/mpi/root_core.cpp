@@ -24,11 +24,7 @@ class root_core::relay final : public task_state {
  private:
   std::shared_ptr<task_state> settle() noexcept {
     auto root = root_.lock();
-    if (!root) return nullptr;
-    std::vector<local_submit> local;
-    auto state = root->finish(id_, local);
-    root->submit_locally(local);
-    return state;
+    return root ? root->settle(id_) : nullptr;
   }
   std::weak_ptr<root_core> root_;
   std::uint64_t id_;
@@ -120,17 +116,12 @@ void root_core::submit_task(std::uint32_t function_id, std::span<std::byte> mess
     }
   }
   if (here) {
-    auto r = std::make_shared<relay>(weak_from_this(), id);
     try {
-      local_->submit(local_function, message, r);
+      run_locally(id, local_function, message);
     } catch (...) {
-      std::vector<local_submit> more;
-      finish(id, more);
-      submit_locally(more);
+      settle(id);
       throw;
     }
-    std::lock_guard lock(mutex_);
-    if (auto it = entries_.find(id); it != entries_.end()) it->second.local_id = r->task_id();
   }
 }
 
@@ -173,15 +164,19 @@ void root_core::refill_locked(std::vector<local_submit>& local) {
   }
 }
 
+void root_core::run_locally(std::uint64_t id, std::uint32_t local_function, std::span<std::byte> message) {
+  auto r = std::make_shared<relay>(weak_from_this(), id);
+  local_->submit(local_function, message, r);
+  std::lock_guard lock(mutex_);
+  if (auto it = entries_.find(id); it != entries_.end()) it->second.local_id = r->task_id();
+}
+
 void root_core::submit_locally(std::vector<local_submit>& local) noexcept {
   while (!local.empty()) {
     local_submit s = std::move(local.back());
     local.pop_back();
-    auto r = std::make_shared<relay>(weak_from_this(), s.id);
     try {
-      local_->submit(s.local_function, std::span(s.message), r);
-      std::lock_guard lock(mutex_);
-      if (auto it = entries_.find(s.id); it != entries_.end()) it->second.local_id = r->task_id();
+      run_locally(s.id, s.local_function, std::span(s.message));
     } catch (...) {
       if (auto state = finish(s.id, local)) state->fail(std::current_exception());
     }
@@ -200,12 +195,17 @@ std::shared_ptr<task_state> root_core::finish(std::uint64_t id, std::vector<loca
   return state;
 }
 
+std::shared_ptr<task_state> root_core::settle(std::uint64_t id) noexcept {
+  std::vector<local_submit> local;
+  auto state = finish(id, local);
+  submit_locally(local);
+  return state;
+}
+
 void root_core::deliver_remote(std::uint64_t id, bool failed, std::vector<std::byte> bytes) {
   // On the local pool's result thread, where every state completes.
   local_->post([self = shared_from_this(), id, failed, bytes = std::move(bytes)] {
-    std::vector<local_submit> local;
-    auto state = self->finish(id, local);
-    self->submit_locally(local);
+    auto state = self->settle(id);
     if (!state) return;  // cancelled or terminated meanwhile
     const auto body = std::span(bytes).subspan(sizeof(mpi_wire::result_header));
     if (failed) {

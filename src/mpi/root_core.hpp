@@ -100,9 +100,14 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
   void dispatch_locked(std::uint64_t id, entry& e, int target, std::vector<local_submit>& local);
   // Moves backlog tasks into free windows. Under mutex_.
   void refill_locked(std::vector<local_submit>& local);
+  // Task `id` into the local pool, through a relay that keeps the pool's id for cancel().
+  void run_locally(std::uint64_t id, std::uint32_t local_function, std::span<std::byte> message);
   void submit_locally(std::vector<local_submit>& local) noexcept;
   // A task ended on `target`: its entry leaves, the backlog moves up.
   std::shared_ptr<task_state> finish(std::uint64_t id, std::vector<local_submit>& local);
+  // finish, then the local submits it readied: the state to complete or fail (null when
+  // cancelled or terminated meanwhile).
+  std::shared_ptr<task_state> settle(std::uint64_t id) noexcept;
   void deliver_remote(std::uint64_t id, bool failed, std::vector<std::byte> bytes);
   void fail_all_locked(std::vector<std::shared_ptr<task_state>>& failed);
 
