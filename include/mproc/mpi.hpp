@@ -32,12 +32,11 @@
 #include <chrono>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <utility>
 
 #include "mproc/detail/mpi/mpi_session.hpp"
-#include "mproc/detail/pool/remote_task.hpp"
+#include "mproc/detail/pool/remote_pool_api.hpp"
 #include "mproc/error.hpp"
 #include "mproc/pool.hpp"
 
@@ -50,7 +49,7 @@ struct pool_options {
   unsigned window = 0;                        // tasks in flight per rank; 0: automatic
 };
 
-class pool {
+class pool : public detail::remote_pool_api<pool> {
  public:
   pool(int& argc, char**& argv, pool_options options = {})
       : session_(
@@ -72,55 +71,12 @@ class pool {
   explicit operator bool() const noexcept { return session_->is_root(); }
   int ranks() const noexcept { return session_->ranks(); }
   unsigned size() const noexcept { return session_->workers(); }
-
-  template <class F, class... A>
-  auto apply(F f, A&&... args) {
-    detail::check_remote_values<A...>();
-    return root("apply").apply(f, std::forward<A>(args)...);
-  }
-  template <class F, class... A>
-  auto apply_async(F f, A&&... args) {
-    detail::check_remote_values<A...>();
-    return root("apply_async").apply_async(f, std::forward<A>(args)...);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto map(F f, Range&& items, std::size_t chunksize = 0) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("map").map(f, std::forward<Range>(items), chunksize);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("map_async").map_async(f, std::forward<Range>(items), chunksize);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto starmap(F f, Range&& tuples, std::size_t chunksize = 0) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("starmap").starmap(f, std::forward<Range>(tuples), chunksize);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto starmap_async(F f, Range&& tuples, std::size_t chunksize = 0) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("starmap_async").starmap_async(f, std::forward<Range>(tuples), chunksize);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto imap(F f, Range&& items, std::size_t chunksize = 1) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("imap").imap(f, std::forward<Range>(items), chunksize);
-  }
-  template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F f, Range&& items, std::size_t chunksize = 1) {
-    detail::check_remote_values<std::ranges::range_value_t<Range>>();
-    return root("imap_unordered").imap_unordered(f, std::forward<Range>(items), chunksize);
-  }
-  void cancel_pending() { root("cancel_pending").cancel_pending(); }
-  void close() { root("close").close(); }
-  void terminate() { root("terminate").terminate(); }
-  // Waits for every task; then the other ranks end their serving.
-  void join() { root("join").join(); }
+  // apply, apply_async, map, map_async, starmap, starmap_async, imap, imap_unordered,
+  // cancel_pending, close, terminate, join: remote_pool_api, on the root only.
 
  private:
-  mproc::pool& root(const char* call) {
+  friend class detail::remote_pool_api<pool>;
+  mproc::pool& target(const char* call) {
     if (!root_)
       throw error(std::string("mproc::mpi::pool::") + call +
                   ": only the root (rank 0) submits; on other ranks the pool served tasks and ended in its "

@@ -2,7 +2,6 @@
 
 #include <condition_variable>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -10,6 +9,7 @@
 
 #include "mpi/mpi_link.hpp"
 #include "mpi/mpi_wire.hpp"
+#include "pool/remote_runner.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -27,51 +27,9 @@ struct reply_box {
   }
 };
 
-std::vector<std::byte> reply_for(std::uint64_t id, bool failed, std::span<const std::byte> body) {
-  const mpi_wire::result_header h{id, failed ? 1U : 0U};
-  std::vector<std::byte> out(sizeof h + body.size());
-  std::memcpy(out.data(), &h, sizeof h);
-  if (!body.empty()) std::memcpy(out.data() + sizeof h, body.data(), body.size());
-  return out;
-}
-
-std::vector<std::byte> failure_reply(std::uint64_t id, std::exception_ptr error) {
-  std::vector<std::byte> encoded;
-  try {
-    std::rethrow_exception(std::move(error));
-  } catch (...) {
-    encode_current_exception(encoded);
-  }
-  return reply_for(id, true, encoded);
-}
-
-class reply_state final : public task_state {
- public:
-  reply_state(std::shared_ptr<reply_box> box, std::uint64_t id) : box_(std::move(box)), id_(id) {}
-  void complete(std::span<const std::byte> bytes) noexcept override {
-    try {
-      box_->add(reply_for(id_, false, bytes));
-    } catch (...) {
-      fail(std::current_exception());
-    }
-  }
-  void fail(std::exception_ptr error) noexcept override {
-    try {
-      box_->add(failure_reply(id_, std::move(error)));
-    } catch (...) {
-      // No memory for a reply: the root's task would wait forever, so end the job.
-      MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-  }
-
- private:
-  std::shared_ptr<reply_box> box_;
-  std::uint64_t id_;
-};
-
 class rank_server {
  public:
-  rank_server(pool_core& local, const function_table& table) : local_(local), table_(table) {}
+  rank_server(pool_core& local, const function_table& table) : local_(local), runner_(local, table) {}
 
   void run() {
     idle_pause pause;
@@ -114,25 +72,13 @@ class rank_server {
   }
 
   void run_task(std::vector<std::byte> message) {
-    if (message.size() < sizeof(mpi_wire::task_header)) return;  // not the root's: it always sends one
-    mpi_wire::task_header h{};
-    std::memcpy(&h, message.data(), sizeof h);
-    try {
-      const std::pair key{h.invoker, h.function};
-      auto it = local_ids_.find(key);
-      if (it == local_ids_.end())
-        it = local_ids_.emplace(key, local_.function_id(table_.invoker_at(h.invoker), table_.function_at(h.function)))
-                 .first;
-      local_.submit(it->second, std::span(message), std::make_shared<reply_state>(box_, h.id));
-    } catch (...) {
-      box_->add(failure_reply(h.id, std::current_exception()));
-    }
+    // A message too short for a header is not the root's, which always sends one.
+    runner_.run(std::span(message), [box = box_](std::vector<std::byte> reply) { box->add(std::move(reply)); });
   }
 
   pool_core& local_;
-  const function_table& table_;
+  remote_runner runner_;
   std::shared_ptr<reply_box> box_ = std::make_shared<reply_box>();
-  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> local_ids_;
   mpi_link link_;
 };
 

@@ -7,6 +7,7 @@
 
 #include "mpi/mpi_wire.hpp"
 #include "mproc/error.hpp"
+#include "pool/remote_runner.hpp"
 
 namespace mproc::detail {
 
@@ -144,7 +145,7 @@ void root_core::dispatch_locked(std::uint64_t id, entry& e, int target, std::vec
     return;
   }
   const remote_function& f = functions_[e.function_id];
-  const mpi_wire::task_header h{id, f.invoker, f.function};
+  const remote_task_header h{id, f.invoker, f.function};
   std::memcpy(e.message.data(), &h, sizeof h);
   outbox_.push_back({target, mpi_wire::task, std::move(e.message)});
   wake_link_.notify_one();
@@ -202,17 +203,11 @@ std::shared_ptr<task_state> root_core::settle(std::uint64_t id) noexcept {
   return state;
 }
 
-void root_core::deliver_remote(std::uint64_t id, bool failed, std::vector<std::byte> bytes) {
+void root_core::deliver_remote(const remote_result_header& header, std::vector<std::byte> reply) {
   // On the local pool's result thread, where every state completes.
-  local_->post([self = shared_from_this(), id, failed, bytes = std::move(bytes)] {
-    auto state = self->settle(id);
-    if (!state) return;  // cancelled or terminated meanwhile
-    const auto body = std::span(bytes).subspan(sizeof(mpi_wire::result_header));
-    if (failed) {
-      state->fail(decode_exception(body));
-    } else {
-      state->complete(body);
-    }
+  local_->post([self = shared_from_this(), header, reply = std::move(reply)] {
+    if (auto state = self->settle(header.id)) deliver_remote_reply(*state, header, reply);
+    // else cancelled or terminated meanwhile
   });
 }
 
@@ -361,10 +356,9 @@ void root_core::serve_link() {
     worked = link_.progress_sends() || worked;
     while (auto m = link_.try_receive(MPI_ANY_SOURCE)) {
       worked = true;
-      if (m->tag == mpi_wire::result && m->bytes.size() >= sizeof(mpi_wire::result_header)) {
-        mpi_wire::result_header h{};
-        std::memcpy(&h, m->bytes.data(), sizeof h);
-        deliver_remote(h.id, h.failed != 0, std::move(m->bytes));
+      remote_result_header h{};
+      if (m->tag == mpi_wire::result && read_remote_result(m->bytes, h)) {
+        deliver_remote(h, std::move(m->bytes));
       } else if (m->tag == mpi_wire::stopped && m->source > 0 && m->source < ranks &&
                  !stopped[static_cast<std::size_t>(m->source)]) {
         stopped[static_cast<std::size_t>(m->source)] = true;

@@ -29,6 +29,7 @@
 #include "mpi/mpi_link.hpp"
 #include "mproc/detail/pool/pool_core.hpp"
 #include "mproc/detail/pool/registry.hpp"
+#include "pool/remote_runner.hpp"
 
 namespace mproc::detail {
 
@@ -108,7 +109,7 @@ class root_core final : public task_sink, public std::enable_shared_from_this<ro
   // finish, then the local submits it readied: the state to complete or fail (null when
   // cancelled or terminated meanwhile).
   std::shared_ptr<task_state> settle(std::uint64_t id) noexcept;
-  void deliver_remote(std::uint64_t id, bool failed, std::vector<std::byte> bytes);
+  void deliver_remote(const remote_result_header& header, std::vector<std::byte> reply);
   void fail_all_locked(std::vector<std::shared_ptr<task_state>>& failed);
 
   void communicate() noexcept;  // the communication thread

@@ -176,20 +176,26 @@ void pool_core::impl::put_sentinel() {
   tasks->put_one(std::as_bytes(std::span(&h, 1)), deadline::never());
 }
 
-// Kills workers whose task ran past task_timeout; returns ms until the next deadline.
+// Kills workers whose task ran past its time limit (its own, else task_timeout); returns
+// ms until the next deadline.
 int pool_core::impl::enforce_timeouts() {
-  if (config.task_timeout.count() <= 0) return -1;
+  std::lock_guard lock(mutex);
   // Saturated, and compared with the time a task has run (never with start + limit), so
   // that a timeout of months or milliseconds::max() neither overflows nor kills at once.
-  const std::int64_t limit = to_nanoseconds(config.task_timeout).count();
+  const std::int64_t pool_limit = config.task_timeout.count() > 0 ? to_nanoseconds(config.task_timeout).count() : 0;
+  if (pool_limit == 0 && shortest_task_limit_ns == 0) return -1;
   const std::int64_t now = monotonic_ns();
-  std::int64_t next = limit;
-  std::lock_guard lock(mutex);
+  std::int64_t next = std::max(pool_limit, shortest_task_limit_ns);
+  if (shortest_task_limit_ns != 0) next = std::min(next, shortest_task_limit_ns);
   for (unsigned k = 0; k < processes; ++k) {
     const std::uint64_t task = claims->task(k);
     if (task == 0 || task == retire_claim || (task & task_claims::condemned) != 0) continue;
     const std::int64_t started = claims->started_ns(k);
     if (claims->task(k) != task) continue;
+    const task_state* task_state_of = pending.find(task);
+    const std::int64_t own = task_state_of ? task_state_of->time_limit().count() : 0;
+    const std::int64_t limit = own > 0 ? own : pool_limit;
+    if (limit == 0) continue;
     worker_info& w = workers[k];
     const std::int64_t left = limit - (now - started);
     if (left <= 0) {

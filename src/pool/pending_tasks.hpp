@@ -35,6 +35,12 @@ class pending_tasks {
     return stragglers_.contains(id);
   }
 
+  // Task `id`'s state, or null when it is not pending.
+  const task_state* find(std::uint64_t id) const {
+    if (id >= first_ && id - first_ < ring_.size()) return ring_[static_cast<std::size_t>(id - first_)].get();
+    const auto it = stragglers_.find(id);
+    return it == stragglers_.end() ? nullptr : it->second.get();
+  }
   // Removes task `id` and returns its state: null when it is not pending (settled already).
   std::shared_ptr<task_state> take(std::uint64_t id) {
     std::shared_ptr<task_state> state;

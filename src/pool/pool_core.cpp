@@ -168,6 +168,11 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
     function_id = known ? *known : function_id_locked(std::get<task_function_ref>(function));
     id = next_task++;
     task->set_task_id(id);
+    if (const std::int64_t limit = task->time_limit().count();
+        limit > 0 && (shortest_task_limit_ns == 0 || limit < shortest_task_limit_ns)) {
+      shortest_task_limit_ns = limit;
+      wake_monitor();  // to poll at least this often from now on
+    }
     if (board->enter(id, [&](std::uint64_t old) { return pending.contains(old); })) flags |= task_header::on_board;
     pending.add(id, std::move(task));
     ++in_flight;

@@ -74,6 +74,9 @@ struct pool_core::impl final : fork_local {
   unsigned retired = 0;
   unsigned feeds = 0;           // begun and not ended (pool_core::begin_feed)
   bool sentinels_owed = false;  // close() came while feeds ran: the last one puts them
+  // The shortest of the tasks' own time limits (task_state::time_limit) so far, 0: none
+  // yet: the monitor checks the running tasks at least this often.
+  std::int64_t shortest_task_limit_ns = 0;
   std::vector<worker_info> workers;
   std::deque<std::function<void()>> posted;
   std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;

@@ -27,8 +27,14 @@ class task_state {
   std::uint64_t task_id() const noexcept { return task_id_; }
   void set_task_id(std::uint64_t id) noexcept { task_id_ = id; }
 
+  // A limit on the task's run time in place of the pool's task_timeout (0: the pool's),
+  // for a task whose submitter sets its own, as a remote client does. Set before submit().
+  std::chrono::nanoseconds time_limit() const noexcept { return time_limit_; }
+  void set_time_limit(std::chrono::nanoseconds limit) noexcept { time_limit_ = limit; }
+
  private:
   std::uint64_t task_id_ = 0;
+  std::chrono::nanoseconds time_limit_{0};
 };
 
 class task_host {
