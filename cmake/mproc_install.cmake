@@ -28,3 +28,11 @@ if(TARGET mproc_mpi)
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(EXPORT mprocMpiTargets NAMESPACE mproc:: DESTINATION ${MPROC_CMAKE_DIR})
 endif()
+
+# mproc::redis, when built: find_package(mproc COMPONENTS redis).
+if(TARGET mproc_redis)
+  install(TARGETS mproc_redis EXPORT mprocRedisTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT mprocRedisTargets NAMESPACE mproc:: DESTINATION ${MPROC_CMAKE_DIR})
+endif()

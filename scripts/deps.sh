@@ -3,7 +3,7 @@
 # missing, so a fresh Debian 12 machine needs nothing by hand.
 #   mproc_install_deps [extra-package ...]
 mproc_install_deps() {
-  local wanted=(cmake make g++ python3 libgtest-dev libgmock-dev libbenchmark-dev libcereal-dev libboost-dev openmpi-bin libopenmpi-dev "$@")
+  local wanted=(cmake make g++ python3 libgtest-dev libgmock-dev libbenchmark-dev libcereal-dev libboost-dev openmpi-bin libopenmpi-dev redis-server libhiredis-dev "$@")
   local missing=() pkg
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -71,11 +71,19 @@ redis_url redis_url::parse(const std::string& text) {
 }
 
 std::string redis_url::printable() const {
-  std::string who = user;
-  if (!password.empty()) who += ":***";
-  if (!who.empty()) who += "@";
-  if (!socket_path.empty()) return "unix://" + who + socket_path + (db != 0 ? "?db=" + std::to_string(db) : "");
-  return "redis://" + who + host + ":" + std::to_string(port) + (db != 0 ? "/" + std::to_string(db) : "");
+  // Appended piece by piece: GCC 12 warns (-Wrestrict, falsely) on a chain of operator+.
+  std::string text = socket_path.empty() ? "redis://" : "unix://";
+  text.append(user);
+  if (!password.empty()) text.append(":***");
+  if (!user.empty() || !password.empty()) text.append("@");
+  if (!socket_path.empty()) {
+    text.append(socket_path);
+    if (db != 0) text.append("?db=").append(std::to_string(db));
+    return text;
+  }
+  text.append(host).append(":").append(std::to_string(port));
+  if (db != 0) text.append("/").append(std::to_string(db));
+  return text;
 }
 
 }  // namespace mproc::detail

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -151,13 +152,13 @@ void worker_node::run() {
       }
       read_tasks();
     } catch (const connection_lost& lost) {
-      reconnect(read_link_, lost);
+      if (!reconnect(read_link_, lost)) break;
     }
   }
   // Stopping: what is held finishes and is answered, unless a second signal comes.
   {
     std::unique_lock lock(mutex_);
-    while (!held_.empty() && stop_signals.load() < 2) changed_.wait_for(lock, 100ms);
+    while (!held_.empty() && !writer_done_ && stop_signals.load() < 2) changed_.wait_for(lock, 100ms);
     writer_stop_ = true;
     changed_.notify_all();
   }
@@ -204,7 +205,12 @@ void worker_node::recover() {
     const redisReply* p = pending->element[k];
     if (p->type != REDIS_REPLY_ARRAY || p->elements != 4) continue;
     const std::string id(text_of(p->element[0]));
-    if (text_of(p->element[1]) == consumer_) continue;  // ours: renewed while we hold it
+    if (text_of(p->element[1]) == consumer_) {
+      // Ours and held: renewed meanwhile. Ours and not held: an XREADGROUP whose reply
+      // was lost with the connection (Redis delivered it, then died), to run like any other.
+      std::lock_guard lock(mutex_);
+      if (held_.contains(id)) continue;
+    }
     const std::int64_t idle = integer_of(p->element[2]);
     const std::int64_t delivered = integer_of(p->element[3]);
     const auto found = read_link_.command({"XRANGE", names_.tasks(), id, id});
@@ -296,6 +302,13 @@ void worker_node::finish(outcome o) {
 }
 
 void worker_node::write_loop() noexcept {
+  write_outcomes();
+  std::lock_guard lock(mutex_);
+  writer_done_ = true;
+  changed_.notify_all();
+}
+
+void worker_node::write_outcomes() noexcept {
   auto next_renewal = clock_type::now();
   for (;;) {
     {
@@ -401,7 +414,14 @@ bool worker_node::reconnect(redis_connection& link, const connection_lost& why) 
     warned_ = true;
   }
   auto pause = 50ms;
+  std::optional<clock_type::time_point> stopping_since;
   while (stop_signals.load() < 2) {
+    // Stopping with Redis gone: a few seconds more, then the tasks held are left to the
+    // other workers (claimed after claim_idle), rather than a stop that never ends.
+    if (stop_signals.load() != 0) {
+      if (!stopping_since) stopping_since = clock_type::now();
+      if (clock_type::now() - *stopping_since > stop_patience) return false;
+    }
     std::this_thread::sleep_for(pause);
     try {
       link.reconnect();

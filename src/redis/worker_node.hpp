@@ -14,7 +14,7 @@
 // - A task whose client's liveness key is gone is dropped unstarted; a malformed entry is
 //   acknowledged, answered with serialization_error when it names a client, and skipped.
 // - Redis lost: both threads retry until it is back (its streams survive under AOF), the
-//   outcomes wait in memory meanwhile.
+//   outcomes wait in memory meanwhile; once stopping, for stop_patience only.
 // - SIGTERM or SIGINT: no more reads; the held tasks finish and their outcomes are sent;
 //   a second signal abandons them to other workers (claimed after claim_idle).
 #pragma once
@@ -55,6 +55,7 @@ class worker_node {
   static constexpr std::chrono::milliseconds listing_ttl{3000};
   static constexpr std::chrono::milliseconds reply_ttl{60000};
   static constexpr std::chrono::milliseconds client_check_ttl{1000};  // how long a live client is believed
+  static constexpr std::chrono::milliseconds stop_patience{5000};  // stopping, for Redis to come back
 
   struct outcome {
     std::string entry;   // the task's stream id, to acknowledge
@@ -68,7 +69,8 @@ class worker_node {
   void take(const redisReply* entry, long long deliveries);
   bool client_alive(const std::string& client);
   void finish(outcome o);
-  void write_loop() noexcept;
+  void write_loop() noexcept;  // write_outcomes, then writer_done_
+  void write_outcomes() noexcept;
   void send_outcomes();
   void renew();
   void ensure_group();
@@ -94,6 +96,7 @@ class worker_node {
   std::deque<outcome> outbox_;
   std::set<std::string> held_;  // read and not yet acknowledged
   bool writer_stop_ = false;
+  bool writer_done_ = false;  // the writer ended: nothing held will be answered any more
   bool warned_ = false;  // about a lost connection, once until it is back
 };
 

@@ -349,6 +349,23 @@ TEST(RedisFailure, RedisGoneForGoodFailsEveryPendingTaskInBoundedTime) {
   EXPECT_THROW(pool.apply_async(square, 1), mproc::error);
 }
 
+// A worker told to stop while Redis is gone does not wait for it forever.
+TEST(RedisFailure, AWorkerStopsWithinSecondsWhenRedisIsGone) {
+  auto server = std::make_unique<redis_server>();
+  const std::string name = mproc_test::fresh_name();
+  worker_process worker(server->client_url(), name);
+  {
+    mproc::redis::pool pool(options_for(*server, name));
+    EXPECT_EQ(pool.apply(square, 2), 4);
+  }
+  server.reset();
+  std::this_thread::sleep_for(300ms);  // the worker finds Redis gone and starts retrying
+  const auto stopped = std::chrono::steady_clock::now();
+  const int status = worker.stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, 10s);
+}
+
 // Foreign and corrupt entries on the task stream: serialization_error for a task that names
 // its client, a skipped entry for the rest, and the worker goes on.
 TEST(RedisFailure, ForeignAndCorruptEntriesDoNotStopTheWorker) {
