@@ -22,6 +22,12 @@ speed-ups between contenders. It writes the same into <out-dir>/bench-<row>.csv 
 per contender, reference, goal and speed-up) and the per-round figures into <out-dir>/bench-<row>-rounds.csv, and ends with a
 summary table of every row run.
 
+A row may need a server its programs share (the redis-async row: a redis-server of its own):
+its Row.server starts it before the row's first round and stops it after the last, and gives
+every program of the row the arguments that reach it. It may also skip the row, with the
+reason, when this build lacks its programs: the row is then listed as skipped and the others
+run.
+
 Adding a row: build its programs (bench/CMakeLists.txt, target mproc_benchmarks), then
 append a Row to ROWS.
 """
@@ -29,18 +35,24 @@ append a Row to ROWS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
 import functools
 import io
 import os
 import platform
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -146,6 +158,10 @@ class Row:
     # (contender, peer) pairs: how many times as fast the contender is as the peer
     speedups: list[tuple[str, str]] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
+    # What the row's programs share, if anything: server(args) is entered before the row's
+    # first round and left after its last, and yields the arguments every program of the row
+    # gets to reach it (e.g. ["--redis", url]); it raises SkipRow when the row cannot run.
+    server: Callable[[argparse.Namespace], ContextManager[list[str]]] | None = None
 
 
 def row_programs(row: str, target: str, iterations: int, script: str, py_iterations: int) -> list[Program]:
@@ -261,18 +277,24 @@ def mpi_cpp(target: str, transport: str, iterations: int, row: str) -> Program:
 
 
 @functools.cache
-def mpi4py_python(python: str) -> str:
-    """`python` if it imports mpi4py, else Debian's /usr/bin/python3 if that does (python3-mpi4py
-    is installed for it, while `python` may be another interpreter, e.g. pyenv's)."""
+def python_importing(python: str, modules: str, packages: str) -> str:
+    """`python` if it imports `modules` (comma-separated), else Debian's /usr/bin/python3 if
+    that does (Debian's `packages` are installed for it, while `python` may be another
+    interpreter, e.g. pyenv's)."""
     for candidate in dict.fromkeys([python, "/usr/bin/python3"]):
         try:
-            probe = subprocess.run([candidate, "-c", "import mpi4py.futures"], capture_output=True, check=False)
+            probe = subprocess.run([candidate, "-c", f"import {modules}"], capture_output=True, check=False)
         except OSError:  # no such interpreter
             continue
         if probe.returncode == 0:
             return candidate
-    raise BenchError(f"mpi4py: neither {python} nor /usr/bin/python3 imports mpi4py.futures "
-                     "(Debian: apt-get install python3-mpi4py; scripts/bench.sh does)")
+    raise BenchError(f"neither {python} nor /usr/bin/python3 imports {modules} "
+                     f"(Debian: apt-get install {packages}; scripts/bench.sh does)")
+
+
+def mpi4py_python(python: str) -> str:
+    """An interpreter that imports mpi4py.futures (python_importing)."""
+    return python_importing(python, "mpi4py.futures", "python3-mpi4py")
 
 
 def mpi4py_program(transport: str, iterations: int, row: str) -> Program:
@@ -338,6 +360,133 @@ def mpi_rows(transport: str) -> list[Row]:
             goals=[Goal("mproc ≥ 10× mpi4py.futures at equal chunksize", "mproc", "mpi4py", min_speedup=10)],
             speedups=[("mproc", "mpi4py")]),
     ]
+
+
+# The redis-async row: mproc::redis::pool and its peers on one redis-server of the row's own,
+# on a free port of 127.0.0.1, persisting nothing (no RDB snapshot, no AOF): every contender
+# gets Redis at its in-memory speed, the same for all.
+REDIS_PROGRAMS = ("mproc_redis_bench", "mproc_redis_raw_farm")
+
+
+class SkipRow(Exception):
+    """A row this build cannot run (its programs were not built); the message says why."""
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: SIGTERM when compare.py dies (PR_SET_PDEATHSIG), so that
+    a driver killed mid-row leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on now (another may take it before the
+    server does: redis_server then tries again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_answers(port: int) -> bool:
+    """Whether a Redis server on 127.0.0.1:port answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(args):
+    """The redis-async row's Row.server: skips the row when its programs were not built (they
+    are when mproc::redis is, i.e. when hiredis is found); otherwise starts redis-server on a
+    free port as a child of compare.py, yields ["--redis", its URL] and stops it after the
+    row."""
+    missing = [t for t in REDIS_PROGRAMS if not (args.build_dir / "bench" / t).exists()]
+    if missing:
+        raise SkipRow(f"{', '.join(missing)} not built in {args.build_dir / 'bench'} (built with mproc::redis, "
+                      "when hiredis is found: apt-get install libhiredis-dev redis-server; scripts/bench.sh does)")
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise BenchError("redis-server: not found (Debian: apt-get install redis-server; scripts/bench.sh does)")
+    with tempfile.TemporaryFile() as log:
+        for _ in range(3):
+            port = free_port()
+            server = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                                       "no", "--daemonize", "no"],
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=die_with_parent)
+            deadline = time.monotonic() + 10
+            while server.poll() is None and not redis_answers(port) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if server.poll() is None and redis_answers(port):
+                break
+            stop_process(server)  # the port was taken, or the server is broken: see the log below
+        else:
+            log.seek(0)
+            raise BenchError(f"redis-server did not start:\n{log.read().decode(errors='replace')[-2000:]}")
+        print(f"  redis-server (pid {server.pid}) on 127.0.0.1:{port} for the row", file=sys.stderr)
+        try:
+            yield ["--redis", f"redis://127.0.0.1:{port}"]
+        finally:
+            stop_process(server)
+
+
+def redis_py(peer: str, iterations: int) -> Program:
+    """bench/redis_bench.py's `peer`, with an interpreter that has Celery and RQ (Debian's
+    python3-celery and python3-rq, so /usr/bin/python3)."""
+    return Program(f"redis_bench.py --peer {peer}",
+                   lambda build, python: [python_importing(python, "celery, rq", "python3-celery python3-rq"),
+                                          str(BENCH_DIR / "redis_bench.py"), "--row", "async", "--peer", peer],
+                   iterations)
+
+
+# DESIGN.md's row, with issue 16's peers. "2 workers": two processes run tasks in every
+# contender: the raw farm's 2 forked workers; one mproc `serve` process with a local pool of
+# 2 (bench/redis_bench.cpp says why not 2 of 1); one Celery worker with a prefork pool of
+# concurrency 2; 2 RQ workers. Iterations keep each program's round at ~2-5 s: the raw farm
+# and mproc do 100k tasks, Celery ~600-900 tasks/s, RQ ~20-30 (a fork per job) and its
+# SimpleWorker ~700. Their workers start (untimed) at each invocation, so a round of the
+# row takes ~20 s on a 2-core VM.
+REDIS_ASYNC = Row(
+    "redis-async",
+    "2 workers on localhost, one redis-server for the row: 100k apply_async of int64 square(int64), then get() "
+    "of every result in order. mproc: 1 serve process with a local pool of 2. Raw: hiredis Streams farm, 2 "
+    "forked workers, XREADGROUP COUNT 64, MULTI{XADD reply, XACK} EXEC per batch. Celery: 1.5k delay(), then "
+    "get() in order; RQ: enqueue(), then return_value() polled (80 tasks; SimpleWorker 2k)",
+    throughput("tasks_per_s", "tasks/s"),
+    [Contender("raw_hiredis", "raw hiredis Streams farm, a reply entry per batch"),
+     Contender("raw_hiredis_per_task", "raw hiredis Streams farm, a reply entry per task"),
+     Contender("mproc", "mproc::redis pool.apply_async"),
+     Contender("celery", "Celery 5.2 prefork, concurrency 2"),
+     Contender("rq", "RQ 1.13, 2 workers (a fork per job)"),
+     Contender("rq_simple", "RQ 1.13, 2 SimpleWorkers (no fork)")],
+    [cpp("mproc_redis_raw_farm", 100_000, "--row", "async"),
+     cpp("mproc_redis_bench", 100_000, "--row", "async"),
+     redis_py("celery", 1_500),
+     redis_py("rq", 80),
+     redis_py("rq_simple", 2_000)],
+    baseline="raw_hiredis",
+    goals=[Goal("mproc ≥ 0.8× the raw farm", "mproc", "raw_hiredis", min_speedup=0.8),
+           Goal("mproc ≥ 10× Celery", "mproc", "celery", min_speedup=10),
+           Goal("mproc vs the raw farm with a reply entry per task", "mproc", "raw_hiredis_per_task", reported=True),
+           Goal("mproc vs RQ", "mproc", "rq", reported=True),
+           Goal("mproc vs RQ's SimpleWorker", "mproc", "rq_simple", reported=True)],
+    speedups=[("mproc", "celery"), ("mproc", "rq"), ("mproc", "rq_simple"), ("raw_hiredis", "mproc"),
+              ("raw_hiredis", "raw_hiredis_per_task")],
+    references=[Reference("async", "mproc", "mproc::pool.apply_async on one machine (async row)")],
+    server=redis_server)
 
 
 # DESIGN.md "Performance contract", one entry per row. Iterations are per program per round,
@@ -456,6 +605,10 @@ ROWS: list[Row] = [
     # TCP, beside a raw MPI task farm and mpi4py.futures. Rows of the issue, not of
     # DESIGN.md's table. Built and run when Open MPI is installed (scripts/deps.sh).
     *[row for pair in zip(mpi_rows("shm"), mpi_rows("tcp")) for row in pair],
+    # Issue 16: mproc::redis::pool on a redis-server of its own, beside a raw hiredis farm,
+    # Celery and RQ. Built and run when hiredis is installed (scripts/bench.sh); skipped,
+    # saying so, when its programs were not built.
+    REDIS_ASYNC,
 ]
 
 
@@ -486,9 +639,9 @@ class BenchError(Exception):
     pass
 
 
-def run_round(row: Row, program: Program, r: int, args) -> dict[str, float]:
+def run_round(row: Row, program: Program, r: int, args, server_args: list[str]) -> dict[str, float]:
     iterations = max(1, round(program.iterations * args.scale))
-    cmd = program.argv(args.build_dir, args.python) + [
+    cmd = program.argv(args.build_dir, args.python) + server_args + [
         "--rounds", "1", "--iterations", str(iterations), "--start-round", str(r)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
@@ -524,14 +677,15 @@ def cost(row: Row, value: float) -> float:
     return 1.0 / value if row.metric.higher_is_better else value
 
 
-def measure(row: Row, args) -> dict[str, list[float]]:
+def measure(row: Row, args, server_args: list[str]) -> dict[str, list[float]]:
+    """The row's rounds; every program gets `server_args` (those of the row's server)."""
     per_round: dict[str, list[float]] = {c.key: [] for c in row.contenders}
     for r in range(args.rounds):
         n = len(row.programs)
         order = [row.programs[(r + k) % n] for k in range(n)]  # rotate who goes first
         t0 = time.monotonic()
         for program in order:
-            for key, value in run_round(row, program, r, args).items():
+            for key, value in run_round(row, program, r, args, server_args).items():
                 per_round[key].append(value)
         print(f"  {row.name} round {r + 1}/{args.rounds}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
     for key, values in per_round.items():
@@ -726,7 +880,13 @@ def main() -> int:
     try:
         for name in wanted:
             row = by_name[name]
-            per_round = measure(row, args)
+            try:
+                with row.server(args) if row.server else contextlib.nullcontext([]) as server_args:
+                    per_round = measure(row, args, server_args)
+            except SkipRow as e:
+                print(f"\n== {row.name}: skipped: {e}")
+                lines.append(dict(row=row.name, medians=f"skipped: {e}", speedups="–", goals="–"))
+                continue
             met, line = report(row, per_round, args, done)
             done[name] = (row, {k: statistics.median(v) for k, v in per_round.items()})
             all_met &= met

@@ -6,6 +6,10 @@
 # rows apply/async/map/as_completed/map-partial, ...; `python3 bench/compare.py --help`
 # lists them): a few minutes on 2 cores, about 2 of them as_completed's Python peer (100k
 # ProcessPoolExecutor tasks a round, at ~7k tasks/s).
+# The redis-async row starts a redis-server of its own on a free port of 127.0.0.1 (killed
+# after the row) and runs mproc::redis::pool beside a raw hiredis Streams farm, Celery and
+# RQ on it: ~2-2.5 minutes on 2 cores (the Python workers start afresh each round). It is
+# skipped, saying so, when mproc::redis was not built (no hiredis).
 # Extra arguments go to compare.py, e.g. `scripts/bench.sh --rounds 9 --rows spawn,ping-pong`.
 # Then the curves and the memory table, written into the build dir:
 #   bench/curves.py  queue throughput vs message size (8 B to 64 MiB) and pool map throughput
@@ -21,7 +25,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/deps.sh
-mproc_install_deps gnuplot-nox python3-mpi4py  # the plots of the curves; the MPI rows' mpi4py.futures peer
+# The plots of the curves; the MPI rows' mpi4py.futures peer; the redis-async row's server,
+# hiredis (mproc::redis and the raw farm) and its Celery and RQ peers.
+mproc_install_deps gnuplot-nox python3-mpi4py redis-server libhiredis-dev python3-celery python3-rq
 
 build=build-release
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
