@@ -53,7 +53,7 @@ bool read_remote_result(std::span<const std::byte> reply, remote_result_header& 
   return true;
 }
 
-bool remote_runner::run(std::span<std::byte> message, reply_sink sink, std::chrono::nanoseconds time_limit) {
+bool remote_runner::run(std::span<std::byte> message, const reply_sink& sink, std::chrono::nanoseconds time_limit) {
   if (message.size() < sizeof(remote_task_header)) return false;
   remote_task_header h{};
   std::memcpy(&h, message.data(), sizeof h);

@@ -64,7 +64,7 @@ class remote_runner {
   // Submits `message` (a remote_task_header, then the encoded arguments) to the local pool.
   // `time_limit` > 0 overrides the pool's task_timeout for this task. Returns false, after
   // nothing, for a message too short to hold a header (no id to reply to).
-  bool run(std::span<std::byte> message, reply_sink sink, std::chrono::nanoseconds time_limit = {});
+  bool run(std::span<std::byte> message, const reply_sink& sink, std::chrono::nanoseconds time_limit = {});
 
  private:
   pool_core& local_;

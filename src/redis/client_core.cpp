@@ -281,8 +281,8 @@ bool client_core::send_batch(redis_connection& link) {
     }
     if (!failed.empty()) changed_.notify_all();
   }
-  for (auto& [state, why] : failed)
-    callbacks_.post([state, why] {
+  for (auto& refusal : failed)
+    callbacks_.post([state = std::move(refusal.first), why = std::move(refusal.second)] {
       state->fail(std::make_exception_ptr(error("mproc::redis::pool: Redis refused the task: " + why)));
     });
   return true;
@@ -439,7 +439,7 @@ bool client_core::reconnect(redis_connection& link, const connection_lost& why) 
   return false;
 }
 
-void client_core::break_down(std::exception_ptr error) {
+void client_core::break_down(const std::exception_ptr& error) {
   std::vector<std::shared_ptr<task_state>> failed;
   {
     std::lock_guard lock(mutex_);

@@ -93,7 +93,7 @@ class client_core final : public task_sink, public std::enable_shared_from_this<
   void deliver(std::vector<std::byte> reply);  // a reply read: its state completes on the callback thread
   std::shared_ptr<task_state> settle(std::uint64_t id);
   // Every pending task fails with `error`; the pool takes no more (phase::broken).
-  void break_down(std::exception_ptr error);
+  void break_down(const std::exception_ptr& error);
   void fail_all_locked(std::vector<std::shared_ptr<task_state>>& failed);
   void fail_each(std::vector<std::shared_ptr<task_state>>& failed, const std::exception_ptr& error);
   std::string no_worker_message(const std::vector<worker_listing>& others) const;

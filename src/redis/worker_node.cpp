@@ -5,9 +5,9 @@
 
 #include <atomic>
 #include <charconv>
-#include <optional>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string_view>
 #include <thread>

@@ -55,7 +55,7 @@ class worker_node {
   static constexpr std::chrono::milliseconds listing_ttl{3000};
   static constexpr std::chrono::milliseconds reply_ttl{60000};
   static constexpr std::chrono::milliseconds client_check_ttl{1000};  // how long a live client is believed
-  static constexpr std::chrono::milliseconds stop_patience{5000};  // stopping, for Redis to come back
+  static constexpr std::chrono::milliseconds stop_patience{5000};     // stopping, for Redis to come back
 
   struct outcome {
     std::string entry;   // the task's stream id, to acknowledge
@@ -97,7 +97,7 @@ class worker_node {
   std::set<std::string> held_;  // read and not yet acknowledged
   bool writer_stop_ = false;
   bool writer_done_ = false;  // the writer ended: nothing held will be answered any more
-  bool warned_ = false;  // about a lost connection, once until it is back
+  bool warned_ = false;       // about a lost connection, once until it is back
 };
 
 }  // namespace mproc::detail
