@@ -89,7 +89,8 @@ struct worker_options {
   std::string url = "redis://127.0.0.1:6379";
   std::string name = "mproc";
   unsigned processes = 0;  // of the local pool; 0: cpu_count()
-  unsigned prefetch = 0;   // tasks held at once; 0: 16 per process, plus 16
+  unsigned prefetch = 0;   // tasks held at once; 0: 128 per process, plus 128 (short tasks);
+                           // for long ones, `processes`: what a worker holds, no other runs
 };
 
 // A worker's main: takes tasks until SIGTERM or SIGINT, in a local pool. mproc::error for

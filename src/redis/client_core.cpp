@@ -372,6 +372,7 @@ void client_core::receive_loop() noexcept {
       const redisReply* stream = r->element[0];
       if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2) continue;
       const redisReply* entries = stream->element[1];
+      std::vector<std::vector<std::byte>> batch;
       for (std::size_t k = 0; k < entries->elements; ++k) {
         const redisReply* e = entries->element[k];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) continue;
@@ -381,9 +382,10 @@ void client_core::receive_loop() noexcept {
           if (text_of(fields->element[f]) != "r") continue;
           const auto value = text_of(fields->element[f + 1]);
           const auto* bytes = reinterpret_cast<const std::byte*>(value.data());
-          deliver(std::vector<std::byte>(bytes, bytes + value.size()));
+          batch.emplace_back(bytes, bytes + value.size());
         }
       }
+      if (!batch.empty()) deliver(std::move(batch));
       link.command({"XTRIM", replies, "MINID", last});  // read: only the newest stays, as our place
     } catch (const connection_lost& lost) {
       if (!reconnect(link, lost)) return;
@@ -394,12 +396,15 @@ void client_core::receive_loop() noexcept {
   }
 }
 
-void client_core::deliver(std::vector<std::byte> reply) {
-  remote_result_header h{};
-  if (!read_remote_result(reply, h)) return;  // not a worker's: ignored
-  callbacks_.post([this, h, reply = std::move(reply)] {
-    if (auto state = settle(h.id)) deliver_remote_reply(*state, h, reply);
-    // else settled already: a second run's result (at least once), or cancelled
+void client_core::deliver(std::vector<std::vector<std::byte>> replies) {
+  // One hand-off to the callback thread per read, not per result: a wake costs microseconds.
+  callbacks_.post([this, replies = std::move(replies)] {
+    for (const auto& reply : replies) {
+      remote_result_header h{};
+      if (!read_remote_result(reply, h)) continue;  // not a worker's: ignored
+      if (auto state = settle(h.id)) deliver_remote_reply(*state, h, reply);
+      // else settled already: a second run's result (at least once), or cancelled
+    }
   });
 }
 

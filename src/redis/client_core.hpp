@@ -90,7 +90,8 @@ class client_core final : public task_sink, public std::enable_shared_from_this<
   // Retries a lost connection until no_worker_timeout has passed; false then, with every
   // pending task failed.
   bool reconnect(redis_connection& link, const connection_lost& why);
-  void deliver(std::vector<std::byte> reply);  // a reply read: its state completes on the callback thread
+  // Replies read: their states complete on the callback thread, in order.
+  void deliver(std::vector<std::vector<std::byte>> replies);
   std::shared_ptr<task_state> settle(std::uint64_t id);
   // Every pending task fails with `error`; the pool takes no more (phase::broken).
   void break_down(const std::exception_ptr& error);

@@ -119,7 +119,14 @@ reply_ptr redis_connection::reply() {
     status = redisGetReply(context_.get(), &r);
   }
   if (status != REDIS_OK || r == nullptr) lost("reading a reply");
-  return reply_ptr(static_cast<redisReply*>(r));
+  reply_ptr reply(static_cast<redisReply*>(r));
+  // A Redis restarting answers LOADING until its data is back: as good as not there yet.
+  // The connection goes (a pipeline's other replies are unread), for the caller's reconnect.
+  if (is_error(reply.get()) && text_of(reply.get()).starts_with("LOADING")) {
+    context_.reset();
+    throw connection_lost("mproc::redis: " + url_.printable() + " is loading its data after a restart");
+  }
+  return reply;
 }
 
 reply_ptr redis_connection::command(const std::vector<std::string_view>& args) {

@@ -1,8 +1,9 @@
 // One connection to Redis: hiredis's blocking context, owned, with its replies owned too.
 // Commands go as argument vectors (binary-safe, never formatted), singly or pipelined.
 //
-// A connection that fails (refused, reset, a read timed out) throws connection_lost and is
-// dead from then on; reconnect() makes a new one. Redis's error replies come back as
+// A connection that fails (refused, reset, a read timed out, or a Redis still loading its
+// data after a restart) throws connection_lost and is dead from then on; reconnect()
+// makes a new one. Redis's error replies come back as
 // replies (is_error), for the caller to judge: "BUSYGROUP" is no error to a group's maker.
 #pragma once
 

@@ -112,7 +112,7 @@ worker_node::worker_node(const redis_worker_settings& settings)
       table_(registry_table()),
       names_(settings.name, table_->hash()),
       listing_{names_.hash, automatic_processes(settings.processes), host_name(), static_cast<long>(::getpid())},
-      prefetch_(settings.prefetch != 0 ? settings.prefetch : 16 * listing_.processes + 16),
+      prefetch_(settings.prefetch != 0 ? settings.prefetch : 128 * listing_.processes + 128),
       // The pool first, so that its zygote forks before this process has other threads.
       local_(std::make_shared<pool_core>(pool_config{listing_.processes, {}, 0, 0ms})),
       runner_(*local_, *table_),
@@ -153,14 +153,17 @@ void worker_node::run() {
       read_tasks();
     } catch (const connection_lost& lost) {
       if (!reconnect(read_link_, lost)) break;
+    } catch (const std::exception& e) {  // an error reply: said, and tried again, as systemd would
+      std::fprintf(stderr, "mproc::redis::serve: %s\n", e.what());
+      std::this_thread::sleep_for(read_block);
     }
   }
   // Stopping: what is held finishes and is answered, unless a second signal comes.
   {
     std::unique_lock lock(mutex_);
-    while (!held_.empty() && !writer_done_ && stop_signals.load() < 2) changed_.wait_for(lock, 100ms);
+    while (!held_.empty() && !writer_done_ && stop_signals.load() < 2) room_.wait_for(lock, 100ms);
     writer_stop_ = true;
-    changed_.notify_all();
+    outbox_ready_.notify_one();
   }
   if (stop_signals.load() >= 2) local_->terminate();
   writer.join();
@@ -174,8 +177,8 @@ void worker_node::read_tasks() {
   std::size_t room = 0;
   {
     std::unique_lock lock(mutex_);
-    if (held_.size() >= prefetch_) {
-      changed_.wait_for(lock, read_block, [&] { return held_.size() < prefetch_; });
+    if (!has_room()) {
+      room_.wait_for(lock, read_block, [&] { return has_room(); });
       return;
     }
     room = prefetch_ - held_.size();
@@ -298,14 +301,14 @@ bool worker_node::client_alive(const std::string& client) {
 void worker_node::finish(outcome o) {
   std::lock_guard lock(mutex_);
   outbox_.push_back(std::move(o));
-  changed_.notify_all();
+  outbox_ready_.notify_one();
 }
 
 void worker_node::write_loop() noexcept {
   write_outcomes();
   std::lock_guard lock(mutex_);
   writer_done_ = true;
-  changed_.notify_all();
+  room_.notify_all();
 }
 
 void worker_node::write_outcomes() noexcept {
@@ -313,7 +316,7 @@ void worker_node::write_outcomes() noexcept {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      changed_.wait_until(lock, next_renewal, [&] { return !outbox_.empty() || writer_stop_; });
+      outbox_ready_.wait_until(lock, next_renewal, [&] { return !outbox_.empty() || writer_stop_; });
       if (writer_stop_ && (outbox_.empty() || stop_signals.load() >= 2)) return;
     }
     try {
@@ -381,7 +384,7 @@ void worker_node::send_outcomes() {
   }
   std::lock_guard lock(mutex_);
   for (const outcome& o : batch) held_.erase(o.entry);
-  changed_.notify_all();
+  room_.notify_all();
 }
 
 void worker_node::renew() {

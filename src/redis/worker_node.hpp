@@ -92,9 +92,13 @@ class worker_node {
   std::map<std::string, std::chrono::steady_clock::time_point> clients_seen_;
 
   std::mutex mutex_;
-  std::condition_variable changed_;  // an outcome to send, a held task sent, stop
+  // Apart, so that an outcome wakes only the writer, and a batch sent only the reader.
+  std::condition_variable outbox_ready_;  // an outcome to send, or stop
+  std::condition_variable room_;          // held tasks answered, or the writer ended
   std::deque<outcome> outbox_;
   std::set<std::string> held_;  // read and not yet acknowledged
+  // Whether the reader may take more: tasks stay held until Redis has their outcomes.
+  bool has_room() const noexcept { return held_.size() < prefetch_; }
   bool writer_stop_ = false;
   bool writer_done_ = false;  // the writer ended: nothing held will be answered any more
   bool warned_ = false;       // about a lost connection, once until it is back
