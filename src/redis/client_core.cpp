@@ -18,17 +18,11 @@ using clock_type = std::chrono::steady_clock;
 
 // Unique among the server's clients: host, pid and 64 random bits (a pid is reused).
 std::string make_client_id() {
-  char host[64] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "host");
   std::random_device random;
   const std::uint64_t nonce = (std::uint64_t{random()} << 32) ^ random();
   char text[32];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(nonce));
-  return std::string(host) + ":" + std::to_string(::getpid()) + ":" + text;
-}
-
-std::string_view bytes_view(const std::vector<std::byte>& bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+  return this_host() + ":" + std::to_string(::getpid()) + ":" + text;
 }
 
 std::exception_ptr cancelled(const char* how) {
@@ -305,8 +299,8 @@ void client_core::heartbeat(redis_connection& link) {
   link.reply();
   link.reply();
   const auto time = link.reply();
-  if (time->type != REDIS_REPLY_ARRAY || time->elements != 2) return;
-  const std::int64_t now_ms = integer_of(time->element[0]) * 1000 + integer_of(time->element[1]) / 1000;
+  const std::int64_t now_ms = time_ms_of(time.get());
+  if (now_ms < 0) return;
   const auto listed = link.command({"ZRANGEBYSCORE", names_.workers(), std::to_string(now_ms), "+inf"});
   unsigned processes = 0;
   std::vector<worker_listing> others;

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -60,6 +61,17 @@ std::int64_t integer_of(const redisReply* r) noexcept {
   std::int64_t value = -1;
   const auto [end, ec] = std::from_chars(r->str, r->str + r->len, value);
   return ec == std::errc{} && end == r->str + r->len ? value : -1;
+}
+
+std::int64_t time_ms_of(const redisReply* r) noexcept {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return -1;
+  return integer_of(r->element[0]) * 1000 + integer_of(r->element[1]) / 1000;
+}
+
+std::string this_host() {
+  char host[64] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "host";
+  return host;
 }
 
 redis_connection::redis_connection(redis_url url, std::chrono::milliseconds io_timeout)

@@ -37,6 +37,15 @@ inline bool is_error(const redisReply* r) noexcept { return r->type == REDIS_REP
 inline std::string_view text_of(const redisReply* r) noexcept { return {r->str, r->len}; }
 // An integer reply's value, or a string one's as a number; -1 for anything else.
 std::int64_t integer_of(const redisReply* r) noexcept;
+// A TIME reply as milliseconds since the epoch (the server's clock, the same for every
+// client and worker); -1 for another reply.
+std::int64_t time_ms_of(const redisReply* r) noexcept;
+// Bytes as a command argument.
+inline std::string_view bytes_view(const std::vector<std::byte>& bytes) noexcept {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+// This machine's name, for ids and messages.
+std::string this_host();
 
 class redis_connection {
  public:

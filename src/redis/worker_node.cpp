@@ -50,16 +50,6 @@ class stop_signal_scope {
   struct sigaction old_int_ {};
 };
 
-std::string host_name() {
-  char host[64] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "host");
-  return host;
-}
-
-std::string_view bytes_view(const std::vector<std::byte>& bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
 long long number_or(std::string_view text, long long fallback) {
   long long value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -111,7 +101,7 @@ worker_node::worker_node(const redis_worker_settings& settings)
       url_(redis_url::parse(settings.url)),
       table_(registry_table()),
       names_(settings.name, table_->hash()),
-      listing_{names_.hash, automatic_processes(settings.processes), host_name(), static_cast<long>(::getpid())},
+      listing_{names_.hash, automatic_processes(settings.processes), this_host(), static_cast<long>(::getpid())},
       prefetch_(settings.prefetch != 0 ? settings.prefetch : 128 * listing_.processes + 128),
       // The pool first, so that its zygote forks before this process has other threads.
       local_(std::make_shared<pool_core>(pool_config{listing_.processes, {}, 0, 0ms})),
@@ -394,8 +384,7 @@ void worker_node::renew() {
     held.assign(held_.begin(), held_.end());
   }
   const auto time = write_link_.command({"TIME"});
-  if (time->type == REDIS_REPLY_ARRAY && time->elements == 2) {
-    const std::int64_t now_ms = integer_of(time->element[0]) * 1000 + integer_of(time->element[1]) / 1000;
+  if (const std::int64_t now_ms = time_ms_of(time.get()); now_ms >= 0) {
     write_link_.append({"ZADD", names_.workers(), std::to_string(now_ms + listing_ttl.count()), listing_.member()});
     write_link_.append({"ZREMRANGEBYSCORE", names_.workers(), "-inf", std::to_string(now_ms)});
     write_link_.reply();
