@@ -14,7 +14,7 @@ import sys
 # mpi and redis (backends, each its own target) and the umbrella header sit on pool, apart.
 RANK = {"base": 0, "os": 1, "serialize": 2, "wait": 2, "progress": 2, "shm": 3, "ipc": 4, "sync": 4,
         "process": 5, "pool": 6, "mpi": 7, "redis": 7, "umbrella": 7}
-PUBLIC = {"types.hpp": "base", "error.hpp": "base", "serialize.hpp": "serialize",
+PUBLIC = {"types.hpp": "base", "error.hpp": "base", "serialize.hpp": "serialize", "wait.hpp": "wait",
           "pipe.hpp": "ipc", "queue.hpp": "ipc", "sync.hpp": "sync", "shared.hpp": "sync",
           "os.hpp": "process", "process.hpp": "process", "pool.hpp": "pool", "thread_pool.hpp": "pool", "progress.hpp": "progress",
           "mpi.hpp": "mpi", "redis.hpp": "redis", "mproc.hpp": "umbrella"}

@@ -12,3 +12,4 @@
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
 #include "mproc/thread_pool.hpp"
+#include "mproc/wait.hpp"

@@ -61,6 +61,7 @@
 
 #include "mproc/detail/os/fd_token.hpp"
 #include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/wait/wait_probe.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -161,6 +162,8 @@ class connection {
 
  private:
   friend std::pair<connection, connection> pipe(bool duplex);
+  // For mproc::wait_ready: ready when readable, as poll().
+  friend detail::wait_probe mproc_wait_probe(connection& c) { return {.fd = c.poll_fd("mproc::wait_ready")}; }
   connection(int fd, bool readable, bool writable) noexcept : fd_(fd), readable_(readable), writable_(writable) {}
 
   enum op_kind : unsigned char { op_send, op_recv };
@@ -184,6 +187,8 @@ class connection {
   void send_frame(std::span<const std::byte> payload);
   void recv_frame(std::vector<std::byte>& out);
   bool poll_for(std::chrono::nanoseconds timeout);
+  // The descriptor to poll for a message; throws as poll() does, naming `who`.
+  int poll_fd(const char* who) const;
   detail::fd_token make_token() const;
   std::uint8_t direction_flags() const noexcept;
   void adopt_token(const detail::fd_token& token, std::uint8_t flags);

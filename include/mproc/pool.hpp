@@ -173,6 +173,9 @@ class async_result {
   }
 
  private:
+  // For mproc::wait_ready: ready once its value or error is in.
+  friend detail::wait_probe mproc_wait_probe(async_result& r) { return r.state_->probe(); }
+
   friend class pool;
   friend struct detail::result_access;
 

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "mproc/detail/wait/duration.hpp"
+#include "mproc/detail/wait/wait_probe.hpp"
 #include "mproc/error.hpp"
 #include "mproc/types.hpp"
 
@@ -148,6 +149,9 @@ class process {
   int sentinel() const;
 
  private:
+  // For mproc::wait_ready: ready once the child has ended (its sentinel is readable).
+  friend detail::wait_probe mproc_wait_probe(process& p) { return {.fd = p.sentinel()}; }
+
   template <class F, class... A>
   static std::unique_ptr<detail::target_base> make_target(F&& target, A&&... args) {
     constexpr bool copyable = (std::is_constructible_v<std::decay_t<A>, A&&> && ...);

@@ -155,6 +155,9 @@ class queue {
   }
 
  private:
+  // For mproc::wait_ready: ready while it holds a message.
+  friend detail::wait_probe mproc_wait_probe(queue& q) { return q.channel().probe(); }
+
   void check_open() const {
     if (closed_) throw closed_error("mproc::queue: this handle was closed; use another handle of the queue");
   }

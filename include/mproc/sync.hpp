@@ -285,6 +285,9 @@ class event {
   }
 
  private:
+  // For mproc::wait_ready: ready while set.
+  friend detail::wait_probe mproc_wait_probe(event& e) { return e.core_->probe(); }
+
   std::shared_ptr<detail::event_core> core_;
 };
 

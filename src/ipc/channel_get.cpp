@@ -410,4 +410,11 @@ void channel::wake_consumers() noexcept {
   state_->h->not_empty.announce(INT_MAX);
 }
 
+wait_probe channel::probe() noexcept {
+  return {.object = state_.get(),
+          .ready = [](void* s) noexcept { return static_cast<state*>(s)->any_messages(); },
+          .announced = &state_->h->not_empty,
+          .wakes_one = true};
+}
+
 }  // namespace mproc::detail

@@ -262,13 +262,20 @@ void connection::recv_frame(std::vector<std::byte>& out) {
 bool connection::poll() { return poll_for(std::chrono::nanoseconds::zero()); }
 
 bool connection::poll_for(std::chrono::nanoseconds timeout) {
-  if (fd_ < 0) throw_closed_by_this_side("poll");
-  if (!readable_) {
-    throw error(
-        "mproc::connection::poll: this is the write end of a one-way pipe, and nothing is ever received on it; "
-        "poll the reader");
+  return detail::wait_readable(poll_fd("mproc::connection::poll"), detail::deadline::in(timeout),
+                               "mproc::connection::poll");
+}
+
+int connection::poll_fd(const char* who) const {
+  if (fd_ < 0) {
+    throw closed_error(std::string(who) +
+                       ": this end is closed: close() was called on it, it was moved from, or it was never opened");
   }
-  return detail::wait_readable(fd_, detail::deadline::in(timeout), "mproc::connection::poll");
+  if (!readable_) {
+    throw error(std::string(who) +
+                ": this is the write end of a one-way pipe, and nothing is ever received on it; poll the reader");
+  }
+  return fd_;
 }
 
 detail::fd_token connection::make_token() const {

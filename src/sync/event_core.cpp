@@ -48,6 +48,13 @@ bool event_core::wait(deadline until) {
       s.changed, [&s, start] { return s.word.load(std::memory_order_acquire) != start; }, until);
 }
 
+wait_probe event_core::probe() noexcept {
+  return {
+      .object = state_,
+      .ready = [](void* s) noexcept { return (static_cast<state*>(s)->word.load(std::memory_order_acquire) & 1) != 0; },
+      .announced = &state_->changed};
+}
+
 sync_token event_core::token() const { return memory_->token(0); }
 
 }  // namespace mproc::detail

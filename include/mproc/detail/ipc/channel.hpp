@@ -38,6 +38,7 @@
 #include "mproc/detail/os/fd_token.hpp"
 #include "mproc/detail/os/function_ref.hpp"
 #include "mproc/detail/wait/deadline.hpp"
+#include "mproc/detail/wait/wait_probe.hpp"
 
 namespace mproc::detail {
 
@@ -116,6 +117,9 @@ class channel {
   // Wakes every get asleep on this channel, in any process, to check its stop_waiting: how
   // a thread of the consumer's own process calls it away without putting a message.
   void wake_consumers() noexcept;
+
+  // For mproc::wait_ready: ready while it holds a message; slept on as a get() sleeps.
+  wait_probe probe() noexcept;
 
   std::size_t size() const noexcept;  // messages put and not yet taken
   std::size_t maxsize() const noexcept;

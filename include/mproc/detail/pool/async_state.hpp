@@ -21,6 +21,7 @@
 #include "mproc/detail/pool/task_host.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/wait/futex_word.hpp"
+#include "mproc/detail/wait/wait_probe.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -116,6 +117,16 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     return sleep_until_published(until);
   }
   bool ready() const noexcept { return (word_.load(std::memory_order_acquire) & published) != 0; }
+
+  // For mproc::wait_ready: ready once published; slept on as wait() sleeps, on the word.
+  wait_probe probe() noexcept {
+    return {
+        .object = this,
+        .ready = [](void* s) noexcept { return static_cast<async_state*>(s)->ready(); },
+        .word = &word_,
+        .arm = [](void* s,
+                  std::uint32_t& expected) noexcept { return static_cast<async_state*>(s)->mark_sleeper(expected); }};
+  }
 
   // async_result::cancel: only a task no worker has started (pool_core::cancel). Returns
   // once the state is published, its callbacks run (on the result thread), as Python's
@@ -215,14 +226,23 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     for (const auto& [waiter, index] : now) waiter->notify(index);
   }
 
+  // Marks a sleeper on the word, so that finish() wakes it: false when published already,
+  // else the word's value to sleep on.
+  bool mark_sleeper(std::uint32_t& expected) noexcept {
+    std::uint32_t w = word_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((w & published) != 0) return false;
+      if ((w & sleepers) != 0 || word_.compare_exchange_weak(w, w | sleepers, std::memory_order_acq_rel)) {
+        expected = w | sleepers;
+        return true;
+      }
+    }
+  }
+
   bool sleep_until_published(deadline until) {
     for (;;) {
-      std::uint32_t w = word_.load(std::memory_order_acquire);
-      if ((w & published) != 0) return true;
-      if ((w & sleepers) == 0) {
-        if (!word_.compare_exchange_weak(w, w | sleepers, std::memory_order_acq_rel)) continue;
-        w |= sleepers;
-      }
+      std::uint32_t w = 0;
+      if (!mark_sleeper(w)) return true;
       if (!futex_wait(word_, w, until)) return ready();
     }
   }

@@ -19,6 +19,7 @@
 
 #include "mproc/detail/os/fd_token.hpp"
 #include "mproc/detail/wait/deadline.hpp"
+#include "mproc/detail/wait/wait_probe.hpp"
 
 namespace mproc::detail {
 
@@ -121,6 +122,7 @@ class event_core {
   bool is_set() const noexcept;
   bool wait(deadline until);  // true when set, or set while waiting
   sync_token token() const;
+  wait_probe probe() noexcept;  // for mproc::wait_ready: ready while set
 
   struct state;
 
