@@ -39,6 +39,7 @@ constexpr example examples[] = {
     {"同步: Value 与 get_lock()", "shared_counter"},
     {"同步: 用 Barrier 同步的流水线", "barrier_pipeline"},
     {"concurrent.futures: partial, as_completed, 进度条", "futures_progress"},
+    {"connection.wait: 同时等待管道, 队列和进程", "wait_ready"},
 };
 
 // Runs `program` as a child and returns its exit code (-N when signal N ended it).
