@@ -59,7 +59,9 @@ constexpr std::chrono::nanoseconds spin_time{20'000};
 
 // Set when the kernel (or valgrind) has no futex_waitv; MPROC_FORCE_NO_FUTEX_WAITV=1 in the
 // environment sets it from the start (a test hook, as MPROC_FORCE_NO_PIDFD).
-std::atomic<bool> futex_waitv_missing{std::getenv("MPROC_FORCE_NO_FUTEX_WAITV") != nullptr};
+// Read before main, while no other thread runs.
+const char* const forced_no_futex_waitv = std::getenv("MPROC_FORCE_NO_FUTEX_WAITV");  // NOLINT(concurrency-mt-unsafe)
+std::atomic<bool> futex_waitv_missing{forced_no_futex_waitv != nullptr};
 
 timespec to_timespec(std::chrono::nanoseconds ns) noexcept {
   timespec ts{};
