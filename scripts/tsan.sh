@@ -46,7 +46,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DMPROC_WARNINGS_AS_ERRORS=ON -D
   -DMPROC_BUILD_TESTS=ON -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" --target mproc_integration_tests mproc_unit_tests --parallel "$(nproc)"
 
-tests='^(integration\.(Pool|PoolMap|PoolCancel|PoolFutures|PoolImap|PoolStateful|ThreadPool|Process|Runtime)\.'
+tests='^(integration\.(Pool|PoolMap|PoolCancel|PoolFutures|PoolImap|PoolStateful|ThreadPool|Process|Runtime|WaitReady)\.'
 tests+='|nopidfd\.(Process|Runtime|Pool)\.'  # nopidfd.Pool.*: once the pool adopts child_handle
 tests+='|integration\.pipe\.(SecondConcurrentSender|OneSenderAndOneReceiverThread|SignalsDoNotShortenOrStretchPollTimeout|PeerKilledWhileRecvWaits)'
 tests+='|integration\.Sync\.ConditionSlotsGrownByOneProcessServeAnother'
