@@ -6,7 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,13 +27,22 @@ extern char** environ;
 
 namespace mproc_test {
 
+// Starts `args` as a child that dies with the test (PR_SET_PDEATHSIG), so a test killed by
+// its ctest TIMEOUT leaves no redis-server behind. Linux sends that signal when the thread
+// that forked ends: call it from the test's own thread. The child makes only
+// async-signal-safe calls before exec.
 inline pid_t spawn(const std::vector<std::string>& args) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
-    throw std::runtime_error("cannot start " + args[0]);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("cannot start " + args[0] + ": fork failed");
+  if (pid == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    ::execve(argv[0], argv.data(), environ);
+    ::_exit(127);
+  }
   return pid;
 }
 
