@@ -98,10 +98,16 @@ class dict_core::locked {
                     "serialisation), which holds its lock; call it after the callback returns");
       }
     }
-    if (robust_mutex_lock_raw(h_.lock, deadline::never(), type_name, call) == 1) recover();
+    if (robust_mutex_lock_raw(h_.lock, deadline::never(), type_name, call) == 1) {
+      h_.owner_deaths.fetch_add(1, std::memory_order_relaxed);
+      dict::commit(h_.repair_pending, 1);
+      robust_mutex_mark_consistent(h_.lock);
+    }
+    if (h_.repair_pending != 0) repair();
     if (held.count < held.ids.size()) held.ids[held.count] = id_;
     ++held.count;
     try {
+      if (h_.broken != 0) dict::heap::damaged("found by the repair after a holder died");
       memory_.ensure_mapped(h_.file_end);
       table_ = &heap_.table_at(h_.table);
     } catch (...) {
@@ -215,19 +221,24 @@ class dict_core::locked {
   }
 
  private:
-  // The previous holder died: recompute what it may have left half done.
-  void recover() {
-    h_.owner_deaths.fetch_add(1, std::memory_order_relaxed);
+  // A holder died (or the repair after one failed): recompute what it may have left half
+  // done. The mutex is marked consistent first, and `repair_pending` keeps the repair due
+  // until it succeeds, so that the mutex never becomes ENOTRECOVERABLE (glibc 2.36's trylock
+  // of such a mutex reports the error but leaves it locked by the caller).
+  void repair() {
     try {
       memory_.ensure_mapped(h_.file_end);
       heap_.rebuild();
-    } catch (...) {
-      // Unlocked without being marked consistent, the mutex tells every later locker
-      // (ENOTRECOVERABLE) that the dict is lost, rather than let it use a broken one.
+    } catch (const error&) {
+      dict::commit(h_.broken, 1);  // damaged: every later call is told so
+      dict::commit(h_.repair_pending, 0);
       ::pthread_mutex_unlock(&h_.lock);
       throw;
+    } catch (...) {
+      ::pthread_mutex_unlock(&h_.lock);  // out of memory: the next locker tries again
+      throw;
     }
-    robust_mutex_mark_consistent(h_.lock);
+    dict::commit(h_.repair_pending, 0);
   }
 
   void unlock() noexcept {

@@ -81,6 +81,13 @@ struct header {
   u64 seed;   // of the key hash
   alignas(64) pthread_mutex_t lock;
   alignas(64) std::atomic<u64> owner_deaths;
+  // Set when a repair found the memory damaged: every later call throws. (Not the mutex's
+  // own ENOTRECOVERABLE: glibc 2.36's trylock of such a mutex returns that error but leaves
+  // the mutex locked by the caller, whose next call would wait for itself.)
+  u64 broken;
+  // Set while a repair runs: one that failed for want of memory is run again by the next
+  // locker.
+  u64 repair_pending;
   // The committed words: what a change publishes with one aligned store.
   u64 table;     // offset of the table block in use
   u64 file_end;  // the memfd's size as far as the heap knows (it is at least this large)

@@ -4,6 +4,7 @@
 // names (src/sync/dict_core.cpp) and at random instants.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,11 +12,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -476,6 +479,63 @@ TEST(SharedDictKill, AHolderKilledInsideUpdatesFunctionChangesNothing) {
   });
   expect_whole(d, 5, 1, {});
   EXPECT_EQ(d.owner_deaths(), 1u);
+}
+
+// Garbage written over the dict's memory (as a bug elsewhere in a process might), then a
+// holder killed so that the next caller rebuilds from it: every call either works or
+// throws (mproc::error for the damage, serialization_error for a value that no longer
+// decodes, std::system_error for a size too large to grow to), never crashes or hangs.
+TEST(SharedDictKill, RecoveryFromGarbageThrowsAndNeverCrashes) {
+  big_dict d = filled(60, 1);
+  const std::size_t bytes = core_of(d).file_bytes();
+  void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, core_of(d).token().fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* memory = static_cast<std::byte*>(map);
+  const auto* h = reinterpret_cast<const dict::header*>(memory);
+  const std::vector<std::byte> pristine(memory, memory + bytes);
+  const std::size_t top = h->top;
+  std::mt19937_64 rng(1234);
+  int threw = 0;
+  for (int round = 0; round < 150; ++round) {
+    std::memcpy(memory, pristine.data(), bytes);
+    const std::uint64_t seed = rng();
+    in_child_within(10s, [&d, memory, top, seed] {
+      killed_at(dict::step::allocated, [&] { d.set(3, std::vector<std::uint32_t>(4, 9)); });
+      std::mt19937_64 garbage(seed);
+      auto* header = reinterpret_cast<dict::header*>(memory);
+      switch (garbage() % 4) {
+        case 0:  // a committed word of the header
+          (garbage() % 2 == 0   ? header->table
+           : garbage() % 2 == 0 ? header->top
+                                : header->file_end) = garbage() >> (garbage() % 64);
+          break;
+        default:  // bytes anywhere in the blocks
+          for (int k = 0; k < 1 + static_cast<int>(garbage() % 16); ++k) {
+            memory[dict::heap_start + garbage() % (top - dict::heap_start)] = static_cast<std::byte>(garbage());
+          }
+      }
+      int errors = 0;
+      const auto attempt = [&](auto op) {
+        try {
+          op();
+        } catch (const mproc::error& e) {
+          ++errors;
+        } catch (const std::system_error& e) {
+          ++errors;
+        }
+      };
+      attempt([&] { (void)d.get(5); });
+      attempt([&] { d.set(70, std::vector<std::uint32_t>(300, 7)); });
+      attempt([&] { (void)d.erase(10); });
+      attempt([&] { (void)d.items(); });
+      attempt([&] { d.clear(); });
+      std::_Exit(errors > 0 ? 0 : 0);
+    });
+    if (HasFatalFailure()) break;
+    ++threw;
+  }
+  ::munmap(map, bytes);
+  EXPECT_EQ(threw, 150);
 }
 
 // --- kills at random instants -------------------------------------------------------------
