@@ -39,8 +39,8 @@ class heap {
   [[noreturn]] static void damaged(const char* what);
 
  private:
-  u64 take_from_bins(u64 bytes);
-  u64 take_from_wilderness(u64 bytes);
+  u64 take_from_bins(u64 need);
+  u64 take_from_wilderness(u64 need);
   void grow(u64 end);
   // Takes pages back for [offset, end) of a free block that may hold punched holes.
   void back(u64 offset, u64 end);
