@@ -612,6 +612,16 @@ ROWS: list[Row] = [
              1_000_000, 200_000,
              [Goal("mproc ≤ 1.5× a raw robust pthread mutex", "mproc", "pthread_robust", max_cost_ratio=1.5),
               Goal("mproc ≥ 2× Python's Lock", "mproc", "python_lock", min_speedup=2)]),
+    # Issue 17: mproc::shared_dict beside Python's Manager().dict() (an IPC round trip per
+    # operation to the manager's server) and a process-local map under a mutex (the floor).
+    Row("shared-dict", "set then get of key i % 1024 (uint64 keys and values), from the parent; "
+                       "ops counted singly", throughput("ops_per_s", "ops/s"),
+        [Contender("local_map", "std::unordered_map + std::mutex, one process"),
+         Contender("mproc", "mproc::shared_dict set/get"),
+         Contender("python_manager", "Python Manager().dict() (fork)")],
+        row_programs("shared-dict", "mproc_shared_dict_bench", 1_000_000, "shared_dict_bench.py", 20_000),
+        goals=[Goal("mproc ≥ 100× Python's Manager().dict()", "mproc", "python_manager", min_speedup=100)],
+        speedups=[("mproc", "python_manager"), ("local_map", "mproc")]),
     # Issue 15: mproc::mpi::pool on two ranks of this machine, over shared memory and over
     # TCP, beside a raw MPI task farm and mpi4py.futures. Rows of the issue, not of
     # DESIGN.md's table. Built and run when Open MPI is installed (scripts/deps.sh).

@@ -1,5 +1,6 @@
 // mproc::shared_value and mproc::shared_array — Python's multiprocessing.Value and Array:
-// plain data in shared memory, beside a recursive_mutex that guards it.
+// plain data in shared memory, beside a recursive_mutex that guards it. (mproc::shared_dict,
+// Python's Manager().dict(), comes with this header: <mproc/shared_dict.hpp>.)
 //
 // Contract:
 // - T is trivially copyable (no pointers to process-private memory, no owned resources;
@@ -36,6 +37,7 @@
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
+#include "mproc/shared_dict.hpp"
 #include "mproc/sync.hpp"
 
 namespace mproc {

@@ -1,7 +1,8 @@
 // The kill schedule: every 2 to 25 ms the supervisor kills one victim, a pool worker (12%),
-// a producer (22%), a consumer (36%) or a lock holder (30%); half the kills of the latter
-// three wait briefly for the victim to be inside the window that matters (a put, a decoding
-// get, a critical section). Each child killed is booked and replaced.
+// a producer (20%), a consumer (32%), a lock holder (26%) or a dict updater (10%); half the
+// kills of the latter four wait briefly for the victim to be inside the window that matters
+// (a put, a decoding get, a critical section, an update). Each child killed is booked and
+// replaced.
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -26,6 +27,9 @@ bool storm::kill_role(role& r, bool targeted) {
           break;
         case role_kind::locker:
           inside = ld(lockers_[r.rec].in_cs) != 0;
+          break;
+        case role_kind::dict_updater:
+          inside = ld(dict_recs_[r.rec].in_update) != 0;
           break;
       }
       if (inside) break;
@@ -53,6 +57,10 @@ bool storm::kill_role(role& r, bool targeted) {
       ++kills_.lockers;
       ++kills_.lockers_by_lock[r.group];
       kills_.lockers_in_cs += ld(lockers_[r.rec].in_cs) != 0;
+      break;
+    case role_kind::dict_updater:
+      ++kills_.dict_updaters;
+      kills_.dict_in_update += ld(dict_recs_[r.rec].in_update) != 0;
       break;
   }
   kills_.targeted += targeted;
@@ -97,6 +105,7 @@ void storm::supervise() {
     for (u32 l = 0; l < lock_count; ++l) {
       for (u32 k = 0; k < lockers_per_lock[l]; ++k) roles_.push_back({role_kind::locker, l, 0, nullptr});
     }
+    for (u32 k = 0; k < dict_updaters; ++k) roles_.push_back({role_kind::dict_updater, 0, 0, nullptr});
     for (role& r : roles_) spawn(r);
 
     while (clock_type::now() < storm_end_) {
@@ -107,12 +116,14 @@ void storm::supervise() {
       if (pick < 12) {
         kill_pool_worker();
         continue;
-      } else if (pick < 34) {
+      } else if (pick < 32) {
         kind = role_kind::producer;
-      } else if (pick < 70) {
+      } else if (pick < 64) {
         kind = role_kind::consumer;
-      } else {
+      } else if (pick < 90) {
         kind = role_kind::locker;
+      } else {
+        kind = role_kind::dict_updater;
       }
       std::vector<role*> candidates;
       for (role& r : roles_) {

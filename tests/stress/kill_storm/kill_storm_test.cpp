@@ -1,6 +1,7 @@
-// Kill storm: a pool, three queues and two locks under load while a chaos thread SIGKILLs
-// random pool workers, queue producers, queue consumers and lock holders for a fixed time;
-// then every task, message and increment is accounted for. The roles run together (the
+// Kill storm: a pool, three queues, two locks and a shared dict under load while a chaos
+// thread SIGKILLs random pool workers, queue producers, queue consumers, lock holders and
+// dict updaters for a fixed time; then every task, message, increment and update is
+// accounted for. The roles run together (the
 // chaos picks its victims among all of them), so this is one TEST; each role and each
 // check has its file in this folder, listed at the top of storm.hpp.
 #include <gtest/gtest.h>

@@ -67,7 +67,7 @@ void storm::run() {
       line, sizeof line,
       "  kills:  %llu pool workers (%llu missed), %llu producers (%llu inside put), %llu consumers "
       "(idle %llu, in get %llu, decoding %llu, decoded %llu, returned %llu), %llu lock holders (%llu inside "
-      "the critical section); %llu targeted\n",
+      "the critical section), %llu dict updaters (%llu inside an update); %llu targeted\n",
       static_cast<unsigned long long>(kills_.workers), static_cast<unsigned long long>(kills_.worker_attempts_missed),
       static_cast<unsigned long long>(kills_.producers), static_cast<unsigned long long>(kills_.producers_in_put),
       static_cast<unsigned long long>(kills_.consumers), static_cast<unsigned long long>(kills_.consumers_by_phase[0]),
@@ -75,27 +75,32 @@ void storm::run() {
       static_cast<unsigned long long>(kills_.consumers_by_phase[2]),
       static_cast<unsigned long long>(kills_.consumers_by_phase[3]),
       static_cast<unsigned long long>(kills_.consumers_by_phase[4]), static_cast<unsigned long long>(kills_.lockers),
-      static_cast<unsigned long long>(kills_.lockers_in_cs), static_cast<unsigned long long>(kills_.targeted));
+      static_cast<unsigned long long>(kills_.lockers_in_cs), static_cast<unsigned long long>(kills_.dict_updaters),
+      static_cast<unsigned long long>(kills_.dict_in_update), static_cast<unsigned long long>(kills_.targeted));
   report += line;
   std::snprintf(line, sizeof line,
-                "  spawned: %llu producers, %llu consumers, %llu lockers (%llu hung after fork by ASan, replaced); "
-                "message ids used %llu of %llu\n",
+                "  spawned: %llu producers, %llu consumers, %llu lockers, %llu dict updaters (%llu hung after fork "
+                "by ASan, replaced); message ids used %llu of %llu\n",
                 static_cast<unsigned long long>(spawned_[0]), static_cast<unsigned long long>(spawned_[1]),
-                static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(asan_fork_hangs_),
-                static_cast<unsigned long long>(next_id_), static_cast<unsigned long long>(message_capacity_));
+                static_cast<unsigned long long>(spawned_[2]), static_cast<unsigned long long>(spawned_[3]),
+                static_cast<unsigned long long>(asan_fork_hangs_), static_cast<unsigned long long>(next_id_),
+                static_cast<unsigned long long>(message_capacity_));
   report += line;
   ::testing::Test::RecordProperty("kills_pool_workers", std::to_string(kills_.workers));
   ::testing::Test::RecordProperty("kills_producers", std::to_string(kills_.producers));
   ::testing::Test::RecordProperty("kills_consumers", std::to_string(kills_.consumers));
   ::testing::Test::RecordProperty("kills_lock_holders", std::to_string(kills_.lockers));
+  ::testing::Test::RecordProperty("kills_dict_updaters", std::to_string(kills_.dict_updaters));
 
   check_tasks();
   check_messages();
   check_locks();
+  check_dict();
 
   // The storm must have stormed (unless asked for a token duration).
   if (seconds_ >= 5) {
-    if (kills_.workers == 0 || kills_.producers == 0 || kills_.consumers == 0 || kills_.lockers == 0) {
+    if (kills_.workers == 0 || kills_.producers == 0 || kills_.consumers == 0 || kills_.lockers == 0 ||
+        kills_.dict_updaters == 0) {
       fail("the chaos missed a kind of victim: see the kill figures");
     }
     if (ok_ == 0 || next_id_ == 0) fail("no task completed or no message was put: the storm did not run");

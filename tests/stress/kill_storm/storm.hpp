@@ -1,6 +1,7 @@
-// Kill storm: a pool, three queues and two locks under load while a chaos thread SIGKILLs
-// random pool workers, queue producers, queue consumers and lock holders for a fixed time;
-// then every task, message and increment is accounted for.
+// Kill storm: a pool, three queues, two locks and a shared dict under load while a chaos
+// thread SIGKILLs random pool workers, queue producers, queue consumers, lock holders and
+// dict updaters for a fixed time; then every task, message, increment and update is
+// accounted for.
 //
 // Duration: MPROC_STRESS_SECONDS seconds of chaos (environment; default from CMake, 20).
 // MPROC_STRESS_SEED fixes the chaos's random choices (timing still varies run to run).
@@ -59,6 +60,14 @@
 // journal valid knows the holder died inside, checks that owner_deaths() grew, and rolls
 // the journal back. At the end: counter == sum of the lockers' counts, for both locks.
 //
+// Dict. Each updater incarnation loops: attempts += 1, then update(counter, +1), then
+// update(its own list, append its length), now and then a set or erase of a scratch key
+// with a value of up to 160 KB (n copies of n), then done += 1. At the end, read by the
+// parent (a bounded wait: a dict left locked fails the check, it does not hang): the
+// counter lies within [sum of done, sum of attempts], each list is 0, 1, 2, ... with its
+// length within [done, attempts] of its incarnation, every scratch value is whole, and
+// size() agrees with items().
+//
 // Afterwards: no child, no zombie, no orphan (the test is a subreaper, so orphaned
 // grandchildren would come back to it), the open descriptors and /dev/shm as before.
 //
@@ -71,11 +80,13 @@
 //   producer.cpp            role: queue producer
 //   consumer.cpp            role: queue consumer, and the marking of each message it takes
 //   locker.cpp              role: lock holder, its critical section and the journal's repair
+//   dict_updater.cpp        role: shared dict updater
 //   pool_tasks.cpp          role: pool worker (the tasks the workers run)
 //   pool_submitter.cpp      role: the main thread, submitting tasks and settling outcomes
 //   check_tasks.cpp         check: every task ended exactly once, and rightly
 //   check_messages.cpp      check: every message delivered once, or its loss attributed
 //   check_locks.cpp         check: every critical section counted, every death reported
+//   check_dict.cpp          check: every dict update whole or absent, the dict readable
 //   check_nothing_left.cpp  check: no child, zombie, descriptor or /dev/shm entry left
 //   messages.cpp            message payloads and checksums
 //   proc.hpp, proc.cpp      /proc readings for diagnoses
@@ -144,6 +155,8 @@ constexpr u32 producers_per_queue = 2;
 constexpr u32 consumers_per_queue = 2;
 constexpr u32 lock_count = 2;  // 0: mproc::mutex; 1: a shared_value's recursive lock, taken twice
 constexpr u32 lockers_per_lock[lock_count] = {3, 2};
+
+constexpr u32 dict_updaters = 2;
 
 constexpr std::size_t max_batch = 16;
 constexpr u32 max_incarnations = 4096;  // of each role
@@ -300,6 +313,18 @@ struct locker_rec {
   u64 lock_timeouts;
 };
 
+struct dict_rec {
+  u32 state;
+  u32 in_update;  // 1 from before its first update to after its last, each iteration
+  u64 attempts;   // iterations begun
+  u64 done;       // iterations whose updates all returned
+};
+
+// The dict's keys: the counter, each incarnation's list (its record number), scratch keys.
+constexpr u64 dict_counter_key = ~u64{0};
+constexpr u64 dict_scratch_base = u64{1} << 40;
+constexpr u64 dict_scratch_keys = 8;
+
 struct guarded {  // the data a lock protects
   u64 counter;
   u64 deaths_seen;  // owner_deaths() when the lock was last taken
@@ -314,6 +339,7 @@ struct guarded {  // the data a lock protects
 struct control {
   u64 producers_stop;
   u64 lockers_stop;
+  u64 dict_stop;
   u64 hard_deadline_ns;  // children give up by then whatever happens
 };
 
@@ -354,7 +380,7 @@ void check_nothing_left(const std::set<std::string>& shm_before, int fds_before,
 
 // --- the storm -----------------------------------------------------------------------------
 
-enum class role_kind { producer, consumer, locker };
+enum class role_kind { producer, consumer, locker, dict_updater };
 
 struct role {
   role_kind kind;
@@ -372,8 +398,9 @@ struct kill_figures {
   u64 consumers = 0, consumers_by_phase[5] = {};
   u64 lockers = 0, lockers_in_cs = 0;
   u64 lockers_by_lock[lock_count] = {};
+  u64 dict_updaters = 0, dict_in_update = 0;
   u64 targeted = 0;
-  u64 total() const { return workers + producers + consumers + lockers; }
+  u64 total() const { return workers + producers + consumers + lockers + dict_updaters; }
 };
 
 class storm {
@@ -387,7 +414,8 @@ class storm {
         received_by_(message_capacity_),
         runs_(max_tasks),
         ran_by_(max_tasks),
-        latest_(pid_limit()) {
+        latest_(pid_limit()),
+        dict_recs_(max_incarnations) {
     for (u32 q = 0; q < queue_count; ++q) queues_.emplace_back(queue_maxsize[q]);
     task_runs = runs_.data();
     task_ran_by = ran_by_.data();
@@ -414,6 +442,7 @@ class storm {
   void producer_main(u32 p);
   void consumer_main(u32 c);
   void locker_main(u32 i);
+  void dict_updater_main(u32 i);
   void mark(consumer_rec& r, u32 me, u32 queue, const storm_message& m, std::vector<u32>& last_seq);
   void critical_section(guarded& g, u64 deaths, u32 i, std::mt19937_64& rng);
   void repair(guarded& g, u64 deaths);
@@ -443,6 +472,7 @@ class storm {
   void check_tasks();
   void check_messages();
   void check_locks();
+  void check_dict();
   void fail(std::string what) {
     std::lock_guard lock(failures_mutex_);
     failures.push_back(std::move(what));
@@ -466,15 +496,17 @@ class storm {
   mproc::mutex lock0_;
   mproc::shared_value<guarded> guarded0_;  // under lock0_
   mproc::shared_value<guarded> guarded1_;  // under its own get_lock(), a recursive_mutex
+  mproc::shared_dict<u64, std::vector<u64>> dict_;
+  mproc::shared_array<dict_rec> dict_recs_;
 
   std::mutex failures_mutex_;
   std::unique_ptr<watchdog> watchdog_;
 
   // supervisor state (its thread only, read by the checks after it ended)
   std::vector<role> roles_;
-  u32 next_producer_ = 0, next_consumer_ = 0, next_locker_ = 0;
+  u32 next_producer_ = 0, next_consumer_ = 0, next_locker_ = 0, next_dict_updater_ = 0;
   u64 next_id_ = 0;
-  u64 spawned_[3] = {};
+  u64 spawned_[4] = {};
   u64 asan_fork_hangs_ = 0;  // children replaced because a lock held at their fork hung them (ASan)
   clock_type::time_point last_sanitizer_sweep_{};
   kill_figures kills_;

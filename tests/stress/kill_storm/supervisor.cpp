@@ -1,7 +1,7 @@
 // The supervisor's bookkeeping of the roles' lives: starting a child for a role (spawn),
 // booking its end (retire), replacing children that ended by themselves, stuck after their
 // fork or (under ASan) hung in the sanitizer's allocator, and the shutdown: producers stop,
-// lockers stop, the queues drain, one pill per consumer.
+// lockers and dict updaters stop, the queues drain, one pill per consumer.
 #include <signal.h>
 
 #include "kill_storm/storm.hpp"
@@ -50,6 +50,16 @@ void storm::spawn(role& r) {
       };
       break;
     }
+    case role_kind::dict_updater: {
+      if (next_dict_updater_ >= max_incarnations) return;
+      rec = next_dict_updater_++;
+      st(dict_recs_[rec].state, role_starting);
+      body = [this, rec] {
+        st(dict_recs_[rec].state, role_running);
+        dict_updater_main(rec);
+      };
+      break;
+    }
   }
   r.rec = rec;
   auto proc = std::make_unique<mproc::process>(std::move(body));
@@ -68,7 +78,7 @@ void storm::spawn(role& r) {
 namespace {
 
 u32* state_of(role& r, mproc::shared_array<producer_rec>& p, mproc::shared_array<consumer_rec>& c,
-              mproc::shared_array<locker_rec>& l) {
+              mproc::shared_array<locker_rec>& l, mproc::shared_array<dict_rec>& d) {
   switch (r.kind) {
     case role_kind::producer:
       return &p[r.rec].state;
@@ -76,6 +86,8 @@ u32* state_of(role& r, mproc::shared_array<producer_rec>& p, mproc::shared_array
       return &c[r.rec].state;
     case role_kind::locker:
       return &l[r.rec].state;
+    case role_kind::dict_updater:
+      return &d[r.rec].state;
   }
   return nullptr;
 }
@@ -85,8 +97,8 @@ u32* state_of(role& r, mproc::shared_array<producer_rec>& p, mproc::shared_array
 // The child has ended (joined): book it.
 void storm::retire(role& r, bool by_chaos) {
   const int code = r.proc->exitcode().value_or(-1000);
-  u32* state = state_of(r, producers_, consumers_, lockers_);
-  const char* names[] = {"producer", "consumer", "locker"};
+  u32* state = state_of(r, producers_, consumers_, lockers_, dict_recs_);
+  const char* names[] = {"producer", "consumer", "locker", "dict updater"};
   const std::string who = std::string(names[static_cast<int>(r.kind)]) + " " + std::to_string(r.rec);
   if (code == -SIGKILL && by_chaos) {
     st(*state, role_killed);
@@ -155,7 +167,7 @@ void storm::replace_sanitizer_hangs() {
 // killed (it put, took and locked nothing); a failure unless this is the known ASan case
 // (see asan_allocator_forks_unsafely). Returns whether it was.
 bool storm::stuck_after_fork(role& r) {
-  if (ld(*state_of(r, producers_, consumers_, lockers_)) != role_starting ||
+  if (ld(*state_of(r, producers_, consumers_, lockers_, dict_recs_)) != role_starting ||
       clock_type::now() - r.forked_at < start_limit) {
     return false;
   }
@@ -206,7 +218,7 @@ bool storm::join_all(role_kind kind, std::chrono::seconds limit, const char* wha
            (kind == role_kind::producer ? describe_queue(r.group) : std::string()));
       r.proc->kill();
       r.proc->join();
-      st(*state_of(r, producers_, consumers_, lockers_), role_failed);
+      st(*state_of(r, producers_, consumers_, lockers_, dict_recs_), role_failed);
       r.proc.reset();
       continue;
     }
@@ -224,6 +236,10 @@ void storm::shutdown_roles() {
   watchdog_->phase("lockers stopping");
   st(ctl.lockers_stop, 1);
   join_all(role_kind::locker, 30s, "locker");
+
+  watchdog_->phase("dict updaters stopping");
+  st(ctl.dict_stop, 1);
+  join_all(role_kind::dict_updater, 30s, "dict updater");
 
   // Every message put must be taken by the consumers, who are now mostly blocked in get.
   watchdog_->phase("queues draining");
