@@ -36,6 +36,7 @@
 
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
+#include "mproc/shared_memory.hpp"
 #include "mproc/sync.hpp"
 
 namespace mproc {
