@@ -20,8 +20,8 @@
 //   whose client end every process forked from the starter inherits (O_CLOEXEC: exec'd
 //   programs do not). The first message of each process is a hello carrying a pidfd of
 //   itself (SCM_RIGHTS): the tracker learns a creator's death from it without ever
-//   opening a pid that may have been reused. Without pidfds (Linux < 5.3), a death is
-//   learnt only at the end of file below.
+//   opening a pid that may have been reused. Without pidfds (Linux < 5.3), it asks by
+//   kill(pid, 0) every 100 ms instead (a reused pid only delays the unlink).
 // - When a client's pidfd reports its end, the tracker first reads every message still
 //   queued (the dead client sent them before dying), then unlinks the names it still had.
 // - When the last process holding the client end is gone (end of file), it unlinks every

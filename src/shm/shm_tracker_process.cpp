@@ -117,14 +117,19 @@ void unmap_shared_mappings() noexcept {
     std::size_t start = 0;
     for (;;) {
       const void* newline = std::memchr(buffer + start, '\n', held - start);
-      const std::size_t end =
-          newline != nullptr ? static_cast<std::size_t>(static_cast<const char*>(newline) - buffer) : held;
-      if (newline == nullptr && start != 0) break;  // an incomplete line: read the rest first
       address_range range{};
+      if (newline == nullptr) {
+        if (start == 0 && held == sizeof buffer) {  // a line longer than the buffer: its start will do
+          if (!skipping && parse_shared_mapping(buffer, held, range)) (void)shared.push(range);
+          skipping = true;
+          start = held;
+        }
+        break;  // else an incomplete line: read the rest first
+      }
+      const auto end = static_cast<std::size_t>(static_cast<const char*>(newline) - buffer);
       if (!skipping && parse_shared_mapping(buffer + start, end - start, range)) (void)shared.push(range);
-      skipping = newline == nullptr;  // a line longer than the whole buffer
-      start = newline != nullptr ? end + 1 : held;
-      if (newline == nullptr) break;
+      skipping = false;
+      start = end + 1;
     }
     std::memmove(buffer, buffer + start, held - start);
     held -= start;
@@ -172,16 +177,24 @@ class tracker {
 
   [[noreturn]] void run() noexcept {
     for (;;) {
+      // Out of memory for the poll set (mmap failed), the socket alone is polled and every
+      // client is asked by pid.
       polled_.clear();
-      (void)polled_.push({socket_, POLLIN, 0});
-      for (std::size_t i = 0; i < clients_.size(); ++i) {
-        if (clients_[i].pidfd >= 0) (void)polled_.push({clients_[i].pidfd, POLLIN, 0});
+      pollfd only_socket{socket_, POLLIN, 0};
+      const bool have_set = polled_.push(only_socket);
+      bool unwatched = !have_set && clients_.size() != 0;
+      for (std::size_t i = 0; have_set && i < clients_.size(); ++i) {
+        const bool watched = clients_[i].pidfd >= 0 && polled_.push({clients_[i].pidfd, POLLIN, 0});
+        unwatched = unwatched || !watched;
       }
-      if (retry_on_eintr([&] { return ::poll(&polled_[0], polled_.size(), -1); }) < 0) continue;
+      pollfd* const set = have_set ? &polled_[0] : &only_socket;
+      const std::size_t count = have_set ? polled_.size() : 1;
+      if (retry_on_eintr([&] { return ::poll(set, count, unwatched ? pid_check_ms : -1); }) < 0) continue;
       ended_.clear();
-      for (std::size_t p = 1; p < polled_.size(); ++p) {
-        if (polled_[p].revents != 0) note_end_of(polled_[p].fd);
+      for (std::size_t p = 1; p < count; ++p) {
+        if (set[p].revents != 0) note_end_of(set[p].fd);
       }
+      if (unwatched) note_ends_by_pid(set, count);
       // Messages first: a client that died sent its last ones before dying.
       const bool end_of_file = !read_messages();
       for (std::size_t e = 0; e < ended_.size(); ++e) forget_client_with_serial(ended_[e]);
@@ -258,6 +271,18 @@ class tracker {
   void note_end_of(int pidfd) noexcept {
     for (std::size_t i = 0; i < clients_.size(); ++i) {
       if (clients_[i].pidfd == pidfd) (void)ended_.push(clients_[i].serial);
+    }
+  }
+
+  // Without pidfds (Linux < 5.3, or the MPROC_FORCE_NO_PIDFD test hook) a client is asked
+  // by pid now and then. A pid reused since its process ended looks alive: its names then
+  // wait for the end of file, and nothing is ever unlinked by mistake.
+  static constexpr int pid_check_ms = 100;
+  void note_ends_by_pid(const pollfd* set, std::size_t count) noexcept {
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      bool watched = false;
+      for (std::size_t p = 1; p < count && !watched; ++p) watched = set[p].fd == clients_[i].pidfd;
+      if (!watched && ::kill(clients_[i].pid, 0) != 0 && errno == ESRCH) (void)ended_.push(clients_[i].serial);
     }
   }
 
