@@ -255,17 +255,23 @@ TEST(SharedMemory, TheTrackerIsInvisible) {
   EXPECT_NE(st->ppid, ::getpid());
   EXPECT_TRUE(mproc::active_children().empty());
   EXPECT_TRUE(mproc_test::children_of_self().empty());
+  // What the tracker has open, once it has read our hello (create() does not wait for it).
+  const int pidfds = mproc::detail::pidfds_supported() ? 1 : 0;  // none under MPROC_FORCE_NO_PIDFD
   std::vector<std::string> targets;
-  for (int fd = 0; fd < 64; ++fd) {
-    char target[256] = {};
-    const std::string link = "/proc/" + std::to_string(tracker) + "/fd/" + std::to_string(fd);
-    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
-    if (n > 0) targets.emplace_back(target, static_cast<std::size_t>(n));
-  }
+  auto read_targets = [&] {
+    targets.clear();
+    for (int fd = 0; fd < 64; ++fd) {
+      char target[256] = {};
+      const std::string link = "/proc/" + std::to_string(tracker) + "/fd/" + std::to_string(fd);
+      const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+      if (n > 0) targets.emplace_back(target, static_cast<std::size_t>(n));
+    }
+    return targets.size() >= 4U + static_cast<std::size_t>(pidfds);
+  };
+  EXPECT_TRUE(eventually(read_targets, 5s));
   auto count_starting = [&](const std::string& prefix) {
     return std::count_if(targets.begin(), targets.end(), [&](const std::string& t) { return t.rfind(prefix, 0) == 0; });
   };
-  const int pidfds = mproc::detail::pidfds_supported() ? 1 : 0;  // none under MPROC_FORCE_NO_PIDFD
   EXPECT_EQ(targets.size(), 4U + static_cast<std::size_t>(pidfds));
   EXPECT_EQ(count_starting("/dev/null"), 3);
   EXPECT_EQ(count_starting("socket:"), 1);
