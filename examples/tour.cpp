@@ -40,6 +40,7 @@ constexpr example examples[] = {
     {"同步: 用 Barrier 同步的流水线", "barrier_pipeline"},
     {"concurrent.futures: partial, as_completed, 进度条", "futures_progress"},
     {"connection.wait: 同时等待管道, 队列和进程", "wait_ready"},
+    {"shared_memory.SharedMemory: 按名字共享内存", "shared_memory"},
 };
 
 // Runs `program` as a child and returns its exit code (-N when signal N ended it).

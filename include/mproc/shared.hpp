@@ -38,6 +38,7 @@
 #include "mproc/detail/sync/sync_core.hpp"
 #include "mproc/error.hpp"
 #include "mproc/shared_dict.hpp"
+#include "mproc/shared_memory.hpp"
 #include "mproc/sync.hpp"
 
 namespace mproc {

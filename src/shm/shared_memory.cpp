@@ -39,13 +39,15 @@ std::size_t file_size(int fd, const std::string& who) {
   return static_cast<std::size_t>(st.st_size);
 }
 
+}  // namespace
+
 // fallocate(2) past RLIMIT_FSIZE fails with EFBIG and also raises SIGXFSZ, whose default
 // action ends the process (Python ignores SIGXFSZ at start-up for this reason; a library
 // must not change the program's dispositions). So SIGXFSZ is blocked in this thread around
 // the call, and the one a refused call raised is taken back before the mask is restored:
 // the caller gets std::system_error (EFBIG) and nothing else happens. A program that blocks
 // SIGXFSZ itself finds it pending afterwards, as the kernel would leave it.
-void allocate(int fd, std::size_t offset, std::size_t length, const std::string& who) {
+void allocate_file(int fd, std::size_t offset, std::size_t length, const std::string& who) {
   sigset_t xfsz, old;
   sigemptyset(&xfsz);
   sigaddset(&xfsz, SIGXFSZ);
@@ -60,8 +62,6 @@ void allocate(int fd, std::size_t offset, std::size_t length, const std::string&
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (ec) throw_system_error(ec, who + ": fallocate");
 }
-
-}  // namespace
 
 std::string constructor_name(const char* type) {
   const std::string t(type);
@@ -83,7 +83,7 @@ std::unique_ptr<shared_memory> shared_memory::create(const char* name, std::size
   // A memfd has no name in any directory, but /proc/<pid>/fd/<n> opens it for whoever may
   // inspect this process; it is created 0777, so narrow it to its owner.
   if (::fchmod(fd.get(), 0600) != 0) throw_system_error(last_error(), who + ": fchmod");
-  allocate(fd.get(), 0, size, who);
+  allocate_file(fd.get(), 0, size, who);
   const auto [base, reserved] = reserve(size, reservation, who);
   std::unique_ptr<shared_memory> m(new shared_memory(std::move(fd), base, reserved, type));
   m->map_more(size, who);
@@ -129,7 +129,7 @@ void shared_memory::grow(std::size_t size) {
                            " bytes of address space this process reserved for it");
   }
   const std::size_t current = file_size(fd_.get(), type_);
-  if (size > current) allocate(fd_.get(), current, size - current, type_);
+  if (size > current) allocate_file(fd_.get(), current, size - current, type_);
   ensure_mapped(size);
 }
 
@@ -138,6 +138,8 @@ void shared_memory::release(std::size_t offset, std::size_t length) noexcept {
               static_cast<off_t>(length));
 }
 
-void shared_memory::reallocate(std::size_t offset, std::size_t length) { allocate(fd_.get(), offset, length, type_); }
+void shared_memory::reallocate(std::size_t offset, std::size_t length) {
+  allocate_file(fd_.get(), offset, length, type_);
+}
 
 }  // namespace mproc::detail

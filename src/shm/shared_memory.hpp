@@ -17,6 +17,10 @@ namespace mproc::detail {
 // of whatever it makes.
 std::string constructor_name(const char* type);
 
+// Allocates [offset, offset+length) of file `fd` now (fallocate), so that running out of
+// memory is a std::system_error naming `who` here instead of a SIGBUS on first touch.
+void allocate_file(int fd, std::size_t offset, std::size_t length, const std::string& who);
+
 class shared_memory {
  public:
   // How far the memory may grow: the address range reserved for it up front (it costs no
