@@ -36,6 +36,10 @@
 //   with the caller, and with no dependence on which thread started them. If the server
 //   itself is killed, the exit codes of its running children are lost (exitcode() throws
 //   mproc::error) and the next start runs a new server.
+// - The child inherits what the server has: the caller's environment, working directory,
+//   standard streams and resource limits as they were at the first start (as Python's
+//   forkserver), not later changes; descriptors reach it only as handles among the
+//   arguments.
 // - A subclass that overrides run() cannot use the forkserver: run() cannot travel.
 #pragma once
 
