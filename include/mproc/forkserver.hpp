@@ -53,16 +53,13 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/pool/forkserver_call.hpp"
 #include "mproc/detail/pool/registry.hpp"
 #include "mproc/detail/pool/task_function.hpp"
 #include "mproc/process.hpp"
 #include "mproc/serialize.hpp"
 
 namespace mproc::detail {
-
-// In the forkserver's child, once the arguments are decoded (each handle's descriptor
-// claimed): the caller's start() may now return and drop its copies.
-void forkserver_arguments_received() noexcept;
 
 // In the forkserver's child: decode the function's state and the arguments, say so, call.
 template <class F, class... A>
@@ -73,19 +70,6 @@ void invoke_forkserver_target(generic_function g, std::span<const std::byte> in,
   forkserver_arguments_received();
   std::apply([&](A&... a) { std::invoke(f, std::move(a)...); }, args);
 }
-
-// The target as the server finds it: its invoker's and function pointer's registered
-// names (mproc::error naming MPROC_REMOTE for an unregistered function pointer).
-struct forkserver_call {
-  std::string invoker;
-  std::string function;  // empty: the invoker makes the callable itself
-};
-forkserver_call forkserver_call_of(task_invoker invoker, generic_function function);
-
-// Starts a child of the forkserver running `call` on `arguments`; returns once the child
-// has decoded them (or ended). Compiled, in src/pool/forkserver_client.cpp.
-std::shared_ptr<child_record> start_forkserver_child(const forkserver_call& call, std::span<const std::byte> arguments,
-                                                     const std::string& name, bool daemon, const process_info& parent);
 
 template <class F, class... A>
 class forkserver_starter final : public child_starter {

@@ -15,8 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "mproc/detail/pool/forkserver_call.hpp"
+#include "mproc/detail/pool/registry.hpp"
 #include "mproc/error.hpp"
-#include "mproc/forkserver.hpp"
 #include "os/fd.hpp"
 #include "os/fork_local.hpp"
 #include "os/syscall.hpp"

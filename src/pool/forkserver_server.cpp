@@ -21,8 +21,9 @@
 #include <system_error>
 #include <vector>
 
+#include "mproc/detail/pool/forkserver_call.hpp"
+#include "mproc/detail/pool/registry.hpp"
 #include "mproc/error.hpp"
-#include "mproc/forkserver.hpp"
 #include "os/fd.hpp"
 #include "os/syscall.hpp"
 #include "os/unix_socket.hpp"
