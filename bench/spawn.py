@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The `spawn` row's Python peer: multiprocessing.Process(target=f).start(); join(),
-with the fork start method, f returning at once.
+with the fork start method, f returning at once; with --start-method forkserver, the
+`forkserver-spawn` row's (the server is started by the warm-up runs).
 
 Prints the same CSV as bench/spawn_bench.cpp, one line per round after a header:
     round,contender,per_op_us
@@ -14,7 +15,6 @@ import time
 
 import bench_common
 
-CONTENDER = "python_mp_fork"
 
 
 def returns_at_once():
@@ -33,11 +33,13 @@ def main():
     parser = bench_common.parser(__doc__, iterations=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--start-round", type=int, default=0)
+    parser.add_argument("--start-method", choices=["fork", "forkserver"], default="fork")
     args = parser.parse_args()
     if args.rounds < 1 or args.iterations < 1 or args.warmup < 0 or args.start_round < 0:
         parser.error("--rounds and --iterations must be >= 1, --warmup and --start-round >= 0")
 
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(args.start_method)
+    contender = f"python_mp_{args.start_method}"
     for _ in range(args.warmup):
         start_join(ctx)
     print("round,contender,per_op_us", flush=True)
@@ -46,7 +48,7 @@ def main():
         for _ in range(args.iterations):
             start_join(ctx)
         t1 = time.perf_counter()
-        print(f"{r},{CONTENDER},{(t1 - t0) * 1e6 / args.iterations:.3f}", flush=True)
+        print(f"{r},{contender},{(t1 - t0) * 1e6 / args.iterations:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 // The `spawn` row of DESIGN.md's performance contract: start + join a process whose
 // target returns at once, mproc::process against raw fork(2) + _exit(2) + waitpid(2), in
-// the same program, so both fork the very same address space.
+// the same program, so both fork the very same address space. With --row forkserver-spawn
+// (issue 17): mproc::process from the forkserver beside the plain mproc::process (Python's
+// forkserver is bench/spawn.py --start-method forkserver).
 //
 // Output (stdout), CSV, one line per contender per round after a header:
 //   round,contender,per_op_us
@@ -26,10 +28,13 @@
 #include <chrono>
 #include <exception>
 #include <iterator>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bench_support.hpp"
+#include "mproc/forkserver.hpp"
 #include "mproc/process.hpp"
 
 namespace {
@@ -38,7 +43,8 @@ using bench::clock_type;
 
 constexpr bench::program program{"spawn_bench",
                                  "usage: mproc_spawn_bench [--rounds R] [--iterations N] [--chunk C] [--warmup W]\n"
-                                 "                         [--start-round K] [--only raw_fork_waitpid|mproc]\n"
+                                 "                         [--start-round K] [--row spawn|forkserver-spawn]\n"
+                                 "                         [--only raw_fork_waitpid|mproc|mproc_forkserver]\n"
                                  "  R rounds (default 7); per round each contender runs N times (default 200), in\n"
                                  "  slices of C (default 50) that alternate between the contenders, after W untimed\n"
                                  "  warm-up runs each per invocation (default 20). Rounds are numbered from K\n"
@@ -53,6 +59,7 @@ struct options {
   int start_round = 0;
   int chunk = 50;
   std::string_view only;  // empty: every contender
+  std::string_view row = "spawn";
 };
 
 options parse(int argc, char** argv) {
@@ -63,7 +70,8 @@ options parse(int argc, char** argv) {
                  {"--warmup", &o.warmup, 0},
                  {"--start-round", &o.start_round, 0},
                  {"--chunk", &o.chunk, 1},
-                 {"--only", &o.only}});
+                 {"--only", &o.only},
+                 {"--row", &o.row}});
   return o;
 }
 
@@ -89,21 +97,34 @@ void mproc_start_join() {
   if (p.exitcode() != 0) program.die("mproc child did not exit with 0");
 }
 
+// The same from the forkserver (started by the warm-up runs, as Python's is by its own).
+void mproc_forkserver_start_join() {
+  mproc::process p(mproc::forkserver, returns_at_once);
+  p.start();
+  p.join();
+  if (p.exitcode() != 0) program.die("mproc forkserver child did not exit with 0");
+}
+
 struct contender {
   const char* name;
   void (*op)();
 };
 
-constexpr contender contenders[] = {
+constexpr contender spawn_contenders[] = {
     {"raw_fork_waitpid", raw_fork_waitpid},
     {"mproc", mproc_start_join},
 };
 
+constexpr contender forkserver_contenders[] = {
+    {"mproc", mproc_start_join},
+    {"mproc_forkserver", mproc_forkserver_start_join},
+};
+
 // One round: every contender runs `iterations` times, in slices of `chunk` that take turns
 // (bench::take_turns). Returns each contender's mean time per operation, in microseconds.
-std::array<double, std::size(contenders)> run_round(int round, const options& o) {
-  constexpr std::size_t count = std::size(contenders);
-  std::array<clock_type::duration, count> spent{};
+std::vector<double> run_round(std::span<const contender> contenders, int round, const options& o) {
+  const std::size_t count = contenders.size();
+  std::vector<clock_type::duration> spent(count);
   for (int done = 0, slice = 0; done < o.iterations; done += o.chunk, ++slice) {
     const int n = std::min(o.chunk, o.iterations - done);
     bench::take_turns(contenders, o.only, round, slice, [&](std::size_t i) {
@@ -112,7 +133,7 @@ std::array<double, std::size(contenders)> run_round(int round, const options& o)
       spent[i] += clock_type::now() - t0;
     });
   }
-  std::array<double, count> us{};
+  std::vector<double> us(count);
   for (std::size_t i = 0; i < count; ++i) {
     us[i] = std::chrono::duration<double, std::micro>(spent[i]).count() / o.iterations;
   }
@@ -121,8 +142,15 @@ std::array<double, std::size(contenders)> run_round(int round, const options& o)
 
 }  // namespace
 
+MPROC_REMOTE(returns_at_once);
+
 int main(int argc, char** argv) {
   const options opts = parse(argc, argv);
+  if (opts.row != "spawn" && opts.row != "forkserver-spawn") {
+    program.misuse("no row named '" + std::string(opts.row) + "'");
+  }
+  const std::span<const contender> contenders =
+      opts.row == "spawn" ? std::span<const contender>(spawn_contenders) : forkserver_contenders;
   if (!bench::any_selected(contenders, opts.only)) {
     program.misuse("no contender named '" + std::string(opts.only) + "'");
   }
@@ -132,7 +160,7 @@ int main(int argc, char** argv) {
     });
     bench::print_header("per_op_us");
     for (int r = opts.start_round; r < opts.start_round + opts.rounds; ++r) {
-      const auto us = run_round(r, opts);
+      const auto us = run_round(contenders, r, opts);
       bench::print_round(contenders, opts.only, r, "%.3f", [&](std::size_t i) { return us[i]; });
     }
   } catch (const std::exception& e) {

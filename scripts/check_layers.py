@@ -17,7 +17,7 @@ RANK = {"base": 0, "os": 1, "serialize": 2, "wait": 2, "progress": 2, "shm": 3, 
 PUBLIC = {"types.hpp": "base", "error.hpp": "base", "serialize.hpp": "serialize", "wait.hpp": "wait",
           "pipe.hpp": "ipc", "queue.hpp": "ipc", "sync.hpp": "sync", "shared.hpp": "sync", "shared_dict.hpp": "sync",
           "shared_memory.hpp": "shm",
-          "os.hpp": "process", "process.hpp": "process", "pool.hpp": "pool", "thread_pool.hpp": "pool", "progress.hpp": "progress",
+          "os.hpp": "process", "process.hpp": "process", "pool.hpp": "pool", "forkserver.hpp": "pool", "thread_pool.hpp": "pool", "progress.hpp": "progress",
           "mpi.hpp": "mpi", "redis.hpp": "redis", "mproc.hpp": "umbrella"}
 INCLUDE = re.compile(r'^#include [<"]([^>"]+)[>"]', re.M)
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "mproc/error.hpp"
+#include "mproc/forkserver.hpp"
 #include "mproc/os.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"

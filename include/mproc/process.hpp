@@ -31,6 +31,11 @@
 // - mproc needs SIGCHLD left at its default (or a handler that does not reap mproc's
 //   children). With SIGCHLD set to SIG_IGN the kernel reaps children itself and their
 //   exit codes are lost: exitcode() then throws mproc::error.
+// - `process(mproc::forkserver, target, args...)` (needs <mproc/forkserver.hpp>, which
+//   <mproc/mproc.hpp> includes) starts the child from the forkserver instead of forking the
+//   caller: see forkserver.hpp for what the target and arguments may be. Every member
+//   behaves as above, except that the child's parent in the kernel's eyes is the server,
+//   so the child's exit status reaches this object through the server.
 // - Children are managed through pidfds. Where pidfd_open(2) is missing (Linux < 5.3,
 //   valgrind) mproc falls back to the pid, with the same behaviour, except that a child
 //   reaped outside mproc (above) may have its pid reused before a later terminate() or
@@ -56,7 +61,39 @@
 
 namespace mproc {
 
+// Python's forkserver start method: the tag that selects it (see <mproc/forkserver.hpp>).
+struct forkserver_t {
+  explicit constexpr forkserver_t() = default;
+};
+inline constexpr forkserver_t forkserver{};
+
+struct process_info;
+
 namespace detail {
+
+class child_record;
+
+// How start() makes a child other than by fork(2) of the caller: the forkserver's client
+// (pool layer, <mproc/forkserver.hpp>) implements it, so this layer needs no registry.
+class child_starter {
+ public:
+  virtual ~child_starter() = default;
+  // Starts the child, which runs as `name` with parent `parent`; the record returned is
+  // started (set_started) and not yet tracked. Throws as start() does.
+  virtual std::shared_ptr<child_record> start(const std::string& name, bool daemon, const process_info& parent) = 0;
+};
+
+// Defined for Tag = forkserver_t by <mproc/forkserver.hpp>; a program that did not include
+// it stops here, with the remedy.
+template <class Tag, class F, class... A>
+struct forkserver_target {
+  static_assert(sizeof(Tag) == 0,
+                "mproc::process(mproc::forkserver, ...): #include <mproc/forkserver.hpp> (or <mproc/mproc.hpp>)");
+  template <class... B>
+  static std::unique_ptr<child_starter> make(B&&...) {
+    return nullptr;
+  }
+};
 
 struct target_base {
   virtual ~target_base() = default;
@@ -91,8 +128,18 @@ class process {
   // A process that calls target(args...) in the child.
   // A mistake in the target or its arguments fails to compile with one line naming the fix.
   template <class F, class... A>
-    requires(!std::is_base_of_v<process, std::remove_cvref_t<F>>)
+    requires(!std::is_base_of_v<process, std::remove_cvref_t<F>> &&
+             !std::is_same_v<std::remove_cvref_t<F>, forkserver_t>)
   explicit process(F&& target, A&&... args) : process(make_target(std::forward<F>(target), std::forward<A>(args)...)) {}
+
+  // A process whose child comes from the forkserver and calls target(args...) there. The
+  // target is found there by name and the arguments travel serialised: the rules are in
+  // <mproc/forkserver.hpp>; a target or argument that cannot travel fails to compile, and a
+  // function pointer not registered with MPROC_REMOTE throws mproc::error here.
+  template <class F, class... A>
+  explicit process(forkserver_t, F&& target, A&&... args)
+      : process(detail::forkserver_target<forkserver_t, std::decay_t<F>, std::decay_t<A>...>::make(
+            std::forward<F>(target), std::forward<A>(args)...)) {}
 
   // Moving transfers the child; a moved-from object may only be destroyed or assigned to.
   // Assigning over a started object hands its child to the runtime, as destruction does.
@@ -174,8 +221,10 @@ class process {
   }
 
   explicit process(std::unique_ptr<detail::target_base> target);
+  explicit process(std::unique_ptr<detail::child_starter> starter);
   bool join_for(std::chrono::nanoseconds timeout);
   [[noreturn]] void run_in_child(const process_info& parent) noexcept;
+  void start_elsewhere(const process_info& parent);
 
   struct impl;
   impl& state() const;

@@ -166,6 +166,21 @@ const std::string& function_table::name_at(std::uint32_t index) const {
   return functions_[index].name;
 }
 
+std::uint32_t function_table::invoker_named(const std::string& name) const {
+  const auto it = std::lower_bound(invokers_.begin(), invokers_.end(), name,
+                                   [](const entry& e, const std::string& n) { return e.name < n; });
+  if (it == invokers_.end() || it->name != name)
+    throw serialization_error("mproc: no task of this binary is registered as \"" + name +
+                              "\": the sender runs another build, or registered it after this process started "
+                              "(a library loaded later)");
+  return static_cast<std::uint32_t>(it - invokers_.begin());
+}
+
+const std::string& function_table::invoker_name_at(std::uint32_t index) const {
+  if (index >= invokers_.size()) throw error("mproc: no registered task at index " + std::to_string(index));
+  return invokers_[index].name;
+}
+
 task_invoker function_table::invoker_at(std::uint32_t index) const {
   if (index >= invokers_.size() || invokers_[index].target == 0)
     throw serialization_error("mproc: a task names invoker " + std::to_string(index) + " of " +

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -164,10 +165,21 @@ child_handle child_handle::open(pid_t pid, std::error_code& ec, without_pidfd fa
   return handle;
 }
 
+child_handle child_handle::reported(pid_t pid, int status, int pidfd) noexcept {
+  child_handle handle;
+  handle.pid_ = pid;
+  handle.fd_ = status;
+  handle.reported_ = true;
+  handle.signal_fd_ = pidfd;
+  return handle;
+}
+
 child_handle::child_handle(child_handle&& other) noexcept
     : pid_(std::exchange(other.pid_, 0)),
       fd_(std::exchange(other.fd_, -1)),
-      is_pidfd_(std::exchange(other.is_pidfd_, false)) {}
+      is_pidfd_(std::exchange(other.is_pidfd_, false)),
+      reported_(std::exchange(other.reported_, false)),
+      signal_fd_(std::exchange(other.signal_fd_, -1)) {}
 
 child_handle& child_handle::operator=(child_handle&& other) noexcept {
   if (this != &other) {
@@ -175,24 +187,52 @@ child_handle& child_handle::operator=(child_handle&& other) noexcept {
     pid_ = std::exchange(other.pid_, 0);
     fd_ = std::exchange(other.fd_, -1);
     is_pidfd_ = std::exchange(other.is_pidfd_, false);
+    reported_ = std::exchange(other.reported_, false);
+    signal_fd_ = std::exchange(other.signal_fd_, -1);
   }
   return *this;
 }
 
 void child_handle::reset() noexcept {
   if (fd_ >= 0) ::close(fd_);
+  if (signal_fd_ >= 0) ::close(signal_fd_);
   fd_ = -1;
+  signal_fd_ = -1;
   pid_ = 0;
   is_pidfd_ = false;
+  reported_ = false;
 }
 
 int child_handle::release() noexcept {
   pid_ = 0;
   is_pidfd_ = false;
+  reported_ = false;
+  signal_fd_ = -1;  // not ours either (a forked copy's)
   return std::exchange(fd_, -1);
 }
 
+// The reporter's records, skipping `ready`: the exit code once `exited` came; nullopt
+// before (not blocking) or ECHILD in `ec` at end of file without it (the reporter died).
+std::optional<int> child_handle::read_report(bool block, std::error_code& ec) noexcept {
+  ec.clear();
+  for (;;) {
+    status_record record;
+    const ssize_t n = retry_on_eintr([&] { return ::recv(fd_, &record, sizeof record, block ? 0 : MSG_DONTWAIT); });
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return std::nullopt;
+      ec = last_error();
+      return std::nullopt;
+    }
+    if (n == 0) {
+      ec = std::make_error_code(std::errc::no_child_process);
+      return std::nullopt;
+    }
+    if (n == static_cast<ssize_t>(sizeof record) && record.kind == status_record::exited) return record.value;
+  }
+}
+
 std::optional<int> child_handle::wait(int options, std::error_code& ec) noexcept {
+  if (reported_) return read_report((options & WNOHANG) == 0, ec);
   siginfo_t info{};
   int r;
   if (is_pidfd_) {
@@ -219,6 +259,11 @@ std::optional<int> child_handle::try_reap(std::error_code& ec) noexcept { return
 
 std::optional<int> child_handle::reap(std::error_code& ec) noexcept { return wait(0, ec); }
 
-std::error_code child_handle::signal(int signal) const noexcept { return send_signal(pid_, pidfd(), signal); }
+std::error_code child_handle::signal(int signal) const noexcept {
+  // reported() without a pidfd: kill(2) on a pid that is not our child. The reporter has
+  // not reaped it while its report is unread (child_record reads first), barring a window
+  // of microseconds; accepted, as the contract above says.
+  return send_signal(pid_, pidfd(), signal);
+}
 
 }  // namespace mproc::detail

@@ -22,6 +22,13 @@
 //   from it and must inherit no lock a thread holds) opens its handles with
 //   without_pidfd::pid_only instead: no watcher, fd() is -1 without pidfds, and the
 //   process learns of its children's ends another way (a SIGCHLD signalfd).
+// - A child of another process (the forkserver's children: handle made by reported())
+//   cannot be waited for with waitid: that process reaps it and reports its end as a
+//   status_record on a SOCK_SEQPACKET socket, which is fd() (readable once the report is
+//   there, or the reporter is gone: end of file, the status lost, ECHILD). Signals go
+//   through the pidfd the reporter passed, or without pidfds by pid: the pid could be
+//   reused between the reporter's reaping and the report's arrival, a window of
+//   microseconds.
 // - Pid-reuse caveat of the fallback: a pid is unique only until it is reaped. The owner
 //   of the handle reaps through it and never signals after reaping (child_record holds
 //   its lock across both), so it cannot hit a recycled pid -- unless someone reaped the
@@ -31,6 +38,7 @@
 //   reaping must be serialised by the caller (waitid must run once).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <system_error>
 
@@ -44,6 +52,15 @@ enum class without_pidfd {
   pid_only,        // fd() is -1: the caller learns of the end itself, and starts no thread
 };
 
+// What a reporter (the forkserver) tells the owner of a reported() handle, in order: the
+// child has its arguments (`ready`, written by the child itself), the child ended
+// (`exited`, value: its exit code, or -N for signal N).
+struct status_record {
+  enum kind_t : std::int32_t { ready = 1, exited = 2 };
+  std::int32_t kind = 0;
+  std::int32_t value = 0;
+};
+
 class child_handle {
  public:
   child_handle() noexcept = default;
@@ -52,6 +69,10 @@ class child_handle {
   // the child is then still the caller's to end and reap.
   static child_handle open(pid_t pid, std::error_code& ec,
                            without_pidfd fallback = without_pidfd::watcher_thread) noexcept;
+
+  // For child `pid` of another process, which reports its end on `status`; `pidfd` (-1
+  // without pidfds) signals it. Takes both descriptors.
+  static child_handle reported(pid_t pid, int status, int pidfd) noexcept;
 
   child_handle(child_handle&& other) noexcept;
   child_handle& operator=(child_handle&& other) noexcept;
@@ -66,7 +87,7 @@ class child_handle {
   int fd() const noexcept { return fd_; }
   // The pidfd, or -1 without pidfd support: what to pass to another process that must
   // signal the child (see send_signal() in syscall.hpp).
-  int pidfd() const noexcept { return is_pidfd_ ? fd_ : -1; }
+  int pidfd() const noexcept { return reported_ ? signal_fd_ : (is_pidfd_ ? fd_ : -1); }
 
   // Reaps the child if it has ended: its exit code (n, or -N for signal N); nullopt
   // while it runs. An error in `ec` (ECHILD: someone else reaped it) gives nullopt.
@@ -84,10 +105,13 @@ class child_handle {
 
  private:
   std::optional<int> wait(int options, std::error_code& ec) noexcept;
+  std::optional<int> read_report(bool block, std::error_code& ec) noexcept;
 
   pid_t pid_ = 0;
   int fd_ = -1;
   bool is_pidfd_ = false;
+  bool reported_ = false;
+  int signal_fd_ = -1;  // reported(): the pidfd that signals, or -1
 };
 
 }  // namespace mproc::detail

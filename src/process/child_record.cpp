@@ -60,8 +60,8 @@ std::optional<int> child_record::exitcode() {
   std::lock_guard lock(mutex_);
   if (status_lost_) {
     throw error("mproc::process::exitcode: process " + name_ + " (pid " + std::to_string(pid_) +
-                ") was reaped outside mproc (os::wait, os::waitpid, or SIGCHLD set to SIG_IGN), so its exit code "
-                "is lost");
+                ") was reaped outside mproc (os::wait, os::waitpid, or SIGCHLD set to SIG_IGN), or its forkserver "
+                "died before reporting its end, so its exit code is lost");
   }
   return exitcode_;
 }

@@ -15,6 +15,7 @@
 
 #include "mproc/detail/os/type_name.hpp"
 #include "os/syscall.hpp"
+#include "process/child_main.hpp"
 #include "process/child_record.hpp"
 #include "process/runtime.hpp"
 
@@ -48,8 +49,33 @@ void report_uncaught(const std::string& process_name) noexcept {
 
 }  // namespace
 
+namespace detail {
+
+void run_child_main(const std::string& name, bool daemon, const process_info& parent,
+                    function_ref<void()> body) noexcept {
+  runtime& rt = runtime::instance();
+  try {
+    rt.become_child(name, daemon, parent);
+  } catch (...) {
+  }
+  int code = 0;
+  try {
+    body();
+  } catch (...) {
+    report_uncaught(name);
+    code = 1;
+  }
+  rt.shutdown_children();
+  flush_std_streams();
+  // _exit, not exit: the parent's atexit handlers and static destructors belong to it.
+  ::_exit(code);
+}
+
+}  // namespace detail
+
 struct process::impl {
   std::unique_ptr<detail::target_base> target;
+  std::unique_ptr<detail::child_starter> starter;  // a forkserver child's; null for a fork of the caller
   std::string name = next_default_name();
   bool daemon = false;
   std::shared_ptr<detail::child_record> child;  // null before start()
@@ -73,6 +99,10 @@ process::process() : process(std::unique_ptr<detail::target_base>{}) {}
 
 process::process(std::unique_ptr<detail::target_base> target) : impl_(std::make_unique<impl>()) {
   impl_->target = std::move(target);
+}
+
+process::process(std::unique_ptr<detail::child_starter> starter) : impl_(std::make_unique<impl>()) {
+  impl_->starter = std::move(starter);
 }
 
 process::process(process&&) noexcept = default;
@@ -101,10 +131,14 @@ void process::start() {
     throw error("mproc::process::start: process " + s.name +
                 " was already started, and a process starts only once; make a new mproc::process");
   }
-  auto child = std::make_shared<detail::child_record>(s.name, s.daemon);
   detail::runtime& rt = detail::runtime::instance();
   rt.active_children();  // reap what ended meanwhile, as Python's start() does
   const process_info parent = current_process();
+  if (s.starter) {
+    start_elsewhere(parent);
+    return;
+  }
+  auto child = std::make_shared<detail::child_record>(s.name, s.daemon);
 
   detail::flush_std_streams();
   const pid_t pid = ::fork();
@@ -143,6 +177,20 @@ void process::start() {
   s.target.reset();
 }
 
+void process::start_elsewhere(const process_info& parent) {
+  impl& s = *impl_;
+  std::shared_ptr<detail::child_record> child = s.starter->start(s.name, s.daemon, parent);
+  try {
+    detail::runtime::instance().track(child);
+  } catch (...) {
+    (void)child->signal(SIGKILL);
+    child->wait(detail::deadline::never());
+    throw;
+  }
+  s.child = std::move(child);
+  s.starter.reset();  // as start() drops the target: the child has its own copies now
+}
+
 void process::run_in_child(const process_info& parent) noexcept {
   impl& s = *impl_;
   if (s.daemon) {
@@ -151,22 +199,7 @@ void process::run_in_child(const process_info& parent) noexcept {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent.pid) ::kill(::getpid(), SIGKILL);
   }
-  detail::runtime& rt = detail::runtime::instance();
-  try {
-    rt.become_child(s.name, s.daemon, parent);
-  } catch (...) {
-  }
-  int code = 0;
-  try {
-    run();
-  } catch (...) {
-    report_uncaught(s.name);
-    code = 1;
-  }
-  rt.shutdown_children();
-  detail::flush_std_streams();
-  // _exit, not exit: the parent's atexit handlers and static destructors belong to it.
-  ::_exit(code);
+  detail::run_child_main(s.name, s.daemon, parent, [this] { run(); });
 }
 
 void process::run() {

@@ -63,6 +63,10 @@ class function_table {
   // A registered function's index by its name, and the name at an index.
   std::uint32_t function_named(const std::string& name) const;
   const std::string& name_at(std::uint32_t index) const;
+  // The same for invokers (the forkserver names its child's invoker): invoker_named throws
+  // serialization_error for a name this binary did not register.
+  std::uint32_t invoker_named(const std::string& name) const;
+  const std::string& invoker_name_at(std::uint32_t index) const;
 
   std::uint64_t hash() const noexcept { return hash_; }
   std::size_t invoker_count() const noexcept { return invokers_.size(); }
