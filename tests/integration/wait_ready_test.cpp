@@ -12,10 +12,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "mproc/forkserver.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
@@ -115,6 +117,23 @@ TEST(WaitReady, AProcessIsReadyWhenItEndsAndStaysUnreaped) {
   go.set();
   EXPECT_EQ(mproc::wait_ready({a, p}), indices{1});
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(WaitReady, AForkserverChildIsReadyOnceItsStatusHasCome) {
+  mproc::event go;
+  mproc::process p(
+      mproc::forkserver,
+      [](mproc::event e, int code) {
+        e.wait();
+        std::exit(code);
+      },
+      go, 3);
+  p.start();
+  mproc::queue<int> q;
+  EXPECT_EQ(mproc::wait_ready({q, p}, 0ms), indices{});
+  go.set();
+  EXPECT_EQ(mproc::wait_ready({q, p}), indices{1});
+  EXPECT_EQ(p.exitcode(), 3);
 }
 
 TEST(WaitReady, AProcessKilledWhileWaitedOnIsReady) {
