@@ -9,7 +9,7 @@
 
 namespace mproc::detail {
 
-void send_message(int socket, const void* data, std::size_t size, int pass_fd) noexcept {
+ssize_t send_message(int socket, const void* data, std::size_t size, int pass_fd) noexcept {
   iovec iov{const_cast<void*>(data), size};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -24,10 +24,10 @@ void send_message(int socket, const void* data, std::size_t size, int pass_fd) n
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
   }
-  retry_on_eintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
+  return retry_on_eintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
 }
 
-ssize_t receive_message(int socket, void* data, std::size_t size, int* received) noexcept {
+ssize_t receive_message(int socket, void* data, std::size_t size, int* received, int flags) noexcept {
   iovec iov{data, size};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -35,7 +35,7 @@ ssize_t receive_message(int socket, void* data, std::size_t size, int* received)
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
-  const ssize_t n = retry_on_eintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC); });
+  const ssize_t n = retry_on_eintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags); });
   if (received != nullptr) *received = -1;
   if (n < 0) return n;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {

@@ -80,19 +80,7 @@ class forkserver_client final : public fork_local {
 
   // nullopt when the server is gone (end of file or a failed send).
   std::optional<std::pair<pid_t, int>> round_trip(const std::vector<std::byte>& request, int status) {
-    iovec iov{const_cast<std::byte*>(request.data()), request.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &status, sizeof(int));
-    if (retry_on_eintr([&] { return ::sendmsg(control_.get(), &msg, MSG_NOSIGNAL); }) < 0) {
+    if (send_message(control_.get(), request.data(), request.size(), status) < 0) {
       if (errno == EPIPE || errno == ECONNRESET) return std::nullopt;
       throw_system_error(last_error(), "mproc::process::start (forkserver): sending the request");
     }

@@ -14,6 +14,7 @@
 
 #include "os/fd.hpp"
 #include "os/syscall.hpp"
+#include "os/unix_socket.hpp"
 #include "shm/shm_tracker.hpp"
 
 namespace mproc::detail {
@@ -102,21 +103,7 @@ class tracker_connection {
   }
 
   std::error_code send(const shm_tracker_message& m, int pass_fd) const noexcept {
-    iovec iov{const_cast<shm_tracker_message*>(&m), sizeof m};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    if (pass_fd >= 0) {
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
-    if (retry_on_eintr([&] { return ::sendmsg(socket_, &msg, MSG_NOSIGNAL); }) < 0) return last_error();
+    if (send_message(socket_, &m, sizeof m, pass_fd) < 0) return last_error();
     return {};
   }
 

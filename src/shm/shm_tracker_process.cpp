@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "os/syscall.hpp"
+#include "os/unix_socket.hpp"
 #include "shm/shm_tracker.hpp"
 
 namespace mproc::detail {
@@ -221,19 +222,7 @@ class tracker {
   }
 
   ssize_t receive(shm_tracker_message& m, int& passed) noexcept {
-    iovec iov{&m, sizeof m};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    const ssize_t got = ::recvmsg(socket_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (got <= 0) return got;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&passed, CMSG_DATA(c), sizeof(int));
-    }
-    return got;
+    return receive_message(socket_, &m, sizeof m, &passed, MSG_DONTWAIT);
   }
 
   void handle(const shm_tracker_message& m, int passed) noexcept {
