@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +29,7 @@
 #include "pool/forkserver_wire.hpp"
 #include "process/child_handle.hpp"
 #include "process/child_main.hpp"
+#include "process/server_watch.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -39,13 +39,11 @@ int child_status_fd = -1;
 
 class forkserver {
  public:
-  explicit forkserver(int control) noexcept : control_(control), self_(::getpid()) {
+  explicit forkserver(int control) noexcept : control_(control), self_(::getpid()), watch_(::getppid()) {
     // Ctrl-C reaches the whole foreground group: it is for the program, not its server.
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     ::sigaction(SIGINT, &ignore, &interrupt_);
-    watch_parent();
-    watch_children();
     const forkserver_hello hello{forkserver_hello::expected_magic, self_};
     send_message(control_.get(), &hello, sizeof hello);
   }
@@ -53,10 +51,10 @@ class forkserver {
   [[noreturn]] void run() noexcept {
     std::vector<pollfd> fds;
     for (;;) {
-      fds.assign({{control_.get(), POLLIN, 0}, {parent_fd_.get(), POLLIN, 0}, {child_ended_.get(), POLLIN, 0}});
+      fds.assign({{control_.get(), POLLIN, 0}, watch_.parent_entry(), watch_.children_entry()});
       for (const child& c : children_) fds.push_back({c.handle.fd(), POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), parent_check_ms_) < 0) continue;
-      if (fds[1].revents != 0 || (!parent_fd_ && ::getppid() != parent_)) ::_exit(0);  // the parent died
+      if (::poll(fds.data(), fds.size(), watch_.poll_timeout_ms()) < 0) continue;
+      if (watch_.parent_died(fds[1])) ::_exit(0);
       reap_ended(fds);
       if (fds[0].revents != 0) serve_request();
     }
@@ -68,39 +66,8 @@ class forkserver {
     unique_fd status;     // where its end is reported
   };
 
-  // As the zygote's: a pidfd of the parent, readable when it dies; without pidfds,
-  // getppid() every 100 ms (the server is re-parented then).
-  void watch_parent() noexcept {
-    parent_ = ::getppid();
-    std::error_code ec;
-    parent_fd_.reset(pidfd_open(parent_, ec));
-    if ((!parent_fd_ && ec != std::errc::function_not_supported) || ::getppid() != parent_) ::_exit(1);
-    parent_check_ms_ = parent_fd_ ? -1 : 100;
-  }
-
-  // As the zygote's: reap our children ourselves, and without pidfds hear of their ends
-  // through a SIGCHLD signalfd rather than watcher threads (we must stay single-threaded).
-  void watch_children() noexcept {
-    struct sigaction default_chld {};
-    default_chld.sa_handler = SIG_DFL;
-    ::sigaction(SIGCHLD, &default_chld, nullptr);
-    sigemptyset(&old_mask_);
-    if (pidfds_supported()) return;
-    sigset_t chld_only;
-    sigemptyset(&chld_only);
-    sigaddset(&chld_only, SIGCHLD);
-    ::sigprocmask(SIG_BLOCK, &chld_only, &old_mask_);  // NOLINT(concurrency-mt-unsafe): one thread
-    child_ended_.reset(::signalfd(-1, &chld_only, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (!child_ended_) ::_exit(1);
-  }
-
   void reap_ended(const std::vector<pollfd>& fds) noexcept {
-    const bool some_child_ended = fds[2].revents != 0;
-    if (some_child_ended) {
-      signalfd_siginfo info;
-      while (::read(child_ended_.get(), &info, sizeof info) > 0) {
-      }
-    }
+    const bool some_child_ended = watch_.some_child_ended(fds[2]);
     for (std::size_t i = 3; i < fds.size(); ++i) {
       if (fds[i].revents == 0 && !some_child_ended) continue;
       child& c = children_[i - 3];
@@ -168,11 +135,7 @@ class forkserver {
   [[noreturn]] void become_child(const forkserver_request& request, unique_fd status, task_invoker invoker,
                                  generic_function function) noexcept {
     control_.reset();
-    parent_fd_.reset();
-    if (child_ended_) {
-      child_ended_.reset();
-      ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);  // NOLINT(concurrency-mt-unsafe): one thread
-    }
+    watch_.forget_in_child();
     for (child& c : children_) {
       c.handle.reset();
       c.status.reset();
@@ -218,11 +181,7 @@ class forkserver {
 
   unique_fd control_;
   pid_t self_;
-  pid_t parent_ = 0;
-  unique_fd parent_fd_;
-  int parent_check_ms_ = -1;
-  unique_fd child_ended_;  // the SIGCHLD signalfd, without pidfds
-  sigset_t old_mask_;
+  server_watch watch_;
   struct sigaction interrupt_ {};  // SIGINT as the program had it, for the children
   std::vector<child> children_;
 };

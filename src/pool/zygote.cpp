@@ -6,7 +6,6 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,29 +17,28 @@
 #include "os/unix_socket.hpp"
 #include "pool/pool_impl.hpp"
 #include "pool/worker.hpp"
+#include "process/server_watch.hpp"
 
 namespace mproc::detail {
 namespace {
 
 class zygote {
  public:
-  zygote(pool_core::impl& p, int sock, pid_t parent) noexcept : p_(p), sock_(sock), parent_(parent) {
+  zygote(pool_core::impl& p, int sock, pid_t parent) noexcept : p_(p), sock_(sock), watch_(parent) {
     ::signal(SIGINT, SIG_IGN);  // workers inherit it: Ctrl-C is for the parent
     // The parent's alone: workers keep only the channels' descriptors (to map them as they grow).
     p.monitor_wake.reset();
     p.control_memory->forget_descriptor();
-    watch_parent();
-    watch_children();
   }
 
   [[noreturn]] void run() noexcept {
     std::vector<pollfd> fds;
     for (;;) {
       if (quitting_ && children_.empty()) ::_exit(0);
-      fds.assign({{sock_, POLLIN, 0}, {parent_fd_, POLLIN, 0}, {child_ended_.get(), POLLIN, 0}});
+      fds.assign({{sock_, POLLIN, 0}, watch_.parent_entry(), watch_.children_entry()});
       for (const child& c : children_) fds.push_back({c.handle.fd(), POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), parent_check_ms_) < 0) continue;
-      if (fds[1].revents != 0 || (parent_fd_ < 0 && ::getppid() != parent_)) reap_all_and_exit();  // the parent died
+      if (::poll(fds.data(), fds.size(), watch_.poll_timeout_ms()) < 0) continue;
+      if (watch_.parent_died(fds[1])) reap_all_and_exit();
       reap_ended(fds);
       if (fds[0].revents != 0) obey_the_parent();
     }
@@ -52,45 +50,9 @@ class zygote {
     child_handle handle;  // an unreaped child of the zygote: signals never hit a reused pid
   };
 
-  // The parent's pidfd becomes readable when it dies. Without pidfd support (valgrind,
-  // Linux < 5.3) getppid() changes instead (the zygote is re-parented): checked every
-  // 100 ms.
-  void watch_parent() noexcept {
-    std::error_code ec;
-    parent_fd_ = pidfd_open(parent_, ec);
-    if ((parent_fd_ < 0 && ec != std::errc::function_not_supported) || ::getppid() != parent_) ::_exit(1);
-    parent_check_ms_ = parent_fd_ < 0 ? 100 : -1;
-  }
-
-  // The zygote reaps its workers itself: SIGCHLD ignored (or SA_NOCLDWAIT) inherited from
-  // the program would make the kernel reap them first, and their ends go unnoticed.
-  // Without pidfds it hears of their ends through a SIGCHLD signalfd, not through
-  // child_handle's watcher threads: it must stay single-threaded, or a worker forked while
-  // a watcher thread held a lock (an allocator's, as ASan's does as the thread exits)
-  // would inherit it held, and deadlock on it.
-  void watch_children() noexcept {
-    struct sigaction default_chld {};
-    default_chld.sa_handler = SIG_DFL;
-    ::sigaction(SIGCHLD, &default_chld, nullptr);
-    sigemptyset(&old_mask_);
-    if (pidfds_supported()) return;
-    sigset_t chld_only;
-    sigemptyset(&chld_only);
-    sigaddset(&chld_only, SIGCHLD);
-    // The zygote is single-threaded: sigprocmask is its thread's mask.
-    ::sigprocmask(SIG_BLOCK, &chld_only, &old_mask_);  // NOLINT(concurrency-mt-unsafe): queued for the signalfd
-    child_ended_.reset(::signalfd(-1, &chld_only, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (!child_ended_) ::_exit(1);
-  }
-
   // Reports and forgets every child that ended. `fds` is the poll set of run().
   void reap_ended(const std::vector<pollfd>& fds) noexcept {
-    const bool some_child_ended = fds[2].revents != 0;
-    if (some_child_ended) {
-      signalfd_siginfo info;
-      while (::read(child_ended_.get(), &info, sizeof info) > 0) {
-      }
-    }
+    const bool some_child_ended = watch_.some_child_ended(fds[2]);
     for (std::size_t i = 3; i < fds.size(); ++i) {
       if (fds[i].revents == 0 && !some_child_ended) continue;
       child& c = children_[i - 3];
@@ -145,11 +107,7 @@ class zygote {
 
   [[noreturn]] void become_worker(std::uint32_t slot, pid_t zygote_pid) noexcept {
     ::close(sock_);
-    ::close(parent_fd_);
-    if (child_ended_) {
-      child_ended_.reset();
-      ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);  // NOLINT(concurrency-mt-unsafe): one thread
-    }
+    watch_.forget_in_child();
     for (child& c : children_) c.handle.reset();
     worker_main(p_, slot, zygote_pid);
   }
@@ -175,11 +133,7 @@ class zygote {
 
   pool_core::impl& p_;
   int sock_;
-  pid_t parent_;
-  int parent_fd_ = -1;
-  int parent_check_ms_ = -1;
-  unique_fd child_ended_;  // the SIGCHLD signalfd, without pidfds
-  sigset_t old_mask_;
+  server_watch watch_;
   std::vector<child> children_;
   bool quitting_ = false;
 };
