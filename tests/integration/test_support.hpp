@@ -197,6 +197,18 @@ inline std::set<std::string> dev_shm_entries() {
   return out;
 }
 
+// /dev/shm less the names mproc::shared_memory makes on purpose (its tests' "mproc-test-",
+// its example's "mproc_example_", and the private ".mproc-" names its create() builds blocks
+// under): what every other mproc object must leave as it found it, while those tests run
+// beside it under ctest --parallel.
+inline std::set<std::string> dev_shm_entries_but_named_shm() {
+  std::set<std::string> out = dev_shm_entries();
+  std::erase_if(out, [](const std::string& n) {
+    return n.rfind("mproc-test-", 0) == 0 || n.rfind("mproc_example_", 0) == 0 || n.rfind(".mproc-", 0) == 0;
+  });
+  return out;
+}
+
 inline int count_open_fds() {
   int n = 0;
   DIR* dir = ::opendir("/proc/self/fd");

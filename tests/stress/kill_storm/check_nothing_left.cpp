@@ -24,7 +24,7 @@ void check_nothing_left(const std::set<std::string>& shm_before, int fds_before,
     failures.push_back("open descriptors: " + std::to_string(fds_before) + " before, " + std::to_string(fds_after) +
                        " after");
   }
-  const auto shm_after = mproc_test::dev_shm_entries();
+  const auto shm_after = mproc_test::dev_shm_entries_but_named_shm();
   if (shm_after != shm_before) {
     std::string changed;
     for (const auto& e : shm_after) changed += shm_before.count(e) != 0 ? "" : " +" + e;
