@@ -275,13 +275,22 @@ TEST(WaitReady, AMixtureWakesForWhicheverComesFirst) {
   sender.join();
 }
 
-TEST(WaitReady, MoreQueuesThanOneFutexWaitTakesAreAllWatched) {
-  std::vector<mproc::queue<int>> queues(200);
-  std::vector<mproc::waitable> objects(queues.begin(), queues.end());
-  mproc::process p([last = queues.back()]() mutable { last.put(1); });
+TEST(WaitReady, MoreObjectsThanOneFutexWaitTakesAreAllWatched) {
+  // 199 events, then a queue: past the 127 words one futex_waitv takes. Events, not 200
+  // queues: a queue reserves 64 GiB of address space, more than ThreadSanitizer leaves.
+  std::vector<mproc::event> events(199);
+  mproc::queue<int> q;
+  std::vector<mproc::waitable> objects(events.begin(), events.end());
+  objects.emplace_back(q);
+  mproc::process p([q]() mutable { q.put(1); });
   p.start();
   EXPECT_EQ(mproc::wait_ready(objects), indices{199});
   p.join();
+  mproc::process setter([e = events[150]]() mutable { e.set(); });
+  setter.start();
+  q.get();
+  EXPECT_EQ(mproc::wait_ready(objects), indices{150});
+  setter.join();
 }
 
 TEST(WaitReady, ManyPipesFromOneProcess) {
