@@ -4,7 +4,8 @@
 //                batches of --batch with put_many/get_many ("mproc_batch"), beside the
 //                physical ceiling: a hand-written single-producer single-consumer ring of
 //                uint64_t in shared memory that spins and yields but never sleeps
-//                ("hand_ring"). msgs_per_s.
+//                ("hand_ring"), and the same ring moving 16 bytes per message, as many as
+//                mproc's record of one ("hand_ring_16"). msgs_per_s.
 //   queue-small-64, queue-small-1024, queue-small-65536
 //                the same, put/get one at a time, with the queue bounded at maxsize 64,
 //                1024 or 65536 ("mproc_64", ...), beside Boost with as many slots
@@ -32,8 +33,8 @@
 // Output (stdout), CSV, one line per contender per round after a header:
 //   round,contender,<metric>
 // Each round runs every contender over --iterations messages (round trips; the fast
-// mproc_batch and memcpy over 8 times as many, hand_ring over 32 times, so that they run
-// long enough to time; boost over twice as many in queue-large and a fifth as many in
+// mproc_batch and memcpy over 8 times as many, hand_ring over 32 times, hand_ring_16 over
+// 16 times, so that they run long enough to time; boost over twice as many in queue-large and a fifth as many in
 // ping-pong, where a round trip costs it several times mproc's), split into --slices
 // sessions that alternate between the contenders (A B, B A, ...), and rounds alternate
 // which one starts, as in bench/spawn_bench.cpp. A session forks a fresh child (a daemon
@@ -121,7 +122,7 @@ constexpr bench::program program{"queue_bench",
                                  "  1000000 in queue-small-1024 and -65536 and queue-mpsc-1, 600000 and 400000 in\n"
                                  "  queue-mpsc-4 and -8, 1000 in queue-large, 100000 in ping-pong; queue-mpsc: N in\n"
                                  "  all, split evenly among the producers; mproc_batch and memcpy move 8 N,\n"
-                                 "  hand_ring 32 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
+                                 "  hand_ring 32 N, hand_ring_16 16 N, boost 2 N in queue-large and N/5 in ping-pong)\n"
                                  "  in S sessions (default 2) that alternate between the contenders, after one\n"
                                  "  untimed warm-up session of W messages per invocation (ping-pong: W untimed\n"
                                  "  round trips per session). Rounds are numbered from K (default 0). B: the\n"
@@ -129,9 +130,9 @@ constexpr bench::program program{"queue_bench",
                                  "  default 0, queue-small-B B, queue-mpsc-* 1024, queue-large 16); Boost's queues,\n"
                                  "  which must be bounded, hold M messages, or where M is 0 65536 (queue-small)\n"
                                  "  or 16 (ping-pong).\n"
-                                 "  Contenders: queue-small mproc, mproc_batch, hand_ring, boost; queue-small-B\n"
-                                 "  mproc_B, boost_B; queue-mpsc-P mproc_pP, boost_pP; queue-large memcpy, mproc,\n"
-                                 "  boost; ping-pong mproc, futex_pingpong, boost.\n"
+                                 "  Contenders: queue-small mproc, mproc_batch, hand_ring, hand_ring_16, boost;\n"
+                                 "  queue-small-B mproc_B, boost_B; queue-mpsc-P mproc_pP, boost_pP; queue-large\n"
+                                 "  memcpy, mproc, boost; ping-pong mproc, futex_pingpong, boost.\n"
                                  "  --only runs one (to profile it).\n"
                                  "Prints CSV: round,contender,<msgs_per_s|gb_per_s|per_op_us>\n"};
 
@@ -565,24 +566,36 @@ bool spin_until(Ready ready, bool forever) {
 // to sleep needs (see futex_pingpong). 16384 slots (128 KiB): the producer can run far
 // ahead before it finds the ring full, and the ring stays in the L2 cache (1 MiB per core
 // on the 2-core development VM).
+//
+// hand_ring_16: the same ring with 16-byte slots, the value and its index (both checked):
+// a message takes the bytes of mproc's record of a std::uint64_t (an 8-byte head, then the
+// value), four to a cache line where hand_ring has eight. The consumer reads each line the
+// producer wrote, and a line moving between two cores costs the same whatever it holds,
+// so this ring's rate is the ceiling of any queue that moves 16 bytes per message: mproc's
+// gap to it is its software, the gap between the two rings is the record's size.
 constexpr std::size_t ring_slots = 16384;
 
+template <std::size_t Words>
 struct hand_ring {
   alignas(64) std::atomic<u64> head{0};  // messages published, by the producer
   alignas(64) std::atomic<u64> tail{0};  // messages taken, by the consumer
-  alignas(64) u64 slots[ring_slots];
+  alignas(64) u64 slots[ring_slots * Words];
 };
 
+template <std::size_t Words>
 measured small_ring(const options&, long n, u64 seed) {
-  const shared_object<hand_ring> shared;
-  hand_ring* ring = shared.get();
+  static_assert(Words == 1 || Words == 2);
+  const shared_object<hand_ring<Words>> shared;
+  hand_ring<Words>* ring = shared.get();
   auto producer = start_child([ring, n, seed] {
     u64 tail = 0;  // the consumer's index, as last read
     for (u64 i = 0; i < static_cast<u64>(n); ++i) {
       if (i - tail == ring_slots) {
         spin_until([&] { return i - (tail = ring->tail.load(std::memory_order_acquire)) < ring_slots; }, true);
       }
-      ring->slots[i % ring_slots] = value_of(seed, i);
+      u64* slot = &ring->slots[Words * (i % ring_slots)];
+      slot[0] = value_of(seed, i);
+      if constexpr (Words == 2) slot[1] = i;
       ring->head.store(i + 1, std::memory_order_release);
     }
   });
@@ -590,7 +603,11 @@ measured small_ring(const options&, long n, u64 seed) {
   u64 head = 0;  // the producer's index, as last read
   const auto take = [&](u64 i) {
     if (i == head) spin_until([&] { return (head = ring->head.load(std::memory_order_acquire)) != i; }, true);
-    const u64 v = ring->slots[i % ring_slots];
+    const u64* slot = &ring->slots[Words * (i % ring_slots)];
+    const u64 v = slot[0];
+    if constexpr (Words == 2) {
+      if (slot[1] != i) mismatch(nth("consumer's index", i), slot[1], i);
+    }
     ring->tail.store(i + 1, std::memory_order_release);
     if (v != value_of(seed, i)) mismatch(nth("consumer", i), v, value_of(seed, i));
     sum.add(v);
@@ -708,7 +725,8 @@ const std::array rows = {
         65536,
         {{"mproc", small_single<mproc_queue>},
          {"mproc_batch", small_batch, 8},
-         {"hand_ring", small_ring, 32},
+         {"hand_ring", small_ring<1>, 32},
+         {"hand_ring_16", small_ring<2>, 16},
          {"boost", small_single<boost_queue>}}},
     // The bounds users write, each beside Boost with as many slots (see the top of this file).
     // Iterations: about 0.2-0.5 s a round on the 2-core development VM (Boost at 64 slots
