@@ -306,7 +306,7 @@ TEST(RedisFailure, AKilledClientsTasksAreDroppedAndItsKeysExpire) {
 
 // Redis SIGKILLed and restarted on its append-only file: no task is lost.
 TEST(RedisFailure, RedisKilledAndRestartedWithAofLosesNothing) {
-  redis_server server({.tcp = false, .append_only = true, .password = {}});
+  redis_server server({.tcp = false, .append_only = true, .password = {}, .user = {}});
   const std::string name = mproc_test::fresh_name();
   worker_process worker(server.client_url(), name, 2);
   mproc::redis::pool pool(options_for(server, name));
@@ -416,7 +416,7 @@ TEST(RedisFailure, ForeignAndCorruptEntriesDoNotStopTheWorker) {
 }
 
 TEST(RedisSecurity, APasswordProtectedServer) {
-  redis_server server({.tcp = true, .append_only = false, .password = "s3cret"});
+  redis_server server({.tcp = true, .append_only = false, .password = "s3cret", .user = {}});
   const std::string name = mproc_test::fresh_name();
   auto wrong = options_for(server, name);
   wrong.url = server.url(":nope");
@@ -433,6 +433,39 @@ TEST(RedisSecurity, APasswordProtectedServer) {
   worker_process worker(server.client_url(), name);
   mproc::redis::pool pool(options_for(server, name));
   EXPECT_EQ(pool.apply(square, 8), 64);
+}
+
+// The README's advice for a shared server: an ACL user of its own, with keys under mproc:
+// and no @dangerous command, is all that mproc needs, workers, clients and queues alike.
+TEST(RedisSecurity, AnAclUserLimitedToMprocKeys) {
+  redis_server server({.tcp = false, .append_only = false, .password = "app-s3cret", .user = "mproc_app"});
+  const std::string name = mproc_test::fresh_name();
+  auto wrong = options_for(server, name);
+  wrong.url = server.url("mproc_app:nope");
+  try {
+    mproc::redis::pool pool(wrong);
+    FAIL() << "no error";
+  } catch (const mproc::error& e) {
+    EXPECT_NE(std::string(e.what()).find("refused the URL's credentials"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("nope"), std::string::npos) << "the password is not printed";
+  }
+  auto as_default = options_for(server, name);
+  as_default.url = server.url(":app-s3cret");  // the default user, who is off
+  EXPECT_THROW(mproc::redis::pool{as_default}, mproc::error);
+
+  worker_process worker(server.client_url(), name);
+  mproc::redis::pool pool(options_for(server, name));
+  EXPECT_EQ(pool.apply(square, 9), 81);
+  EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3, 4}), (std::vector<int>{1, 4, 9, 16}));
+  mproc::redis::queue<std::string> q(server.client_url(), name, 2);  // bounded: a server-side script
+  q.put("a");
+  q.put("b");
+  EXPECT_THROW(q.put_nowait("c"), mproc::queue_full);
+  EXPECT_EQ(q.get(), "a");
+  EXPECT_EQ(q.get(), "b");
+  // What the user may not do, it may not do: the limit is real.
+  const auto denied = server.connect()->command({"SET", "outside", "1"});
+  EXPECT_TRUE(mproc::detail::text_of(denied.get()).starts_with("NOPERM")) << mproc::detail::text_of(denied.get());
 }
 
 TEST(RedisBuilds, AClientWithOnlyWorkersOfAnotherBuildFailsClearly) {

@@ -71,7 +71,10 @@ class redis_server {
   struct options {
     bool tcp = false;          // else a unix socket
     bool append_only = false;  // AOF with appendfsync always
-    std::string password;      // requirepass
+    std::string password;      // requirepass, or with `user` that user's password
+    // An ACL user that alone may log in (the default user is off), limited as the README
+    // advises: keys under mproc:, no @dangerous commands.
+    std::string user;
   };
   explicit redis_server(options o) : options_(std::move(o)) {
     char dir[] = "/tmp/mproc-redis-test-XXXXXX";
@@ -95,7 +98,9 @@ class redis_server {
     return "unix://" + who + dir_ + "/redis.sock";
   }
   // The server's URL with its password.
-  std::string client_url() const { return url(options_.password.empty() ? "" : ":" + options_.password); }
+  std::string client_url() const {
+    return url(options_.password.empty() && options_.user.empty() ? "" : options_.user + ":" + options_.password);
+  }
 
   void start() {
     std::vector<std::string> args{MPROC_TEST_REDIS_SERVER, "--dir", dir_,         "--save",  "",
@@ -107,7 +112,12 @@ class redis_server {
       args.insert(args.end(), {"--port", "0", "--unixsocket", dir_ + "/redis.sock", "--unixsocketperm", "700"});
     }
     if (options_.append_only) args.insert(args.end(), {"--appendonly", "yes", "--appendfsync", "always"});
-    if (!options_.password.empty()) args.insert(args.end(), {"--requirepass", options_.password});
+    if (!options_.user.empty()) {
+      args.insert(args.end(), {"--user", "default", "off", "--user", options_.user, "on", ">" + options_.password,
+                               "~mproc:*", "&*", "+@all", "-@dangerous"});
+    } else if (!options_.password.empty()) {
+      args.insert(args.end(), {"--requirepass", options_.password});
+    }
     pid_ = spawn(args);
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     for (;;) {
