@@ -12,7 +12,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -368,6 +371,121 @@ TEST(RedisFailure, AWorkerStopsWithinSecondsWhenRedisIsGone) {
 
 // Foreign and corrupt entries on the task stream: serialization_error for a task that names
 // its client, a skipped entry for the rest, and the worker goes on.
+// The children of `pid`, from /proc.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream children(task.path() / "children");
+    for (pid_t child = 0; children >> child;) found.push_back(child);
+  }
+  return found;
+}
+
+// The processes under `pid`: its children, theirs, and so on.
+std::vector<pid_t> descendants(pid_t pid) {
+  std::vector<pid_t> found;
+  for (const pid_t child : children_of(pid)) {
+    found.push_back(child);
+    const std::vector<pid_t> below = descendants(child);
+    found.insert(found.end(), below.begin(), below.end());
+  }
+  return found;
+}
+
+// Gone, or a zombie waiting for a parent that is not the test (init, once reparented).
+bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  return text.empty() || (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z');
+}
+
+// The Redis kill storm: while a client streams tasks, serve processes and the pool
+// processes under them are SIGKILLed at random and the serve processes restarted, as a
+// supervisor would. A killed serve loses no task: other workers claim what it held (at least
+// once). A killed pool process fails the one task it ran with worker_lost, as with the local
+// pool, so worker_lost is bounded by those kills. Every other result is right, the stream
+// ends empty with nothing pending, and no process of a killed serve is left.
+TEST(RedisStorm, WorkersAndTheirProcessesKilledAtRandomLoseNoTask) {
+  redis_server server;
+  const std::string name = mproc_test::fresh_name();
+  auto o = options_for(server, name);
+  o.max_retries = 1000;  // a task may be held by several of the workers killed
+  mproc::redis::pool pool(o);
+  constexpr int slots = 3;
+  std::vector<std::unique_ptr<worker_process>> workers;
+  for (int k = 0; k < slots; ++k) workers.push_back(std::make_unique<worker_process>(server.client_url(), name, 2, 16));
+
+  std::mt19937 random(std::random_device{}());
+  std::vector<mproc::async_result<int>> results;
+  std::vector<pid_t> left_behind;  // every process of a killed serve, to be gone at the end
+  int serve_kills = 0;
+  int process_kills = 0;
+  constexpr int kills = 24;
+  constexpr int tasks_per_kill = 150;
+  for (int kill = 0; kill < kills; ++kill) {
+    for (int k = 0; k < tasks_per_kill; ++k) {
+      const int i = static_cast<int>(results.size());
+      results.push_back(pool.apply_async(slow_square, i));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + random() % 200));
+    auto& victim = workers[random() % slots];
+    const std::vector<pid_t> below = descendants(victim->pid());
+    // The pool's workers: the children of its zygote, which is the serve process's child.
+    std::vector<pid_t> pool_processes;
+    for (const pid_t zygote : children_of(victim->pid())) {
+      const std::vector<pid_t> workers_of_pool = children_of(zygote);
+      pool_processes.insert(pool_processes.end(), workers_of_pool.begin(), workers_of_pool.end());
+    }
+    if (random() % 2 == 0 && !pool_processes.empty()) {
+      ::kill(pool_processes[random() % pool_processes.size()], SIGKILL);
+      ++process_kills;
+    } else {
+      left_behind.insert(left_behind.end(), below.begin(), below.end());
+      victim->kill_now();
+      victim = std::make_unique<worker_process>(server.client_url(), name, 2, 16);
+      ++serve_kills;
+    }
+  }
+
+  int right = 0;
+  int lost = 0;
+  const auto give_up = std::chrono::steady_clock::now() + 60s;  // for all of them: a lost task fails once
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    try {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(give_up - std::chrono::steady_clock::now());
+      EXPECT_EQ(results[i].get(std::max(left, std::chrono::milliseconds(1))), static_cast<int>(i * i)) << i;
+      ++right;
+    } catch (const mproc::worker_lost&) {
+      ++lost;
+    }
+  }
+  std::printf("%zu tasks: %d right, %d worker_lost; %d serve processes and %d pool processes SIGKILLed\n",
+              results.size(), right, lost, serve_kills, process_kills);
+  EXPECT_LE(lost, process_kills) << "only a killed pool process loses its task";
+  EXPECT_EQ(right + lost, static_cast<int>(results.size()));
+  EXPECT_GT(serve_kills, 0);
+
+  const auto table = mproc::detail::registry_table();
+  const mproc::detail::redis_names names(name, table->hash());
+  auto redis = server.connect();
+  const auto stream_empty = [&] {
+    const auto pending = redis->command({"XPENDING", names.tasks(), mproc::detail::redis_names::group});
+    return mproc::detail::integer_of(redis->command({"XLEN", names.tasks()}).get()) == 0 &&
+           pending->type == REDIS_REPLY_ARRAY && pending->elements > 0 &&
+           mproc::detail::integer_of(pending->element[0]) == 0;
+  };
+  for (int wait = 0; wait < 500 && !stream_empty(); ++wait) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(stream_empty()) << "every task entry acknowledged and deleted";
+  for (auto& w : workers) EXPECT_EQ(w->stop(), 0) << "a live worker stops cleanly on SIGTERM";
+  for (const pid_t p : left_behind) {
+    for (int wait = 0; wait < 500 && !process_gone(p); ++wait) std::this_thread::sleep_for(20ms);
+    EXPECT_TRUE(process_gone(p)) << "process " << p << " of a killed serve is left";
+  }
+}
+
 TEST(RedisFailure, ForeignAndCorruptEntriesDoNotStopTheWorker) {
   redis_server server;
   const std::string name = mproc_test::fresh_name();
