@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "mproc/detail/ipc/channel.hpp"
+#include "mproc/detail/ipc/queue_calls.hpp"
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
@@ -48,54 +49,13 @@
 namespace mproc {
 
 template <class T>
-class queue {
+class queue : public detail::queue_calls<queue<T>, T> {
  public:
+  static constexpr const char* api_name = "mproc::queue";
   // Names memory of this machine: cannot go to another (mproc::mpi).
   using mproc_local_handle = void;
   // A new, empty queue holding at most `maxsize` messages (0: no limit).
   explicit queue(std::size_t maxsize = 0) : channel_(std::make_shared<detail::channel>(maxsize)) {}
-
-  // Blocks while the queue is full.
-  void put(const T& value) { put_until(value, detail::deadline::never()); }
-  // Blocks at most `timeout`; then throws queue_full.
-  template <detail::duration D>
-  void put(const T& value, D timeout) {
-    if (!put_until(value, detail::deadline::in(timeout)))
-      throw queue_full(
-          "mproc::queue::put: the queue stayed full for the whole timeout; wait longer, or take values faster");
-  }
-  // Never waits; throws queue_full when full.
-  void put_nowait(const T& value) {
-    if (!try_put(value)) throw queue_full("mproc::queue::put_nowait: the queue is full; use put() to wait for room");
-  }
-  bool try_put(const T& value) { return put_until(value, detail::deadline::no_wait()); }
-  template <detail::duration D>
-  bool try_put_for(const T& value, D timeout) {
-    return put_until(value, detail::deadline::in(timeout));
-  }
-
-  // Blocks while the queue is empty.
-  T get() { return *get_until(detail::deadline::never()); }
-  // Blocks at most `timeout`; then throws queue_empty.
-  template <detail::duration D>
-  T get(D timeout) {
-    auto value = get_until(detail::deadline::in(timeout));
-    if (!value)
-      throw queue_empty(
-          "mproc::queue::get: nothing came within the timeout; wait longer, or check that a producer runs");
-    return std::move(*value);
-  }
-  // Never waits; throws queue_empty when empty.
-  T get_nowait() {
-    auto value = try_get();
-    if (!value) throw queue_empty("mproc::queue::get_nowait: the queue is empty; use get() to wait for a value");
-    return std::move(*value);
-  }
-  std::optional<T> try_get() { return get_until(detail::deadline::no_wait()); }
-  template <detail::duration D>
-  std::optional<T> try_get_for(D timeout) {
-    return get_until(detail::deadline::in(timeout));
-  }
 
   // Batches, for small messages: one synchronisation for many values. put_many blocks
   // until all are put (waiting for room when the queue is bounded); get_many blocks until
@@ -121,11 +81,6 @@ class queue {
 
   // Messages in the queue now (a snapshot: others may put and get meanwhile).
   std::size_t qsize() const { return channel_->size(); }
-  bool empty() const { return qsize() == 0; }
-  bool full() const {
-    const std::size_t max = channel_->maxsize();
-    return max != 0 && qsize() >= max;
-  }
   std::size_t maxsize() const { return channel_->maxsize(); }
 
   // This handle puts and gets no more: both then throw closed_error.
@@ -155,6 +110,8 @@ class queue {
   }
 
  private:
+  friend detail::queue_calls<queue, T>;  // put, get and the rest, over put_until and get_until
+
   // For mproc::wait_ready: ready while it holds a message.
   friend detail::wait_probe mproc_wait_probe(queue& q) { return q.channel().probe(); }
 

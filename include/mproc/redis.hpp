@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/ipc/queue_calls.hpp"
 #include "mproc/detail/pool/remote_pool_api.hpp"
 #include "mproc/detail/redis/redis_backend.hpp"
 #include "mproc/detail/wait/deadline.hpp"
@@ -105,55 +106,18 @@ inline void serve(worker_options options = {}) {
 // is copyable and may be used after fork (each process connects on its own). A value
 // taken by a get() whose process then dies is gone, as with Python's queues.
 template <class T>
-class queue {
+class queue : public detail::queue_calls<queue<T>, T> {
  public:
+  static constexpr const char* api_name = "mproc::redis::queue";
   queue(std::string url, std::string name, std::size_t maxsize = 0)
       : list_(std::make_shared<detail::redis_list>(url, name, maxsize)) {}
 
-  void put(const T& value) { put_until(value, detail::deadline::never()); }
-  template <detail::duration D>
-  void put(const T& value, D timeout) {
-    if (!put_until(value, detail::deadline::in(timeout)))
-      throw queue_full(
-          "mproc::redis::queue::put: the queue stayed full for the whole timeout; wait longer, or take "
-          "values faster");
-  }
-  void put_nowait(const T& value) {
-    if (!try_put(value))
-      throw queue_full("mproc::redis::queue::put_nowait: the queue is full; use put() to wait for room");
-  }
-  bool try_put(const T& value) { return put_until(value, detail::deadline::no_wait()); }
-  template <detail::duration D>
-  bool try_put_for(const T& value, D timeout) {
-    return put_until(value, detail::deadline::in(timeout));
-  }
-
-  T get() { return *get_until(detail::deadline::never()); }
-  template <detail::duration D>
-  T get(D timeout) {
-    auto value = get_until(detail::deadline::in(timeout));
-    if (!value)
-      throw queue_empty(
-          "mproc::redis::queue::get: nothing came within the timeout; wait longer, or check that a producer runs");
-    return std::move(*value);
-  }
-  T get_nowait() {
-    auto value = try_get();
-    if (!value) throw queue_empty("mproc::redis::queue::get_nowait: the queue is empty; use get() to wait for a value");
-    return std::move(*value);
-  }
-  std::optional<T> try_get() { return get_until(detail::deadline::no_wait()); }
-  template <detail::duration D>
-  std::optional<T> try_get_for(D timeout) {
-    return get_until(detail::deadline::in(timeout));
-  }
-
   std::size_t qsize() const { return list_->size(); }
-  bool empty() const { return qsize() == 0; }
-  bool full() const { return list_->maxsize() != 0 && qsize() >= list_->maxsize(); }
   std::size_t maxsize() const noexcept { return list_->maxsize(); }
 
  private:
+  friend detail::queue_calls<queue, T>;  // put, get and the rest, over put_until and get_until
+
   bool put_until(const T& value, detail::deadline until) {
     std::vector<std::byte> bytes;
     detail::encode_message(value, bytes);
