@@ -49,14 +49,14 @@ class forkserver {
   }
 
   [[noreturn]] void run() noexcept {
-    std::vector<pollfd> fds;
     for (;;) {
-      fds.assign({{control_.get(), POLLIN, 0}, watch_.parent_entry(), watch_.children_entry()});
-      for (const child& c : children_) fds.push_back({c.handle.fd(), POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), watch_.poll_timeout_ms()) < 0) continue;
-      if (watch_.parent_died(fds[1])) ::_exit(0);
-      reap_ended(fds);
-      if (fds[0].revents != 0) serve_request();
+      const server_watch::events seen = watch_.wait(control_.get(), children_, [](child& c, int code) {
+        const status_record r{status_record::exited, code};
+        retry_on_eintr([&] { return ::send(c.status.get(), &r, sizeof r, MSG_DONTWAIT | MSG_NOSIGNAL); });
+        c.status.reset();
+      });
+      if (seen.parent_died) ::_exit(0);
+      if (seen.control_ready) serve_request();
     }
   }
 
@@ -65,22 +65,6 @@ class forkserver {
     child_handle handle;  // an unreaped child of the server
     unique_fd status;     // where its end is reported
   };
-
-  void reap_ended(const std::vector<pollfd>& fds) noexcept {
-    const bool some_child_ended = watch_.some_child_ended(fds[2]);
-    for (std::size_t i = 3; i < fds.size(); ++i) {
-      if (fds[i].revents == 0 && !some_child_ended) continue;
-      child& c = children_[i - 3];
-      std::error_code ec;
-      const std::optional<int> code = c.handle.try_reap(ec);
-      if (!code) continue;
-      const status_record r{status_record::exited, *code};
-      retry_on_eintr([&] { return ::send(c.status.get(), &r, sizeof r, MSG_DONTWAIT | MSG_NOSIGNAL); });
-      c.handle.reset();
-      c.status.reset();
-    }
-    std::erase_if(children_, [](const child& c) { return !c.handle; });
-  }
 
   void serve_request() noexcept {
     std::vector<std::byte> buffer(forkserver_max_request);

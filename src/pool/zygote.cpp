@@ -32,15 +32,14 @@ class zygote {
   }
 
   [[noreturn]] void run() noexcept {
-    std::vector<pollfd> fds;
     for (;;) {
       if (quitting_ && children_.empty()) ::_exit(0);
-      fds.assign({{sock_, POLLIN, 0}, watch_.parent_entry(), watch_.children_entry()});
-      for (const child& c : children_) fds.push_back({c.handle.fd(), POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), watch_.poll_timeout_ms()) < 0) continue;
-      if (watch_.parent_died(fds[1])) reap_all_and_exit();
-      reap_ended(fds);
-      if (fds[0].revents != 0) obey_the_parent();
+      const server_watch::events seen = watch_.wait(sock_, children_, [&](const child& c, int code) {
+        const report r{report_kind::exited, c.slot, c.handle.pid(), code};
+        send_message(sock_, &r, sizeof r);
+      });
+      if (seen.parent_died) reap_all_and_exit();
+      if (seen.control_ready) obey_the_parent();
     }
   }
 
@@ -49,22 +48,6 @@ class zygote {
     std::uint32_t slot;
     child_handle handle;  // an unreaped child of the zygote: signals never hit a reused pid
   };
-
-  // Reports and forgets every child that ended. `fds` is the poll set of run().
-  void reap_ended(const std::vector<pollfd>& fds) noexcept {
-    const bool some_child_ended = watch_.some_child_ended(fds[2]);
-    for (std::size_t i = 3; i < fds.size(); ++i) {
-      if (fds[i].revents == 0 && !some_child_ended) continue;
-      child& c = children_[i - 3];
-      std::error_code ec;
-      const std::optional<int> code = c.handle.try_reap(ec);
-      if (!code) continue;
-      const report r{report_kind::exited, c.slot, c.handle.pid(), *code};
-      send_message(sock_, &r, sizeof r);
-      c.handle.reset();
-    }
-    std::erase_if(children_, [](const child& c) { return !c.handle; });
-  }
 
   void obey_the_parent() noexcept {
     command cmd{};

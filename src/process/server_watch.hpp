@@ -20,7 +20,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <optional>
 #include <system_error>
+#include <vector>
 
 #include "os/fd.hpp"
 #include "os/syscall.hpp"
@@ -50,24 +53,36 @@ class server_watch {
   server_watch(const server_watch&) = delete;
   server_watch& operator=(const server_watch&) = delete;
 
-  // The two entries of the server's poll set (a -1 descriptor is skipped by poll), and its
-  // timeout: -1, or 100 ms without pidfds, to ask getppid().
-  pollfd parent_entry() const noexcept { return {parent_fd_.get(), POLLIN, 0}; }
-  pollfd children_entry() const noexcept { return {child_ended_.get(), POLLIN, 0}; }
-  int poll_timeout_ms() const noexcept { return parent_fd_ ? -1 : 100; }
+  // What one wait() saw.
+  struct events {
+    bool parent_died = false;    // the server is to end, after its own clean-up
+    bool control_ready = false;  // its control socket is readable (a request, or closed)
+  };
 
-  // After a poll: whether the parent died.
-  bool parent_died(const pollfd& parent_entry) const noexcept {
-    return parent_entry.revents != 0 || (!parent_fd_ && ::getppid() != parent_);
-  }
-  // After a poll: whether some child may have ended without its own entry saying so (the
-  // signalfd fired; it is drained): then every child is to be checked.
-  bool some_child_ended(const pollfd& children_entry) noexcept {
-    if (children_entry.revents == 0) return false;
-    signalfd_siginfo info;
-    while (::read(child_ended_.get(), &info, sizeof info) > 0) {
+  // One turn of the server's loop: waits until the control socket is readable, the parent
+  // dies or a child ends. Every child that ended is reaped and handed to `ended(child,
+  // code)` (its code as child_handle::try_reap gives it), then dropped from `children`,
+  // whose elements have a child_handle `handle`; not once the parent is found dead.
+  template <class Child, class Ended>
+  events wait(int control, std::vector<Child>& children, Ended ended) noexcept {
+    // A -1 descriptor (no pidfd, no signalfd) is skipped by poll. The timeout: -1, or
+    // 100 ms without pidfds, to ask getppid().
+    fds_.assign({{control, POLLIN, 0}, {parent_fd_.get(), POLLIN, 0}, {child_ended_.get(), POLLIN, 0}});
+    for (const Child& c : children) fds_.push_back({c.handle.fd(), POLLIN, 0});
+    if (::poll(fds_.data(), fds_.size(), parent_fd_ ? -1 : 100) < 0) return {};
+    if (fds_[1].revents != 0 || (!parent_fd_ && ::getppid() != parent_)) return {.parent_died = true};
+    const bool some_child_ended = drain_child_ended(fds_[2]);
+    for (std::size_t i = 3; i < fds_.size(); ++i) {
+      if (fds_[i].revents == 0 && !some_child_ended) continue;
+      Child& c = children[i - 3];
+      std::error_code ec;
+      const std::optional<int> code = c.handle.try_reap(ec);
+      if (!code) continue;
+      ended(c, *code);
+      c.handle.reset();
     }
-    return true;
+    std::erase_if(children, [](const Child& c) { return !c.handle; });
+    return {.control_ready = fds_[0].revents != 0};
   }
 
   // In a child just forked from the server: drops what the server watches with, and gives
@@ -81,10 +96,21 @@ class server_watch {
   }
 
  private:
+  // Whether some child may have ended without its own entry saying so (the signalfd fired;
+  // it is drained): then every child is to be checked.
+  bool drain_child_ended(const pollfd& entry) noexcept {
+    if (entry.revents == 0) return false;
+    signalfd_siginfo info;
+    while (::read(child_ended_.get(), &info, sizeof info) > 0) {
+    }
+    return true;
+  }
+
   pid_t parent_;
   unique_fd parent_fd_;
   unique_fd child_ended_;  // the SIGCHLD signalfd, without pidfds
   sigset_t old_mask_;
+  std::vector<pollfd> fds_;  // wait()'s poll set, kept for its memory
 };
 
 }  // namespace mproc::detail
