@@ -354,13 +354,20 @@ void client_core::receive_loop() noexcept {
   const std::string replies = names_.replies(id_);
   const std::string block = std::to_string(receive_block.count());
   std::string last = "0";
+  bool read_some = false;  // since the last trim
   for (;;) {
     {
       std::lock_guard lock(mutex_);
       if (stopping_ || state_ == phase::broken) return;
     }
     try {
-      const auto r = link.command({"XREAD", "COUNT", "1024", "BLOCK", block, "STREAMS", replies, last});
+      // What was read leaves the stream (only the newest stays, as our place), in the same
+      // round trip as the next read.
+      if (read_some) link.append({"XTRIM", replies, "MINID", last});
+      link.append({"XREAD", "COUNT", "1024", "BLOCK", block, "STREAMS", replies, last});
+      if (read_some) link.reply();
+      read_some = false;
+      const auto r = link.reply();
       if (is_error(r.get())) throw error("mproc::redis::pool: reading the results: " + std::string(text_of(r.get())));
       if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) continue;  // nothing within the block
       const redisReply* stream = r->element[0];
@@ -380,7 +387,7 @@ void client_core::receive_loop() noexcept {
         }
       }
       if (!batch.empty()) deliver(std::move(batch));
-      link.command({"XTRIM", replies, "MINID", last});  // read: only the newest stays, as our place
+      read_some = true;
     } catch (const connection_lost& lost) {
       if (!reconnect(link, lost)) return;
     } catch (...) {
