@@ -2,7 +2,6 @@
 // server that is this test binary re-executed.
 #include "mproc/forkserver.hpp"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,7 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -23,27 +21,13 @@
 
 #include "mproc/os.hpp"
 #include "mproc/queue.hpp"
+#include "test_support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-
-// The pids of `pid`'s children, from every one of its threads.
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> out;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  DIR* dir = ::opendir(tasks.c_str());
-  if (dir == nullptr) return out;
-  while (dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream in(tasks + "/" + e->d_name + "/children");
-    pid_t child = 0;
-    while (in >> child) out.push_back(child);
-  }
-  ::closedir(dir);
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using mproc_test::children_of;
+using mproc_test::running;
 
 // The forkserver of this process: its one child that is not a forkserver child.
 pid_t forkserver_pid(const std::vector<pid_t>& not_it = {}) {
@@ -51,15 +35,6 @@ pid_t forkserver_pid(const std::vector<pid_t>& not_it = {}) {
     if (std::find(not_it.begin(), not_it.end(), c) == not_it.end()) return c;
   }
   return 0;
-}
-
-// Whether `pid` runs (a zombie does not).
-bool running(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
 
 struct point {

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -162,6 +163,29 @@ inline std::optional<proc_stat> read_proc_stat(pid_t pid) {
   proc_stat st;
   rest >> st.state >> st.ppid;
   return st;
+}
+
+// Whether `pid` runs: it is in /proc and not a zombie.
+inline bool running(pid_t pid) {
+  const auto st = read_proc_stat(pid);
+  return st && st->state != 'Z';
+}
+
+// The pids of `pid`'s children, from every one of its threads, in ascending order.
+inline std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = ::opendir(tasks.c_str());
+  if (dir == nullptr) return out;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(tasks + "/" + e->d_name + "/children");
+    pid_t child = 0;
+    while (in >> child) out.push_back(child);
+  }
+  ::closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 // The children of this process, from /proc, with their states.

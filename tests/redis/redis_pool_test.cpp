@@ -12,9 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -28,6 +26,7 @@
 #include "pool/remote_runner.hpp"
 #include "redis/redis_names.hpp"
 #include "redis_test_support.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -371,34 +370,15 @@ TEST(RedisFailure, AWorkerStopsWithinSecondsWhenRedisIsGone) {
 
 // Foreign and corrupt entries on the task stream: serialization_error for a task that names
 // its client, a skipped entry for the rest, and the worker goes on.
-// The children of `pid`, from /proc.
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> found;
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream children(task.path() / "children");
-    for (pid_t child = 0; children >> child;) found.push_back(child);
-  }
-  return found;
-}
-
 // The processes under `pid`: its children, theirs, and so on.
 std::vector<pid_t> descendants(pid_t pid) {
   std::vector<pid_t> found;
-  for (const pid_t child : children_of(pid)) {
+  for (const pid_t child : mproc_test::children_of(pid)) {
     found.push_back(child);
     const std::vector<pid_t> below = descendants(child);
     found.insert(found.end(), below.begin(), below.end());
   }
   return found;
-}
-
-// Gone, or a zombie waiting for a parent that is not the test (init, once reparented).
-bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto close = text.rfind(')');
-  return text.empty() || (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z');
 }
 
 // The Redis kill storm: while a client streams tasks, serve processes and the pool
@@ -431,17 +411,17 @@ TEST(RedisStorm, WorkersAndTheirProcessesKilledAtRandomLoseNoTask) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100 + random() % 200));
     auto& victim = workers[random() % slots];
-    const std::vector<pid_t> below = descendants(victim->pid());
     // The pool's workers: the children of its zygote, which is the serve process's child.
     std::vector<pid_t> pool_processes;
-    for (const pid_t zygote : children_of(victim->pid())) {
-      const std::vector<pid_t> workers_of_pool = children_of(zygote);
+    for (const pid_t zygote : mproc_test::children_of(victim->pid())) {
+      const std::vector<pid_t> workers_of_pool = mproc_test::children_of(zygote);
       pool_processes.insert(pool_processes.end(), workers_of_pool.begin(), workers_of_pool.end());
     }
     if (random() % 2 == 0 && !pool_processes.empty()) {
       ::kill(pool_processes[random() % pool_processes.size()], SIGKILL);
       ++process_kills;
     } else {
+      const std::vector<pid_t> below = descendants(victim->pid());
       left_behind.insert(left_behind.end(), below.begin(), below.end());
       victim->kill_now();
       victim = std::make_unique<worker_process>(server.client_url(), name, 2, 16);
@@ -477,12 +457,12 @@ TEST(RedisStorm, WorkersAndTheirProcessesKilledAtRandomLoseNoTask) {
            pending->type == REDIS_REPLY_ARRAY && pending->elements > 0 &&
            mproc::detail::integer_of(pending->element[0]) == 0;
   };
-  for (int wait = 0; wait < 500 && !stream_empty(); ++wait) std::this_thread::sleep_for(20ms);
-  EXPECT_TRUE(stream_empty()) << "every task entry acknowledged and deleted";
+  EXPECT_TRUE(mproc_test::eventually(stream_empty, 10s)) << "every task entry acknowledged and deleted";
   for (auto& w : workers) EXPECT_EQ(w->stop(), 0) << "a live worker stops cleanly on SIGTERM";
   for (const pid_t p : left_behind) {
-    for (int wait = 0; wait < 500 && !process_gone(p); ++wait) std::this_thread::sleep_for(20ms);
-    EXPECT_TRUE(process_gone(p)) << "process " << p << " of a killed serve is left";
+    // Gone, or a zombie of init's once reparented.
+    EXPECT_TRUE(mproc_test::eventually([p] { return !mproc_test::running(p); }, 10s))
+        << "process " << p << " of a killed serve is left";
   }
 }
 
