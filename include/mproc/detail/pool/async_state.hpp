@@ -22,6 +22,7 @@
 #include "mproc/detail/wait/deadline.hpp"
 #include "mproc/detail/wait/futex_word.hpp"
 #include "mproc/detail/wait/wait_probe.hpp"
+#include "mproc/detail/wait/word_mutex.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
 
@@ -58,8 +59,11 @@ struct value_box<void> {};
 
 // What an async_result waits on: filled once, on the result thread. Its state is one
 // futex word: a task costs no condition variable to make, destroy or broadcast, and a
-// result that is in is read with one load. The mutex is taken only by then() and by a
-// finish that has callbacks to run.
+// result that is in is read with one load. The mutex is taken only by then(), by the
+// waits on many results and by a finish that has callbacks to run or waiters to tell; what
+// they add lives apart (extras), made on first use. So a state with its control block
+// fits in 128 bytes: a burst of N tasks makes N of them, and the memory of a first burst
+// is new to the process, each page of it zeroed by the kernel as it is first touched.
 template <class R>
 class async_state : public task_state, public std::enable_shared_from_this<async_state<R>> {
  public:
@@ -166,13 +170,15 @@ class async_state : public task_state, public std::enable_shared_from_this<async
 
   void add_callbacks(callback on_value, error_callback on_error) {
     {
-      std::lock_guard lock(callbacks_mutex_);
+      std::lock_guard lock(extras_mutex_);
       // Marked under the mutex and only while unpublished, so that finish either sees the
       // mark (and takes the mutex, after the callback is in) or has published already.
       std::uint32_t w = word_.load(std::memory_order_acquire);
       while ((w & published) == 0) {
+        std::vector<std::pair<callback, error_callback>>& callbacks = extras_locked().callbacks;
+        callbacks.reserve(callbacks.size() + 1);  // what may throw, before the mark
         if (word_.compare_exchange_weak(w, w | has_callbacks, std::memory_order_acq_rel)) {
-          callbacks_.emplace_back(std::move(on_value), std::move(on_error));
+          callbacks.emplace_back(std::move(on_value), std::move(on_error));
           return;
         }
       }
@@ -195,11 +201,13 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   // Tells `waiter` `index` once the state is published, on the thread that publishes it;
   // false (and no notice) when it is published already.
   bool add_waiter(std::shared_ptr<completion_waiter> waiter, std::size_t index) {
-    std::lock_guard lock(callbacks_mutex_);
+    std::lock_guard lock(extras_mutex_);
     std::uint32_t w = word_.load(std::memory_order_acquire);
     while ((w & published) == 0) {
+      std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>>& waiters = extras_locked().waiters;
+      waiters.reserve(waiters.size() + 1);  // what may throw, before the mark
       if (word_.compare_exchange_weak(w, w | has_waiters, std::memory_order_acq_rel)) {
-        waiters_.emplace_back(std::move(waiter), index);
+        waiters.emplace_back(std::move(waiter), index);
         return true;
       }
     }
@@ -207,21 +215,21 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   }
   // Forgets `waiter` (one that stops waiting before the state is published).
   void remove_waiter(const completion_waiter* waiter) noexcept {
-    std::lock_guard lock(callbacks_mutex_);
-    std::erase_if(waiters_, [&](const auto& entry) { return entry.first.get() == waiter; });
+    std::lock_guard lock(extras_mutex_);
+    if (extras_) std::erase_if(extras_->waiters, [&](const auto& entry) { return entry.first.get() == waiter; });
   }
 
  private:
   static constexpr std::uint32_t published = 1;      // value or error set, callbacks run
-  static constexpr std::uint32_t has_callbacks = 2;  // callbacks_ holds some (set under the mutex)
+  static constexpr std::uint32_t has_callbacks = 2;  // extras_->callbacks holds some (set under the mutex)
   static constexpr std::uint32_t sleepers = 4;       // a thread sleeps on the word
-  static constexpr std::uint32_t has_waiters = 8;    // waiters_ holds some (set under the mutex)
+  static constexpr std::uint32_t has_waiters = 8;    // extras_->waiters holds some (set under the mutex)
 
   void notify_waiters() noexcept {
     std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> now;
     {
-      std::lock_guard lock(callbacks_mutex_);
-      now.swap(waiters_);
+      std::lock_guard lock(extras_mutex_);
+      if (extras_) now.swap(extras_->waiters);
     }
     for (const auto& [waiter, index] : now) waiter->notify(index);
   }
@@ -277,8 +285,8 @@ class async_state : public task_state, public std::enable_shared_from_this<async
       }
       std::vector<std::pair<callback, error_callback>> now;
       {
-        std::lock_guard lock(callbacks_mutex_);
-        now.swap(callbacks_);
+        std::lock_guard lock(extras_mutex_);
+        if (extras_) now.swap(extras_->callbacks);
         word_.fetch_and(~has_callbacks, std::memory_order_acq_rel);
       }
       if (!on_callback_thread() && hand_to_result_thread(now)) return;
@@ -309,13 +317,26 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     }
   }
 
+  // What then() and the waits on many results add; under extras_mutex_.
+  struct extras {
+    std::vector<std::pair<callback, error_callback>> callbacks;
+    std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> waiters;
+  };
+  extras& extras_locked() {
+    if (!extras_) extras_ = std::make_unique<extras>();
+    return *extras_;
+  }
+
   std::weak_ptr<task_host> core_;
   std::atomic<std::uint32_t> word_{0};
-  std::mutex callbacks_mutex_;
+  word_mutex extras_mutex_;
   std::exception_ptr error_;
   value_box<R> box_;
-  std::vector<std::pair<callback, error_callback>> callbacks_;
-  std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> waiters_;
+  std::unique_ptr<extras> extras_;
 };
+
+// With the shared_ptr's control block (32 bytes with the arena's allocator) within the
+// arena's 128-byte class.
+static_assert(sizeof(async_state<int>) <= 96);
 
 }  // namespace mproc::detail
