@@ -411,7 +411,7 @@ class pool {
   template <class R>
   std::shared_ptr<detail::async_state<R>> make_state() {
     auto state = std::allocate_shared<detail::async_state<R>>(
-        detail::arena_allocator<detail::async_state<R>>(state_arena_), core_);
+        detail::arena_allocator<detail::async_state<R>>(state_arena_.get()), core_);
     return state;
   }
 
@@ -503,7 +503,7 @@ class pool {
   std::size_t imap_window() const { return std::size_t{2} * size(); }
 
   std::shared_ptr<detail::task_sink> core_;
-  std::shared_ptr<detail::state_arena> state_arena_ = std::make_shared<detail::state_arena>();
+  detail::state_arena::owner state_arena_ = detail::state_arena::make_owned();
   detail::live_feeds imaps_;  // for close()
 };
 

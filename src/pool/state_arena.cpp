@@ -31,27 +31,50 @@ state_arena::~state_arena() {
 }
 
 void* state_arena::allocate(std::size_t bytes) {
-  if (bytes == 0 || bytes > largest_block || !mine()) return ::operator new(bytes);
-  const std::size_t c = size_class(bytes, granule);
+  if (!mine()) return ::operator new(bytes);
+  const bool small = bytes != 0 && bytes <= largest_block;
+  void* p = small ? nullptr : ::operator new(bytes);
   std::lock_guard lock(mutex_);
-  if (block* b = free_[c]) {
-    free_[c] = b->next;
-    return b;
+  if (small) {
+    const std::size_t c = size_class(bytes, granule);
+    if (block* b = free_[c]) {
+      free_[c] = b->next;
+      p = b;
+    } else {
+      p = carve((c + 1) * granule);  // may throw: nothing counted yet
+    }
   }
-  return carve((c + 1) * granule);
+  ++out_;
+  return p;
 }
 
 void state_arena::deallocate(void* p, std::size_t bytes) noexcept {
-  if (bytes == 0 || bytes > largest_block) {
-    ::operator delete(p);
-    return;
-  }
+  const bool small = bytes != 0 && bytes <= largest_block;
+  if (!small) ::operator delete(p);
   if (!mine()) return;  // a forked child: the block may be the parent's (see the header)
-  auto* b = ::new (p) block{nullptr};
-  std::lock_guard lock(mutex_);
-  const std::size_t c = size_class(bytes, granule);
-  b->next = free_[c];
-  free_[c] = b;
+  bool last = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (small) {
+      auto* b = ::new (p) block{nullptr};
+      const std::size_t c = size_class(bytes, granule);
+      b->next = free_[c];
+      free_[c] = b;
+    }
+    last = --out_ == 0 && abandoned_;
+  }
+  if (last) delete this;
+}
+
+void state_arena::abandon() noexcept {
+  if (!mine()) return;
+  bool last = false;
+  {
+    std::lock_guard lock(mutex_);
+    abandoned_ = true;
+    last = out_ == 0;
+  }
+  if (last) delete this;
 }
 
 void* state_arena::carve(std::size_t bytes) {

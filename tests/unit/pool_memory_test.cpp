@@ -45,15 +45,15 @@ struct counted {
   int& alive_;
 };
 
-TEST(StateArena, SharedStatesKeepTheirArenaAlive) {
+TEST(StateArena, AnAbandonedArenaLivesWhileItsStatesAreOut) {
   int alive = 0;
   std::vector<std::shared_ptr<counted>> states;
   {
-    auto arena = std::make_shared<state_arena>();
+    const state_arena::owner arena = state_arena::make_owned();
     for (int i = 0; i < 1000; ++i) {
-      states.push_back(std::allocate_shared<counted>(arena_allocator<counted>(arena), i, alive));
+      states.push_back(std::allocate_shared<counted>(arena_allocator<counted>(arena.get()), i, alive));
     }
-  }  // the arena lives on in the states' allocators
+  }  // abandoned by its owner, the arena lives on while the states are out
   EXPECT_EQ(alive, 1000);
   for (int i = 0; i < 1000; ++i) EXPECT_EQ(states[static_cast<std::size_t>(i)]->value, i);
   states.clear();

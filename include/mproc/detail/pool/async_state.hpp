@@ -335,7 +335,7 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   std::unique_ptr<extras> extras_;
 };
 
-// With the shared_ptr's control block (32 bytes with the arena's allocator) within the
+// With the shared_ptr's control block (24 bytes with the arena's allocator) within the
 // arena's 128-byte class.
 static_assert(sizeof(async_state<int>) <= 96);
 
