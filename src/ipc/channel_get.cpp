@@ -221,7 +221,8 @@ static void unlock_after_take(channel::state& s, std::uint32_t i, std::size_t ta
   if (taken != 0) {
     // Producers asleep on a full queue are woken together once it has drained to half
     // (see full_queue_sleep), not one per message taken.
-    if (h.maxsize != 0 && h.not_full.sleepers.load(std::memory_order_relaxed) != 0 && s.size() <= h.maxsize / 2) {
+    if (h.maxsize != 0 && h.not_full.sleepers.load(std::memory_order_relaxed) != 0 && s.fill_check_due(taken) &&
+        s.size() <= h.maxsize / 2) {
       h.not_full.announce(INT_MAX);
     }
     if (more) h.not_empty.announce(1);
