@@ -181,7 +181,7 @@ def measure_point(row: compare.Row, sides: list[Side], args, n_min: int) -> tupl
     for r in range(args.rounds):
         order = [sides[(r + k) % len(sides)] for k in range(len(sides))]  # rotate who goes first
         for side in order:
-            figures = compare.run_round(row, side.make(n[side.key]), r, args)
+            figures = compare.run_round(row, side.make(n[side.key]), r, args, [])  # no server
             for key, value in figures.items():
                 per_round[key].append(value)
                 counts[key].append(n[side.key])
