@@ -27,13 +27,16 @@ std::vector<std::uint8_t> patterned_bytes(std::size_t n, unsigned seed) {
   return v;
 }
 
-// Resident memory of `pid` in bytes (/proc/PID/statm), 0 once it is gone.
-std::size_t resident_bytes(pid_t pid) {
-  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
-  std::size_t size = 0;
-  std::size_t resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+// Resident anonymous memory of `pid` in bytes (RssAnon of /proc/PID/status: not the
+// queue's shared memory, which a consumer maps and gives back as it reads), 0 once it is
+// gone.
+std::size_t anonymous_resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssAnon:", 0) == 0) return std::stoull(line.substr(8)) * 1024;  // "RssAnon:  123 kB"
+  }
+  return 0;
 }
 
 // The memory allocated to this process's queues: their memfds' allocated sizes.
@@ -144,19 +147,22 @@ TEST(QueueLarge, ADrainedQueueKeepsWhatItsBurstsWantThenGivesTheSurplusBack) {
 TEST(QueueLargeKill, AConsumerKilledMidReadLeavesTheMessageWhole) {
   constexpr std::size_t big = std::size_t{96} << 20;
   const auto message = patterned_bytes(big, 9);
-  for (int attempt = 0; attempt < 5; ++attempt) {
+  for (int attempt = 0; attempt < 20; ++attempt) {
     mproc::queue<std::vector<std::uint8_t>> q;
     q.put(message);
-    const std::size_t before = resident_bytes(::getpid());
+    const std::size_t before = anonymous_resident_bytes(::getpid());
     mproc::process consumer([q]() mutable {
-      (void)q.get();
-      for (;;) ::pause();  // got it all: the parent sees the queue empty and tries again
+      const auto got = q.get();  // kept: the parent's sign that the get began stays
+      for (;;) ::pause();        // got it all: the parent sees the queue empty and tries again
     });
+    consumer.set_daemon(true);  // should an assertion below fail, the test's exit ends it
     consumer.start();
     const pid_t pid = *consumer.pid();
-    // The child starts with this process's resident pages; it has begun reading once it
-    // has touched 32 MiB more.
-    ASSERT_TRUE(mproc_test::eventually([&] { return resident_bytes(pid) > before + (std::size_t{32} << 20); }, 30s))
+    // The child starts with this process's anonymous pages; it has begun copying the
+    // message out once it has 32 MiB more, and keeps them (a sign that a parent descheduled
+    // for the whole get would otherwise miss, as the copy is gone when the get returns).
+    ASSERT_TRUE(
+        mproc_test::eventually([&] { return anonymous_resident_bytes(pid) > before + (std::size_t{32} << 20); }, 30s))
         << "the consumer never got into its get";
     consumer.kill();
     consumer.join();
@@ -168,7 +174,7 @@ TEST(QueueLargeKill, AConsumerKilledMidReadLeavesTheMessageWhole) {
     EXPECT_FALSE(q.try_get().has_value());
     return;
   }
-  FAIL() << "in 5 attempts every kill came after the get had ended";
+  FAIL() << "in 20 attempts every kill came after the get had ended";
 }
 
 }  // namespace
