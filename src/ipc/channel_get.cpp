@@ -225,7 +225,7 @@ static void unlock_after_take(channel::state& s, std::uint32_t i, std::size_t ta
         s.size() <= h.maxsize / 2) {
       h.not_full.announce(INT_MAX);
     }
-    if (more) h.not_empty.announce(1);
+    if (more) h.not_empty.announce_one();
   }
 }
 

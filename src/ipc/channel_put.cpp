@@ -54,7 +54,7 @@ static void announce_put(header& h, std::size_t k) {
   const std::int64_t now = monotonic_ns();
   if (now - h.not_empty_woken_ns.load(std::memory_order_relaxed) < put_wake_interval.count()) return;
   h.not_empty_woken_ns.store(now, std::memory_order_relaxed);
-  h.not_empty.announce(1);
+  h.not_empty.announce_one();
 }
 
 // put and put_pieces: waits for room, writes to this process's lane (or the shared one).

@@ -163,7 +163,7 @@ std::vector<std::shared_ptr<task_state>> pool_core::impl::take_queued_tasks() {
   std::vector<std::shared_ptr<task_state>> taken;
   std::lock_guard lock(mutex);
   for (const std::uint64_t id : ids) {
-    if (auto task = pending.take(id)) taken.push_back(std::move(task));
+    if (auto task = pending_locked().take(id)) taken.push_back(std::move(task));
   }
   return taken;
 }
@@ -183,16 +183,17 @@ int pool_core::impl::enforce_timeouts() {
   // Saturated, and compared with the time a task has run (never with start + limit), so
   // that a timeout of months or milliseconds::max() neither overflows nor kills at once.
   const std::int64_t pool_limit = config.task_timeout.count() > 0 ? to_nanoseconds(config.task_timeout).count() : 0;
-  if (pool_limit == 0 && shortest_task_limit_ns == 0) return -1;
+  const std::int64_t shortest_own = shortest_task_limit_ns.load(std::memory_order_relaxed);
+  if (pool_limit == 0 && shortest_own == 0) return -1;
   const std::int64_t now = monotonic_ns();
-  std::int64_t next = std::max(pool_limit, shortest_task_limit_ns);
-  if (shortest_task_limit_ns != 0) next = std::min(next, shortest_task_limit_ns);
+  std::int64_t next = std::max(pool_limit, shortest_own);
+  if (shortest_own != 0) next = std::min(next, shortest_own);
   for (unsigned k = 0; k < processes; ++k) {
     const std::uint64_t task = claims->task(k);
     if (task == 0 || task == retire_claim || (task & task_claims::condemned) != 0) continue;
     const std::int64_t started = claims->started_ns(k);
     if (claims->task(k) != task) continue;
-    const task_state* task_state_of = pending.find(task);
+    const task_state* task_state_of = pending_locked().find(task);
     const std::int64_t own = task_state_of ? task_state_of->time_limit().count() : 0;
     const std::int64_t limit = own > 0 ? own : pool_limit;
     if (limit == 0) continue;
@@ -213,9 +214,9 @@ int pool_core::impl::enforce_timeouts() {
 void pool_core::impl::zygote_lost() {
   std::vector<std::shared_ptr<task_state>> failed;
   {
-    std::lock_guard lock(mutex);
+    std::scoped_lock lock(submit_mutex, mutex);
     if (state != phase::terminated) state = phase::terminated;
-    pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
+    pending_locked().take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : workers) kill_worker(w);
   }
   fail_all(std::move(failed),

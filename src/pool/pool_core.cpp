@@ -117,7 +117,7 @@ unsigned pool_core::size() const noexcept { return impl_->processes; }
 std::uint32_t pool_core::function_id(task_invoker invoker, generic_function function) {
   impl& p = *impl_;
   p.check_owner("apply");
-  std::lock_guard lock(p.mutex);
+  std::lock_guard lock(p.submit_mutex);
   return p.function_id_locked({invoker, function});
 }
 
@@ -152,7 +152,19 @@ void pool_core::submit(task_function_ref function, std::span<std::byte> message,
   impl_->submit(function, message, std::move(state), false);
 }
 
-// One lock for the admission, the function's id (unless known) and the pending entry.
+pending_tasks& pool_core::impl::pending_locked() {
+  submitted.drain([this](std::uint64_t id, std::shared_ptr<task_state> task) { pending.add(id, std::move(task)); });
+  return pending;
+}
+
+std::shared_ptr<task_state> pool_core::impl::settle_locked(std::uint64_t id) {
+  auto task = pending_locked().take(id);
+  if (task) board->settle(id);
+  return task;
+}
+
+// One lock for the admission, the function's id (unless known) and the task's entry: the
+// submit lock, which the result thread never takes (submitted_tasks.hpp).
 void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> function, std::span<std::byte> message,
                              std::shared_ptr<task_state> task, bool fed) {
   check_owner("apply");
@@ -161,21 +173,23 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
   std::uint32_t function_id;
   std::uint32_t flags = 0;
   {
-    std::lock_guard lock(mutex);
+    std::lock_guard lock(submit_mutex);
     const bool admitted = state == phase::running || (fed && state == phase::closed && feeds != 0);
     if (!admitted) throw_not_running(state);
     const auto* known = std::get_if<std::uint32_t>(&function);
     function_id = known ? *known : function_id_locked(std::get<task_function_ref>(function));
     id = next_task++;
     task->set_task_id(id);
-    if (const std::int64_t limit = task->time_limit().count();
-        limit > 0 && (shortest_task_limit_ns == 0 || limit < shortest_task_limit_ns)) {
-      shortest_task_limit_ns = limit;
-      wake_monitor();  // to poll at least this often from now on
+    if (const std::int64_t limit = task->time_limit().count(); limit > 0) {
+      std::int64_t shortest = shortest_task_limit_ns.load(std::memory_order_relaxed);
+      if (shortest == 0 || limit < shortest) {
+        shortest_task_limit_ns.store(limit, std::memory_order_relaxed);  // written under this lock only
+        wake_monitor();                                                  // to poll at least this often from now on
+      }
     }
-    if (board->enter(id, [&](std::uint64_t old) { return pending.contains(old); })) flags |= task_header::on_board;
-    pending.add(id, std::move(task));
-    ++in_flight;
+    if (board->enter(id)) flags |= task_header::on_board;
+    in_flight.fetch_add(1, std::memory_order_relaxed);
+    submitted.push(id, std::move(task));
   }
   const task_header h{id, function_id, flags};
   std::memcpy(message.data(), &h, sizeof h);
@@ -184,7 +198,10 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
   } catch (...) {
     std::lock_guard lock(mutex);
     board->forget(id);
-    if (pending.take(id)) --in_flight;
+    if (pending_locked().take(id)) {
+      --in_flight;
+      in_flight_changed.notify_all();
+    }
     throw;
   }
 }
@@ -196,8 +213,8 @@ bool pool_core::cancel(std::uint64_t task) {
   {
     std::lock_guard lock(p.mutex);
     // Pending and queued: a settled task's word may serve a newer one.
-    if (task == 0 || !p.pending.contains(task) || !p.board->cancel(task)) return false;
-    state = p.pending.take(task);
+    if (task == 0 || !p.pending_locked().contains(task) || !p.board->cancel(task)) return false;
+    state = p.pending_locked().take(task);
   }
   state->fail(std::make_exception_ptr(cancelled_error(
       "mproc::async_result::get: the task was cancelled before a worker started it (async_result::cancel)")));
@@ -232,7 +249,7 @@ bool pool_core::running(std::uint64_t task) const noexcept {
 void pool_core::begin_feed() {
   impl& p = *impl_;
   p.check_owner("apply");
-  std::lock_guard lock(p.mutex);
+  std::lock_guard lock(p.submit_mutex);
   if (p.state != impl::phase::running) throw_not_running(p.state);
   ++p.feeds;
 }
@@ -240,7 +257,7 @@ void pool_core::begin_feed() {
 void pool_core::end_feed() noexcept {
   impl& p = *impl_;
   {
-    std::lock_guard lock(p.mutex);
+    std::lock_guard lock(p.submit_mutex);
     if (--p.feeds != 0 || !p.sentinels_owed) return;
     p.sentinels_owed = false;
   }
@@ -271,7 +288,7 @@ void pool_core::close() {
   impl& p = *impl_;
   p.check_owner("close");
   {
-    std::lock_guard lock(p.mutex);
+    std::scoped_lock lock(p.submit_mutex, p.mutex);
     if (p.state != impl::phase::running) return;
     p.state = impl::phase::closed;
     if (p.feeds != 0) {
@@ -288,10 +305,10 @@ void pool_core::terminate() {
   p.check_owner("terminate");
   std::vector<std::shared_ptr<task_state>> failed;
   {
-    std::lock_guard lock(p.mutex);
+    std::scoped_lock lock(p.submit_mutex, p.mutex);
     if (p.state == impl::phase::terminated) return;
     p.state = impl::phase::terminated;
-    p.pending.take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
+    p.pending_locked().take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : p.workers) p.kill_worker(w);
   }
   try {

@@ -34,6 +34,7 @@
 #include "os/fd.hpp"
 #include "os/fork_local.hpp"
 #include "pool/pending_tasks.hpp"
+#include "pool/submitted_tasks.hpp"
 #include "pool/task_board.hpp"
 #include "pool/task_claim.hpp"
 #include "pool/wire.hpp"
@@ -66,20 +67,27 @@ struct pool_core::impl final : fork_local {
     unique_fd pidfd;  // passed by the zygote; empty without pidfd support (see kill_worker)
   };
 
-  std::mutex mutex;  // guards everything below
-  enum class phase { running, closed, terminated } state = phase::running;
-  pending_tasks pending;
+  // Submitting threads hold `submit_mutex`, never `mutex`: a submit must not wait for the
+  // result thread, which holds `mutex` to file results (submitted_tasks.hpp says why). Who
+  // takes both takes `submit_mutex` first.
+  std::mutex submit_mutex;  // guards the fields down to `mutex`
   std::uint64_t next_task = 1;
-  std::size_t in_flight = 0;  // submitted and not yet through complete/fail
-  unsigned retired = 0;
   unsigned feeds = 0;           // begun and not ended (pool_core::begin_feed)
   bool sentinels_owed = false;  // close() came while feeds ran: the last one puts them
+  std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
+  submitted_tasks submitted;  // produced under `submit_mutex`, consumed under `mutex`
+  // Written under both mutexes, so read under either.
+  enum class phase { running, closed, terminated } state = phase::running;
+  std::atomic<std::size_t> in_flight{0};  // submitted and not yet through complete/fail
   // The shortest of the tasks' own time limits (task_state::time_limit) so far, 0: none
   // yet: the monitor checks the running tasks at least this often.
-  std::int64_t shortest_task_limit_ns = 0;
+  std::atomic<std::int64_t> shortest_task_limit_ns{0};
+
+  std::mutex mutex;       // guards everything below
+  pending_tasks pending;  // through pending_locked(), which takes in `submitted` first
+  unsigned retired = 0;
   std::vector<worker_info> workers;
   std::deque<std::function<void()>> posted;
-  std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> function_ids;
   std::condition_variable in_flight_changed;  // in_flight or retired changed
   std::condition_variable result_thread_cv;   // posted work, helpers gone, or stop
   bool monitor_stop = false;
@@ -103,7 +111,12 @@ struct pool_core::impl final : fork_local {
 
   // mproc::error unless the calling process made the pool.
   void check_owner(const char* call) const;
-  // The table index of `function`, registering it on first use; under `mutex`.
+  // Under `mutex`: every pending task, those just submitted too.
+  pending_tasks& pending_locked();
+  // Under `mutex`: takes task `id` out of the pending ones (null when it is not pending),
+  // and frees its word on the task board unless it was cancelled.
+  std::shared_ptr<task_state> settle_locked(std::uint64_t id);
+  // The table index of `function`, registering it on first use; under `submit_mutex`.
   std::uint32_t function_id_locked(task_function_ref function);
   // pool_core::submit, with the function's id or the function to look it up for.
   void submit(std::variant<std::uint32_t, task_function_ref> function, std::span<std::byte> message,

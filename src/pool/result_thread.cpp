@@ -116,7 +116,7 @@ bool pool_core::impl::read_results(deadline until) {
       if (!header) continue;
       result& r = batch_results.emplace_back(result{*header, message.subspan(sizeof(result_header)), nullptr});
       // Not pending: already failed (its worker was declared lost, or the pool terminated).
-      r.state = pending.take(header->task);
+      r.state = settle_locked(header->task);
     }
   }
   std::size_t delivered = 0;

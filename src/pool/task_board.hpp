@@ -12,12 +12,14 @@
 // queued with its word at started: the next worker runs it, and it can no longer be
 // cancelled, which is true to what happened.
 //
-// A word is free for a new task when it is empty, or names a task that is settled (no
-// longer pending in the parent) and not cancelled: a cancelled word stays until the worker
-// that takes the message (or the parent, draining the queue) clears it, else a new task
-// in that slot would make the worker run the cancelled one.
+// A word is free for a new task when it is empty. The parent empties a task's word when it
+// settles the task (settle), unless the task was cancelled: a cancelled word stays until
+// the worker that takes the message (or the parent, draining the queue) clears it, else a
+// new task in that slot would make the worker run the cancelled one.
 //
-// Thread safety: the parent writes words under the pool's mutex; workers swap them.
+// Thread safety: the parent enters words under the pool's submit mutex, and cancels,
+// settles and forgets them under its mutex; workers swap them. Every change but enter's
+// store of an empty word is a compare-and-swap that names its task.
 #pragma once
 
 #include <atomic>
@@ -35,13 +37,11 @@ class task_board {
 
   explicit task_board(memory* m) noexcept : words_(m->words) {}
 
-  // The parent, submitting task `id`: takes its word if free, `pending(old)` telling
-  // whether the word's task is still unsettled. True when the task is on the board.
-  template <class Pending>
-  bool enter(std::uint64_t id, Pending pending) noexcept {
+  // The parent, submitting task `id`: takes its word if free. True when the task is on
+  // the board.
+  bool enter(std::uint64_t id) noexcept {
     std::atomic<std::uint64_t>& w = word(id);
-    const std::uint64_t old = w.load(std::memory_order_acquire);
-    if (old != 0 && (state_of(old) == cancelled || pending(old >> state_bits))) return false;
+    if (w.load(std::memory_order_acquire) != 0) return false;
     w.store(id << state_bits | queued, std::memory_order_relaxed);  // published by the put
     return true;
   }
@@ -55,6 +55,14 @@ class task_board {
     std::atomic<std::uint64_t>& w = word(id);
     std::uint64_t old = w.load(std::memory_order_acquire);
     if (old >> state_bits == id) w.compare_exchange_strong(old, 0, std::memory_order_acq_rel);
+  }
+  // The parent, for task `id` now settled: frees its word, unless it names another task or
+  // the task was cancelled (see above).
+  void settle(std::uint64_t id) noexcept {
+    std::atomic<std::uint64_t>& w = word(id);
+    std::uint64_t old = w.load(std::memory_order_acquire);
+    if (old >> state_bits == id && state_of(old) != cancelled)
+      w.compare_exchange_strong(old, 0, std::memory_order_acq_rel);
   }
   // A worker, about to take task `id`: false when the task was cancelled (the word is then
   // freed, and the worker must not run it); else it is started.

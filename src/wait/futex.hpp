@@ -51,10 +51,17 @@ inline std::int64_t monotonic_ns() noexcept {
 // about to re-check the condition by itself). Announcers then skip the syscall: without
 // this, one consumer killed while it waited made every later put on its queue pay a wake
 // syscall (and a write to `event`), for the life of the queue.
+//
+// announce_one hands a condition on to one sleeper, and skips the wake while the sleeper
+// it woke last has not run since (`woken_ns`, cleared by every sleeper that returns from
+// its sleep). Without it, a consumer that took a message and saw more made a wake syscall
+// on every take while the sleeper it had woken waited for a CPU: on a 2-core machine with
+// a pool's two workers, its parent and its result thread, a quarter of a worker's time.
 struct wakeup {
   std::atomic<std::uint32_t> event{0};
   std::atomic<std::uint32_t> sleepers{0};
   std::atomic<std::int64_t> awake_by_ns{0};  // CLOCK_MONOTONIC; 0: found passed
+  std::atomic<std::int64_t> woken_ns{0};     // when announce_one last woke a sleeper; 0: it ran since
 
   // Wakes up to `count` sleepers if one may be asleep; returns whether it made the call.
   bool announce(int count = 1) noexcept {
@@ -73,6 +80,23 @@ struct wakeup {
     event.fetch_add(1, std::memory_order_seq_cst);
     futex_wake(event, count);
     return true;
+  }
+
+  // Wakes one sleeper, unless announce_one woke one less than first_slice ago that has not
+  // returned from its sleep since: that one is about to run, and will find the condition
+  // (and hand it on if there is more). The bound keeps a woken sleeper killed before it
+  // ran from silencing the others for longer. Returns whether it made the call.
+  bool announce_one() noexcept {
+    if (sleepers.load(std::memory_order_acquire) == 0) return false;
+    const std::int64_t now = monotonic_ns();
+    const std::int64_t woken = woken_ns.load(std::memory_order_relaxed);
+    if (woken != 0 && now - woken < std::chrono::nanoseconds(first_slice).count()) return false;
+    woken_ns.store(now, std::memory_order_release);  // before the wake, which the sleeper sees first
+    return announce(1);
+  }
+  // A sleeper back from its sleep, however it ended: announce_one may wake another.
+  void sleeper_returned() noexcept {
+    if (woken_ns.load(std::memory_order_relaxed) != 0) woken_ns.store(0, std::memory_order_relaxed);
   }
 
   // A sleeper, before it counts itself: it will be awake by `until_ns` whatever happens.
@@ -143,6 +167,7 @@ bool wait_for_condition(wakeup& w, Ready ready, deadline until,
       if (ready()) return true;
       const bool final_slice = until <= deadline(slice_end);
       const bool in_time = futex_wait(w.event, seen, final_slice ? until : deadline(slice_end));
+      w.sleeper_returned();
       if (ready()) return true;
       if (!in_time && final_slice) return false;
     }

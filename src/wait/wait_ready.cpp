@@ -203,7 +203,10 @@ class multi_wait {
     struct counted {
       std::vector<wakeup*> wakeups;
       ~counted() {
-        for (wakeup* w : wakeups) w->sleepers.fetch_sub(1, std::memory_order_seq_cst);
+        for (wakeup* w : wakeups) {
+          w->sleepers.fetch_sub(1, std::memory_order_seq_cst);
+          w->sleeper_returned();
+        }
       }
     } count;
     count.wakeups.reserve(futexes_.size());

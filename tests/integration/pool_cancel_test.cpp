@@ -74,6 +74,28 @@ TEST(PoolCancel, AQueuedTaskCancelledNeverRunsAndFailsWithCancelledError) {
   EXPECT_FALSE(a.cancelled());
 }
 
+// Every word of the board has served a settled task before (40k tasks, 16384 words): a
+// task settles its word free, so a queued task can still be cancelled on its own.
+TEST(PoolCancel, AQueuedTaskIsCancellableAfterTensOfThousandsOfTasks) {
+  mproc::pool p(1);
+  std::vector<mproc::async_result<int>> earlier;
+  earlier.reserve(40'000);
+  for (int i = 0; i < 40'000; ++i) earlier.push_back(p.apply_async(worker_pid, i));
+  for (auto& r : earlier) (void)r.get();
+  mproc::event go;
+  mproc::shared_array<int> runs(1);
+  auto blocker = p.apply_async(hold, go, 7);
+  ASSERT_TRUE(mproc_test::eventually([&] { return blocker.running(); }));
+  auto queued = p.apply_async(count_run, runs, 0);
+  EXPECT_TRUE(queued.cancel());
+  go.set();
+  EXPECT_EQ(blocker.get(), 7);
+  p.close();
+  p.join();
+  EXPECT_TRUE(queued.cancelled());
+  EXPECT_EQ(runs[0], 0);
+}
+
 TEST(PoolCancel, ARunningOrFinishedTaskIsNotCancelled) {
   mproc::pool p(1);
   mproc::event go;
