@@ -214,7 +214,8 @@ int pool_core::impl::enforce_timeouts() {
 void pool_core::impl::zygote_lost() {
   std::vector<std::shared_ptr<task_state>> failed;
   {
-    std::scoped_lock lock(submit_mutex, mutex);
+    std::lock_guard submit_lock(submit_mutex);  // first, as everywhere
+    std::lock_guard lock(mutex);
     if (state != phase::terminated) state = phase::terminated;
     pending_locked().take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
     for (auto& w : workers) kill_worker(w);

@@ -124,7 +124,11 @@ std::uint32_t pool_core::function_id(task_invoker invoker, generic_function func
 std::uint32_t pool_core::impl::function_id_locked(task_function_ref function) {
   const std::pair key{reinterpret_cast<std::uintptr_t>(function.invoker),
                       reinterpret_cast<std::uintptr_t>(function.function)};
-  if (auto it = function_ids.find(key); it != function_ids.end()) return it->second;
+  if (key == last_function.first) return last_function.second;  // a burst of one function
+  if (auto it = function_ids.find(key); it != function_ids.end()) {
+    last_function = {key, it->second};
+    return it->second;
+  }
   const std::uint32_t id = control->function_count.load(std::memory_order_relaxed);
   if (id >= max_functions)
     throw error(
@@ -134,6 +138,7 @@ std::uint32_t pool_core::impl::function_id_locked(task_function_ref function) {
   control->functions[id].function.store(key.second, std::memory_order_relaxed);
   control->function_count.store(id + 1, std::memory_order_release);
   function_ids.emplace(key, id);
+  last_function = {key, id};
   return id;
 }
 
@@ -178,7 +183,8 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
     if (!admitted) throw_not_running(state);
     const auto* known = std::get_if<std::uint32_t>(&function);
     function_id = known ? *known : function_id_locked(std::get<task_function_ref>(function));
-    id = next_task++;
+    id = next_task.load(std::memory_order_relaxed);
+    next_task.store(id + 1, std::memory_order_release);  // only submitters write it, under this lock
     task->set_task_id(id);
     if (const std::int64_t limit = task->time_limit().count(); limit > 0) {
       std::int64_t shortest = shortest_task_limit_ns.load(std::memory_order_relaxed);
@@ -188,7 +194,6 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
       }
     }
     if (board->enter(id)) flags |= task_header::on_board;
-    in_flight.fetch_add(1, std::memory_order_relaxed);
     submitted.push(id, std::move(task));
   }
   const task_header h{id, function_id, flags};
@@ -199,7 +204,7 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
     std::lock_guard lock(mutex);
     board->forget(id);
     if (pending_locked().take(id)) {
-      --in_flight;
+      settled.fetch_add(1, std::memory_order_acq_rel);
       in_flight_changed.notify_all();
     }
     throw;
@@ -288,7 +293,8 @@ void pool_core::close() {
   impl& p = *impl_;
   p.check_owner("close");
   {
-    std::scoped_lock lock(p.submit_mutex, p.mutex);
+    std::lock_guard submit_lock(p.submit_mutex);  // first, as everywhere
+    std::lock_guard lock(p.mutex);
     if (p.state != impl::phase::running) return;
     p.state = impl::phase::closed;
     if (p.feeds != 0) {
@@ -305,7 +311,8 @@ void pool_core::terminate() {
   p.check_owner("terminate");
   std::vector<std::shared_ptr<task_state>> failed;
   {
-    std::scoped_lock lock(p.submit_mutex, p.mutex);
+    std::lock_guard submit_lock(p.submit_mutex);  // first, as everywhere
+    std::lock_guard lock(p.mutex);
     if (p.state == impl::phase::terminated) return;
     p.state = impl::phase::terminated;
     p.pending_locked().take_all([&](std::shared_ptr<task_state> s) { failed.push_back(std::move(s)); });
@@ -328,7 +335,7 @@ void pool_core::join() {
       throw error("mproc::pool::join: the pool still runs; call close() or terminate() first");
     if (p.state == impl::phase::closed) {
       p.in_flight_changed.wait(
-          lock, [&] { return p.state == impl::phase::terminated || (p.in_flight == 0 && p.retired == p.processes); });
+          lock, [&] { return p.state == impl::phase::terminated || (p.in_flight() == 0 && p.retired == p.processes); });
     }
     closed = p.state == impl::phase::closed;
   }
@@ -341,7 +348,7 @@ void pool_core::join() {
   // After terminate(): let the failures of pending tasks reach their callbacks first.
   {
     std::unique_lock lock(p.mutex);
-    p.in_flight_changed.wait(lock, [&] { return p.in_flight == 0; });
+    p.in_flight_changed.wait(lock, [&] { return p.in_flight() == 0; });
   }
   p.shut_down_threads();
 }

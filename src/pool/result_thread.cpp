@@ -44,14 +44,21 @@ void pool_core::impl::deliver(task_state& state, const result_header& header, st
   }
 }
 
+// join() waits for in_flight() to reach 0, so only that change is told; under the mutex,
+// so that a join() that saw it above 0 is asleep by then. A submit that the read of
+// next_task misses makes in_flight() above 0 again: a spurious notice at worst.
 void pool_core::impl::mark_done(std::size_t count) {
+  const std::uint64_t now_settled = settled.fetch_add(count, std::memory_order_acq_rel) + count;
+  if (now_settled != next_task.load(std::memory_order_acquire) - 1) return;
   std::lock_guard lock(mutex);
-  in_flight -= count;
   in_flight_changed.notify_all();
 }
 
 // Runs the posted work in order; the caller holds `reader` (work may dispatch failures).
 void pool_core::impl::run_posted() {
+  // Set under the mutex before the work is posted, and read by every pass of the result
+  // loop: an empty queue costs it no lock.
+  if (!work_posted.load(std::memory_order_acquire)) return;
   for (;;) {
     std::function<void()> work;
     {
@@ -134,7 +141,7 @@ bool pool_core::impl::read_results(deadline until) {
 void pool_core::impl::result_loop() {
   on_result_thread() = true;
   for (;;) {
-    {
+    if (helpers.load(std::memory_order_acquire) != 0) {
       // Step aside while callers read the results themselves, running what they post.
       // Their leaving is not signalled (a blocking apply() loop would wake this thread
       // every call): it is seen within a millisecond.

@@ -7,6 +7,7 @@
 
 #include "mproc/detail/os/big_vector.hpp"
 #include "os/thread_identity.hpp"
+#include "wait/biased_mutex.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -26,6 +27,8 @@ std::uint32_t fork_generation_now() noexcept {
   return fork_generation.load(std::memory_order_relaxed);
 }
 
+state_arena::state_arena() : mutex_(std::make_unique<biased_mutex>()) {}
+
 state_arena::~state_arena() {
   for (const slab& s : slabs_) ::munmap(s.base, s.bytes);
 }
@@ -34,7 +37,7 @@ void* state_arena::allocate(std::size_t bytes) {
   if (!mine()) return ::operator new(bytes);
   const bool small = bytes != 0 && bytes <= largest_block;
   void* p = small ? nullptr : ::operator new(bytes);
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(*mutex_);
   if (small) {
     const std::size_t c = size_class(bytes, granule);
     if (block* b = free_[c]) {
@@ -54,7 +57,7 @@ void state_arena::deallocate(void* p, std::size_t bytes) noexcept {
   if (!mine()) return;  // a forked child: the block may be the parent's (see the header)
   bool last = false;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(*mutex_);
     if (small) {
       auto* b = ::new (p) block{nullptr};
       const std::size_t c = size_class(bytes, granule);
@@ -70,7 +73,7 @@ void state_arena::abandon() noexcept {
   if (!mine()) return;
   bool last = false;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(*mutex_);
     abandoned_ = true;
     last = out_ == 0;
   }

@@ -27,6 +27,8 @@
 
 namespace mproc::detail {
 
+class biased_mutex;  // src/wait/biased_mutex.hpp
+
 // A number that changes in the child of every fork(2).
 std::uint32_t fork_generation_now() noexcept;
 
@@ -39,7 +41,7 @@ class state_arena {
   using owner = std::unique_ptr<state_arena, abandoner>;
   static owner make_owned() { return owner(new state_arena); }
 
-  state_arena() = default;
+  state_arena();
   state_arena(const state_arena&) = delete;
   state_arena& operator=(const state_arena&) = delete;
   ~state_arena();
@@ -68,7 +70,10 @@ class state_arena {
   void* carve(std::size_t bytes);  // under mutex_
 
   const std::uint32_t generation_ = fork_generation_now();
-  std::mutex mutex_;
+  // Biased to the thread that made the arena, which allocates a state for each task it
+  // submits and, in most programs, frees it: a lock and an unlock that were two atomic
+  // read-modify-writes each (allocate, deallocate) are then plain stores.
+  std::unique_ptr<biased_mutex> mutex_;
   block* free_[classes] = {};
   std::vector<slab> slabs_;
   std::size_t out_ = 0;        // blocks allocated and not given back (this process's own)
