@@ -168,7 +168,7 @@ class async_result {
   // result thread once the task is done (at once if the pool has ended).
   async_result& then(typename detail::async_state<R>::callback callback,
                      std::function<void(std::exception_ptr)> error_callback = {}) {
-    state_->add_callbacks(std::move(callback), std::move(error_callback));
+    state_->add_callbacks(state_, std::move(callback), std::move(error_callback));
     return *this;
   }
 

@@ -65,7 +65,7 @@ struct value_box<void> {};
 // fits in 128 bytes: a burst of N tasks makes N of them, and the memory of a first burst
 // is new to the process, each page of it zeroed by the kernel as it is first touched.
 template <class R>
-class async_state : public task_state, public std::enable_shared_from_this<async_state<R>> {
+class async_state : public task_state {
  public:
   using callback = typename callback_for<R>::type;
   using error_callback = std::function<void(std::exception_ptr)>;
@@ -168,23 +168,25 @@ class async_state : public task_state, public std::enable_shared_from_this<async
     if constexpr (!std::is_void_v<R>) return static_cast<const R&>(*box_.value);
   }
 
-  void add_callbacks(callback on_value, error_callback on_error) {
+  // `self` owns this state: the state keeps it while callbacks wait, so that they can be
+  // handed to the result thread however the state is dropped meanwhile.
+  void add_callbacks(const std::shared_ptr<async_state>& self, callback on_value, error_callback on_error) {
     {
       std::lock_guard lock(extras_mutex_);
       // Marked under the mutex and only while unpublished, so that finish either sees the
       // mark (and takes the mutex, after the callback is in) or has published already.
       std::uint32_t w = word_.load(std::memory_order_acquire);
       while ((w & published) == 0) {
-        std::vector<std::pair<callback, error_callback>>& callbacks = extras_locked().callbacks;
-        callbacks.reserve(callbacks.size() + 1);  // what may throw, before the mark
+        extras& e = extras_locked();
+        e.callbacks.reserve(e.callbacks.size() + 1);  // what may throw, before the mark
         if (word_.compare_exchange_weak(w, w | has_callbacks, std::memory_order_acq_rel)) {
-          callbacks.emplace_back(std::move(on_value), std::move(on_error));
+          e.callbacks.emplace_back(std::move(on_value), std::move(on_error));
+          if (!e.keep_alive) e.keep_alive = self;
           return;
         }
       }
     }
     // Already finished: run it on the result thread if the pool still runs, else now.
-    auto self = this->weak_from_this().lock();
     auto run = [self, on_value = std::move(on_value), on_error = std::move(on_error)] {
       self->run_one(on_value, on_error);
     };
@@ -275,6 +277,9 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   // Callbacks run on the result thread: a thread that dispatched this result while pumping
   // hands them over, with the rest of finishing.
   void finish() noexcept {
+    // The reference add_callbacks left, held while callbacks run here; released when this
+    // returns, after the last use of the state.
+    std::shared_ptr<async_state> keep;
     for (;;) {
       std::uint32_t w = word_.load(std::memory_order_acquire);
       if ((w & has_callbacks) == 0) {
@@ -286,18 +291,22 @@ class async_state : public task_state, public std::enable_shared_from_this<async
       std::vector<std::pair<callback, error_callback>> now;
       {
         std::lock_guard lock(extras_mutex_);
-        if (extras_) now.swap(extras_->callbacks);
+        if (extras_) {
+          now.swap(extras_->callbacks);
+          if (!keep) keep = std::move(extras_->keep_alive);
+          extras_->keep_alive.reset();
+        }
         word_.fetch_and(~has_callbacks, std::memory_order_acq_rel);
       }
-      if (!on_callback_thread() && hand_to_result_thread(now)) return;
+      if (!on_callback_thread() && hand_to_result_thread(now, keep)) return;
       for (const auto& [on_value, on_error] : now) run_one(on_value, on_error);
     }
   }
 
-  // Posts `callbacks` and the rest of finishing to the result thread; false (and `callbacks`
-  // untouched) if the pool is gone.
-  bool hand_to_result_thread(std::vector<std::pair<callback, error_callback>>& callbacks) noexcept {
-    auto self = this->weak_from_this().lock();
+  // Posts `callbacks` and the rest of finishing to the result thread, with `self` (this
+  // state) moved along; false (and both untouched) if the pool is gone.
+  bool hand_to_result_thread(std::vector<std::pair<callback, error_callback>>& callbacks,
+                             std::shared_ptr<async_state>& self) noexcept {
     auto core = core_.lock();
     if (!self || !core) return false;
     try {
@@ -321,6 +330,11 @@ class async_state : public task_state, public std::enable_shared_from_this<async
   struct extras {
     std::vector<std::pair<callback, error_callback>> callbacks;
     std::vector<std::pair<std::shared_ptr<completion_waiter>, std::size_t>> waiters;
+    // While callbacks wait: the state itself (add_callbacks), so that finish can post them
+    // to the result thread with an owner. Not enable_shared_from_this: its weak count cost
+    // every task three atomic read-modify-writes to make and free the state, for the few
+    // that have callbacks.
+    std::shared_ptr<async_state> keep_alive;
   };
   extras& extras_locked() {
     if (!extras_) extras_ = std::make_unique<extras>();
