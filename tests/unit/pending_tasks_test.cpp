@@ -4,25 +4,19 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <exception>
 #include <memory>
 #include <set>
-#include <span>
 #include <vector>
+
+#include "tagged_state.hpp"
 
 namespace {
 
 using mproc::detail::pending_tasks;
 using mproc::detail::task_state;
 
-struct tagged_state : task_state {
-  explicit tagged_state(std::uint64_t t) : tag(t) {}
-  void complete(std::span<const std::byte>) noexcept override {}
-  void fail(std::exception_ptr) noexcept override {}
-  std::uint64_t tag;
-};
-
-std::uint64_t tag_of(const std::shared_ptr<task_state>& s) { return static_cast<tagged_state&>(*s).tag; }
+using mproc_test::tag_of;
+using mproc_test::tagged_state;
 
 TEST(PendingTasks, TakesEachTaskOnceInAnyOrder) {
   pending_tasks p;

@@ -5,25 +5,19 @@
 
 #include <atomic>
 #include <cstdint>
-#include <exception>
 #include <memory>
-#include <span>
 #include <thread>
 #include <vector>
+
+#include "tagged_state.hpp"
 
 namespace {
 
 using mproc::detail::submitted_tasks;
 using mproc::detail::task_state;
 
-struct tagged_state : task_state {
-  explicit tagged_state(std::uint64_t t) : tag(t) {}
-  void complete(std::span<const std::byte>) noexcept override {}
-  void fail(std::exception_ptr) noexcept override {}
-  std::uint64_t tag;
-};
-
-std::uint64_t tag_of(const std::shared_ptr<task_state>& s) { return static_cast<tagged_state&>(*s).tag; }
+using mproc_test::tag_of;
+using mproc_test::tagged_state;
 
 TEST(SubmittedTasks, HandsEveryEntryOnOnceInOrderAcrossBlocks) {
   submitted_tasks q;
