@@ -201,12 +201,13 @@ void pool_core::impl::submit(std::variant<std::uint32_t, task_function_ref> func
   try {
     tasks->put_one(message, deadline::never());
   } catch (...) {
-    std::lock_guard lock(mutex);
-    board->forget(id);
-    if (pending_locked().take(id)) {
-      settled.fetch_add(1, std::memory_order_acq_rel);
-      in_flight_changed.notify_all();
+    bool taken;
+    {
+      std::lock_guard lock(mutex);
+      board->forget(id);
+      taken = pending_locked().take(id) != nullptr;
     }
+    if (taken) mark_done(1);  // never queued: settled here
     throw;
   }
 }
@@ -218,8 +219,10 @@ bool pool_core::cancel(std::uint64_t task) {
   {
     std::lock_guard lock(p.mutex);
     // Pending and queued: a settled task's word may serve a newer one.
-    if (task == 0 || !p.pending_locked().contains(task) || !p.board->cancel(task)) return false;
-    state = p.pending_locked().take(task);
+    if (task == 0) return false;
+    pending_tasks& pending = p.pending_locked();
+    if (!pending.contains(task) || !p.board->cancel(task)) return false;
+    state = pending.take(task);
   }
   state->fail(std::make_exception_ptr(cancelled_error(
       "mproc::async_result::get: the task was cancelled before a worker started it (async_result::cancel)")));

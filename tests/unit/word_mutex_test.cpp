@@ -60,22 +60,4 @@ TEST(WordMutex, ALockerWaitsForTheHolder) {
   EXPECT_FALSE(got_it_early.load());
 }
 
-// try_lock gets a free mutex and never one that is held: std::scoped_lock of two relies on it.
-TEST(WordMutex, TryLockTakesOnlyAFreeMutex) {
-  word_mutex m;
-  ASSERT_TRUE(m.try_lock());
-  bool got_held = true;
-  std::thread other([&] { got_held = m.try_lock(); });
-  other.join();
-  EXPECT_FALSE(got_held);
-  m.unlock();
-  std::mutex plain;
-  {
-    std::scoped_lock both(m, plain);
-    EXPECT_FALSE(m.try_lock());
-  }
-  EXPECT_TRUE(m.try_lock());
-  m.unlock();
-}
-
 }  // namespace

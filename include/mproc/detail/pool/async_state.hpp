@@ -303,8 +303,9 @@ class async_state : public task_state {
     }
   }
 
-  // Posts `callbacks` and the rest of finishing to the result thread, with `self` (this
-  // state) moved along; false (and both untouched) if the pool is gone.
+  // Posts `callbacks` and the rest of finishing to the result thread, with a reference to
+  // `self` (this state) that keeps it until then; false (and `callbacks` untouched) if the
+  // pool is gone or `self` is empty.
   bool hand_to_result_thread(std::vector<std::pair<callback, error_callback>>& callbacks,
                              std::shared_ptr<async_state>& self) noexcept {
     auto core = core_.lock();

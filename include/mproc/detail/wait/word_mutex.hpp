@@ -1,6 +1,5 @@
-// A mutex of one 32-bit word, for state a process keeps per task (std::mutex takes 40
-// bytes, and a burst of a million tasks made a million of them, nearly always unused) and
-// for the short critical sections a pool's parent passes once per task.
+// A mutex of one 32-bit word, for state a process keeps per task: std::mutex takes 40
+// bytes, and a burst of a million tasks made a million of them, nearly always unused.
 #pragma once
 
 #include <atomic>
@@ -12,10 +11,7 @@ namespace mproc::detail {
 
 // The word is 0 when free, 1 when held, 2 when held and a thread may sleep on it (the
 // third mutex of Drepper's "Futexes Are Tricky"): unlocking makes the wake syscall only
-// then. Not robust and not for sharing between processes; Lockable. Its lock and unlock
-// are one atomic instruction each when uncontended, where glibc's pthread_mutex_lock and
-// unlock ran ~55 instructions a pair (callgrind): a pool's parent took three such pairs
-// per task.
+// then. Not robust and not for sharing between processes; BasicLockable.
 class word_mutex {
  public:
   void lock() noexcept {
@@ -26,10 +22,6 @@ class word_mutex {
       futex_wait(word_, 2, deadline::never());
       seen = word_.exchange(2, std::memory_order_acquire);
     }
-  }
-  bool try_lock() noexcept {
-    std::uint32_t seen = 0;
-    return word_.compare_exchange_strong(seen, 1, std::memory_order_acquire, std::memory_order_relaxed);
   }
   void unlock() noexcept {
     if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(word_, 1);
